@@ -97,7 +97,7 @@ class MSGDCBlock(nn.Module):
             for i, d in enumerate(self.dilations))
         self.acts = nn.ModuleList(RPReLU(dim, channel_dim=1) for _ in self.dilations)
         self.mix_norm = nn.BatchNorm2d(dim)
-        self.tail = _BlockTail(name, dim, hidden, cfg, drop_path)
+        self.tail = _BlockTail(f"{name}.tail", dim, hidden, cfg, drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = self.shift(self.norm(x))
@@ -163,15 +163,15 @@ class WindowAttention(nn.Module):
         self.pool_padding = (window - 1) // 2
         self.blend = nn.Parameter(torch.full((dim,), 0.5))
         self.token_norm = nn.LayerNorm(dim, eps=1e-5)
-        self.q = _DenseBranch(dim, p(f"{name}.q"), cfg.recu)
-        self.k = _DenseBranch(dim, p(f"{name}.k"), cfg.recu)
-        self.v = _DenseBranch(dim, p(f"{name}.v"), cfg.recu)
+        self.q = _DenseBranch(dim, p(f"{name}.q.proj"), cfg.recu)
+        self.k = _DenseBranch(dim, p(f"{name}.k.proj"), cfg.recu)
+        self.v = _DenseBranch(dim, p(f"{name}.v.proj"), cfg.recu)
         self.q_shift, self.k_shift, self.v_shift = LearnableShift(dim), LearnableShift(dim), LearnableShift(dim)
         self.products = AttentionProducts(heads, dim, p(f"{name}.products"), cfg.attn_levels)
         self.ctx_norm = nn.BatchNorm1d(dim)
         self.ctx_act = RPReLU(dim)
         self.local_weight = nn.Parameter(torch.full((dim,), 0.5))
-        self.out = _DenseBranch(dim, p(f"{name}.out"), cfg.recu)
+        self.out = _DenseBranch(dim, p(f"{name}.out.proj"), cfg.recu)
         self.out_scale = LayerScale(dim, 0.1)
 
     def _windows(self, u: torch.Tensor) -> torch.Tensor:
@@ -218,7 +218,7 @@ class MSMHABlock(nn.Module):
         super().__init__()
         self.norm = nn.BatchNorm2d(dim)
         self.attn = WindowAttention(f"{name}.attn", dim, heads, window, map_size, cfg)
-        self.tail = _BlockTail(name, dim, hidden, cfg, drop_path)
+        self.tail = _BlockTail(f"{name}.tail", dim, hidden, cfg, drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.tail(x + self.attn(self.norm(x)))

@@ -1,0 +1,26 @@
+"""Expression helpers shared by the binary computes."""
+from __future__ import annotations
+
+from tvm import te, tirx
+from tvm.ir.expr import Expr as PrimExpr
+
+ACC_DTYPE = "int64"
+
+
+def popcount(word: PrimExpr) -> PrimExpr:
+    """Popcount of a uint64 word as an int64 (the accumulator type)."""
+    return tirx.popcount(word).astype(ACC_DTYPE)
+
+
+def affine(dot: PrimExpr, scale: PrimExpr, bias: PrimExpr | None) -> PrimExpr:
+    """float32(dot) * scale (+ bias): the fused epilogue of every binary product."""
+    y = dot.astype("float32") * scale
+    return y if bias is None else y + bias
+
+
+def int_const(value: int) -> PrimExpr:
+    return tirx.const(value, ACC_DTYPE)
+
+
+def placeholder(shape, dtype: str, name: str) -> te.Tensor:
+    return te.placeholder(tuple(int(s) for s in shape), dtype, name=name)

@@ -1,0 +1,124 @@
+"""Shape parameters shared by the TE computes, the schedules and the numpy references.
+
+Every binary op packs its reduction axis into 64-bit words (:data:`WORD_BITS`). Bits past the end
+of the axis are 0 on both operands, so they XOR to 0 and add nothing to a popcount.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["WORD_BITS", "words", "DenseParams", "Conv2dParams", "AttentionParams"]
+
+WORD_BITS = 64
+
+
+def words(bits: int) -> int:
+    """Number of 64-bit words that hold ``bits`` bits."""
+    return -(-bits // WORD_BITS)
+
+
+@dataclass(frozen=True)
+class DenseParams:
+    """y[m, n] = sum_k sign(x[m, k]) * w[n, k]: ``m`` rows, ``k`` inputs, ``n`` outputs."""
+
+    m: int
+    k: int
+    n: int
+
+    def __post_init__(self) -> None:
+        if min(self.m, self.k, self.n) < 1:
+            raise ValueError(f"DenseParams needs positive sizes, got {self}")
+
+    @property
+    def k_words(self) -> int:
+        return words(self.k)
+
+
+@dataclass(frozen=True)
+class Conv2dParams:
+    """Binary 2-D convolution, torch ``F.conv2d`` semantics with zero padding after the sign."""
+
+    batch: int
+    in_channels: int
+    out_channels: int
+    height: int
+    width: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    def __post_init__(self) -> None:
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"channels must divide by groups={self.groups}: {self}")
+        if self.out_height < 1 or self.out_width < 1:
+            raise ValueError(f"empty output for {self}")
+
+    @property
+    def out_height(self) -> int:
+        return (self.height + 2 * self.padding[0] - self.dilation[0] * (self.kernel[0] - 1) - 1) // self.stride[0] + 1
+
+    @property
+    def out_width(self) -> int:
+        return (self.width + 2 * self.padding[1] - self.dilation[1] * (self.kernel[1] - 1) - 1) // self.stride[1] + 1
+
+    @property
+    def in_per_group(self) -> int:
+        return self.in_channels // self.groups
+
+    @property
+    def out_per_group(self) -> int:
+        return self.out_channels // self.groups
+
+    @property
+    def group_words(self) -> int:
+        """Words per pixel and group: each group's channels start a fresh word."""
+        return words(self.in_per_group)
+
+    @property
+    def taps(self) -> int:
+        """Inputs summed per output value (counting padded taps)."""
+        return self.in_per_group * self.kernel[0] * self.kernel[1]
+
+    def tap_in_bounds(self, out_index: int, tap: int, axis: int) -> bool:
+        """Whether kernel tap ``tap`` of output row/col ``out_index`` reads inside the input."""
+        size = (self.height, self.width)[axis]
+        pos = out_index * self.stride[axis] + tap * self.dilation[axis] - self.padding[axis]
+        return 0 <= pos < size
+
+    def border_classes(self, axis: int) -> tuple[list[int], list[tuple[bool, ...]]]:
+        """Group output rows (axis 0) or columns (axis 1) by which kernel taps read inside the input.
+
+        Returns the class index of every output row/column and, per class, the in-bounds flag of each tap.
+        """
+        n_out = (self.out_height, self.out_width)[axis]
+        patterns: dict[tuple[bool, ...], int] = {}
+        index = [patterns.setdefault(tuple(self.tap_in_bounds(o, t, axis) for t in range(self.kernel[axis])),
+                                     len(patterns)) for o in range(n_out)]
+        return index, list(patterns)
+
+    @property
+    def reads_padding(self) -> bool:
+        """Whether any output reads a padded tap (then the compute needs bounds checks)."""
+        return any(not self.tap_in_bounds(o, t, a)
+                   for a, (n_out, n_tap) in enumerate(((self.out_height, self.kernel[0]), (self.out_width, self.kernel[1])))
+                   for o in (0, n_out - 1) for t in range(n_tap))
+
+
+@dataclass(frozen=True)
+class AttentionParams:
+    """Binary attention products on (batch, heads, tokens, dim) tensors."""
+
+    batch: int
+    heads: int
+    tokens: int
+    dim: int
+
+    @property
+    def dim_words(self) -> int:
+        return words(self.dim)
+
+    @property
+    def token_words(self) -> int:
+        return words(self.tokens)

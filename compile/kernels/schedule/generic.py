@@ -1,0 +1,211 @@
+"""Target-independent schedules for the binary computes, parametrised by a :class:`TileConfig`.
+
+Two shapes of PrimFunc are handled, recognised by block names:
+
+* ``"pack"``: float -> uint64 words. With the word axis last (bits contiguous in the source),
+  the 64-bit reduction is rfactored so ``pack_lanes`` contiguous floats are compared per vector
+  op; otherwise the contiguous axes after the word axis are vectorised and the bits loop is
+  kept outside, accumulating in registers.
+* ``"acc"`` + ``"out"`` (popcount GEMM): the output tile is ``MR`` rows (axis ``m``) by
+  ``NR x lanes`` columns (axis ``n``), kept in int64 registers while the reduction runs; the
+  float epilogue writes the tile; the loops outside the tile are fused and run in parallel.
+
+This module's :data:`GENERIC` config is correct on every LLVM target; x86 and rpi5 tune it.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from tvm import IRModule, tirx
+from tvm.s_tir import Schedule
+
+from ..compute.bitpack import WORD_AXIS_ATTR
+
+__all__ = ["TileConfig", "Tile", "GENERIC", "choose_tile", "schedule"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """Register-blocking knobs of one target."""
+
+    name: str
+    lanes: int          # uint64 lanes per vector register
+    acc_regs: int       # most int64 accumulator vectors a tile may hold (MR * NR)
+    pack_lanes: int     # float32 lanes compared per vector op in the pack
+    max_rows: int = 8   # MR cap (broadcast operands per reduction step)
+
+
+@dataclass(frozen=True)
+class Tile:
+    mr: int
+    nr: int
+    vl: int
+
+
+GENERIC = TileConfig("generic", lanes=2, acc_regs=8, pack_lanes=4)
+
+
+
+def _pow2_divisor(n: int, cap: int) -> int:
+    v = 1
+    while v * 2 <= cap and n % (v * 2) == 0:
+        v *= 2
+    return v
+
+
+def choose_tile(m: int, n: int, cfg: TileConfig) -> Tile:
+    """Largest MR x NR accumulator tile (MR | m, NR * lanes | n) within the register budget.
+
+    Ties prefer the larger MR (fewer weight loads per broadcast).
+    """
+    vl = _pow2_divisor(n, cfg.lanes)
+    best = (0, 0, 1, 1)
+    for mr in range(1, min(m, cfg.max_rows) + 1):
+        if m % mr:
+            continue
+        for nr in range(1, cfg.acc_regs // mr + 1):
+            if (n // vl) % nr == 0:
+                best = max(best, (mr * nr, mr, mr, nr))
+    return Tile(best[2], best[3], vl)
+
+
+def schedule(func: tirx.PrimFunc, cfg: TileConfig = GENERIC) -> IRModule:
+    """Schedule one binary PrimFunc (a pack, or a popcount GEMM with an optional ``rowsum``)."""
+    if cfg is GENERIC:
+        log.info("binary kernels: using the generic (fallback) schedule")
+    sch = Schedule(func)
+    if _has_block(sch, "pack"):
+        _schedule_pack(sch, cfg)
+    else:
+        _schedule_gemm(sch, cfg)
+        if _has_block(sch, "rowsum"):
+            _parallel_spatial(sch, sch.get_sblock("rowsum"))
+    return sch.mod
+
+
+def _has_block(sch: Schedule, name: str) -> bool:
+    try:
+        sch.get_sblock(name)
+    except Exception:  # noqa: BLE001 - s_tir raises a generic error for a missing block
+        return False
+    return True
+
+
+def _extent(sch: Schedule, loop) -> int:
+    return int(sch.get(loop).extent)
+
+
+def _vectorize_unroll(sch: Schedule, loops: list) -> None:
+    """Vectorise the innermost loop when it is wider than 1, unroll the others."""
+    if not loops:
+        return
+    *rest, last = loops
+    if _extent(sch, last) > 1:
+        sch.vectorize(last)
+    for loop in rest:
+        sch.unroll(loop)
+
+
+def _parallel_spatial(sch: Schedule, block) -> None:
+    """Fuse the leading spatial loops of a block into one parallel loop."""
+    block_ivs = sch.get(block).iter_vars
+    n_spatial = sum(iv.iter_type == tirx.IterVar.DataPar for iv in block_ivs)
+    loops = sch.get_loops(block)[:n_spatial]
+    sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
+
+
+def _schedule_gemm(sch: Schedule, cfg: TileConfig) -> None:
+    # 1. analyse: the tile axes are the "out" iter vars named m and n
+    out, acc = sch.get_sblock("out"), sch.get_sblock("acc")
+    out_ivs = [iv.var.name for iv in sch.get(out).iter_vars]
+    extents = [int(iv.dom.extent) for iv in sch.get(out).iter_vars]
+    m_ax, n_ax = out_ivs.index("v_m"), out_ivs.index("v_n")
+    tile = choose_tile(extents[m_ax], extents[n_ax], cfg)
+    # 2. tile the output: outer loops, then MR x NR x lanes
+    loops = sch.get_loops(out)
+    mo, mi = sch.split(loops[m_ax], [None, tile.mr])
+    no, nv, nl = sch.split(loops[n_ax], [None, tile.nr, tile.vl])
+    outer = [loop for i, loop in enumerate(loops) if i not in (m_ax, n_ax)]
+    sch.reorder(*outer, mo, no, mi, nv, nl)
+    # 3. accumulate the tile in registers, reduction outermost
+    sch.compute_at(acc, no)
+    sch.set_scope(acc, 0, "local")
+    inner = _tile_loops(sch, acc, tile)
+    if "v_n" in inner:
+        inner["v_n"], inner["v_l"] = sch.split(inner["v_n"], [tile.nr, tile.vl])
+    reductions = [inner[k] for k in inner if k not in ("v_m", "v_n", "v_l")]
+    tile_loops = [inner[k] for k in ("v_m", "v_n", "v_l") if k in inner]
+    sch.reorder(*reductions, *tile_loops)
+    _vectorize_unroll(sch, tile_loops)
+    # 4. epilogue: vectorised over n, unrolled over the tile
+    _vectorize_unroll(sch, [mi, nv, nl])
+    sch.parallel(sch.fuse(*outer, mo, no))
+    # 5. zero-init separated from the reduction (last: it freezes the acc block's loops)
+    if reductions or tile_loops:
+        init = sch.decompose_reduction(acc, (reductions or tile_loops)[0])
+        _vectorize_unroll(sch, sch.get_loops(init)[-len(tile_loops):] if tile_loops else [])
+
+
+def _tile_loops(sch: Schedule, acc, tile: Tile) -> dict:
+    """Map the acc block's iter var names to its loops under the tile (unit loops are dropped)."""
+    extents = {"v_m": tile.mr, "v_n": tile.nr * tile.vl}
+    names = []
+    for iv in sch.get(acc).iter_vars:
+        name = iv.var.name
+        size = int(iv.dom.extent) if iv.iter_type == tirx.IterVar.CommReduce else extents.get(name, 1)
+        if size > 1:
+            names.append(name)
+    loops = sch.get_loops(acc)[-len(names):] if names else []
+    return dict(zip(names, loops))
+
+
+def _schedule_pack(sch: Schedule, cfg: TileConfig) -> None:
+    block = sch.get_sblock("pack")
+    word_axis = int(sch.get(block).annotations[WORD_AXIS_ATTR])
+    *spatial, bits = sch.get_loops(block)
+    if word_axis == len(spatial) - 1:
+        _pack_rfactor(sch, block, spatial, bits, cfg.pack_lanes)
+    else:
+        _pack_outer(sch, block, spatial, bits, word_axis, cfg.pack_lanes)
+
+
+def _pack_rfactor(sch: Schedule, block, spatial: list, bits, lanes: int) -> None:
+    """Bits contiguous in the source: per-lane partial words, then a lanes-wide OR (sum)."""
+    # 1. split the 64 bits into lanes and rfactor the lane axis into a local partial-sum block
+    _, b_lane = sch.split(bits, [None, lanes])
+    rf = sch.rfactor(b_lane, 0)
+    sch.compute_at(rf, spatial[-1])
+    sch.set_scope(rf, 0, "local")
+    r_lane, r_step = sch.get_loops(rf)[-2:]
+    sch.reorder(r_step, r_lane)
+    sch.vectorize(r_lane)
+    sch.unroll(r_step)
+    sch.unroll(sch.get_loops(block)[-1])
+    # 2. parallel over the rows, then split the inits off
+    rows = spatial[:-1]
+    if rows:
+        sch.parallel(sch.fuse(*rows) if len(rows) > 1 else rows[0])
+    sch.decompose_reduction(rf, r_step)
+    sch.decompose_reduction(block, sch.get_loops(block)[-1])
+
+
+def _pack_outer(sch: Schedule, block, spatial: list, bits, word_axis: int, lanes: int) -> None:
+    """Bits strided in the source: vectorise the contiguous trailing axes, bits loop outside.
+
+    The vector of words stays in registers across the bits loop (LLVM promotes the noalias
+    load/store pair), so the output is written once.
+    """
+    lead, trail = spatial[:word_axis + 1], spatial[word_axis + 1:]
+    flat = sch.fuse(*trail) if len(trail) > 1 else trail[0]
+    vl = _pow2_divisor(_extent(sch, flat), lanes)
+    t_out, t_lane = sch.split(flat, [None, vl])
+    sch.reorder(t_out, bits, t_lane)
+    if vl > 1:
+        sch.vectorize(t_lane)
+    sch.parallel(sch.fuse(*lead, t_out))
+    init = sch.decompose_reduction(block, bits)
+    if vl > 1:
+        sch.vectorize(sch.get_loops(init)[-1])

@@ -1,0 +1,34 @@
+"""x86 tile configs: AVX-512 with VPOPCNTDQ (vpopcntq zmm), plain AVX-512, AVX2.
+
+Pick the CPU with an explicit ``mcpu`` (e.g. ``znver4``): ``native`` and a bare ``llvm`` target do
+not enable AVX-512 in TVM 0.27. Without VPOPCNTDQ, LLVM lowers the popcount to a vpshufb nibble
+table plus vpsadbw (about 3x slower), which still vectorises over 512 or 256 bits.
+"""
+from __future__ import annotations
+
+from tvm.target import Target, codegen
+
+from .generic import TileConfig
+
+__all__ = ["AVX512_VPOPCNT", "AVX512", "AVX2", "config"]
+
+# 32 zmm: 28 int64x8 accumulators (MR=7, NR=4) + NR weight vectors; activations are
+# broadcast memory operands.
+AVX512_VPOPCNT = TileConfig("x86-avx512-vpopcntdq", lanes=8, acc_regs=28, pack_lanes=16)
+AVX512 = TileConfig("x86-avx512", lanes=8, acc_regs=24, pack_lanes=16)
+AVX2 = TileConfig("x86-avx2", lanes=4, acc_regs=12, pack_lanes=8)  # 16 ymm
+
+
+def _is_x86(target: Target) -> bool:
+    triple = str(target.attrs.get("mtriple", ""))
+    return target.kind.name == "llvm" and "arm_cpu" not in target.keys and (not triple or triple.startswith(("x86", "i686")))
+
+
+def config(target: Target) -> TileConfig | None:
+    """The x86 config for ``target``, or None when it is not an x86 target with AVX2 or better."""
+    if not _is_x86(target):
+        return None
+    for features, cfg in ((["avx512f", "avx512vpopcntdq"], AVX512_VPOPCNT), (["avx512f"], AVX512), (["avx2"], AVX2)):
+        if codegen.target_has_features(features, target):
+            return cfg
+    return None

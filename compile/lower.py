@@ -1,0 +1,93 @@
+"""PyTorch BHViT -> Relax IRModule with bit-packed binary kernels.
+
+Route (tvm-notes 4.4(b)): :func:`~bhvit.compile.deploy.to_deploy` puts every binary product behind a
+``bhvit::binary_*`` custom op, ``torch.export`` keeps each op as one node, and ``from_exported_program`` converts
+those nodes with :class:`BinaryConverters`, which read the folded constants (signs, thresholds, scales, biases)
+from the exported program's state and emit the kernels helper's ``emit_binary_*`` calls. Everything else is
+imported by TVM's own converters and stays FP (scheduled later by :mod:`bhvit.compile.schedule`).
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from . import ops as _ops  # noqa: F401  (registers the bhvit:: custom ops)
+from .deploy import to_deploy
+from .targets import TargetSpec
+
+try:
+    from .kernels import relax_ops as _kernels
+except ImportError:  # TEMPORARY until compile/kernels/relax_ops.py lands
+    from . import _kernels_standin as _kernels
+
+__all__ = ["export_program", "BinaryConverters", "to_relax", "lower"]
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def export_program(model: nn.Module, input_shape: tuple[int, ...]) -> torch.export.ExportedProgram:
+    """``torch.export`` of the deploy form of ``model`` for a fixed input shape."""
+    deploy = to_deploy(model)
+    return torch.export.export(deploy, (torch.zeros(input_shape),))
+
+
+class BinaryConverters:
+    """``custom_convert_map`` entries for the ``bhvit::binary_*`` ops of one exported program."""
+
+    def __init__(self, ep: torch.export.ExportedProgram, target):
+        sig = ep.graph_signature
+        lifted = {**sig.inputs_to_parameters, **sig.inputs_to_buffers, **sig.inputs_to_lifted_tensor_constants}
+        tensors = {**ep.state_dict, **ep.constants}
+        self._values = {placeholder: tensors[fqn] for placeholder, fqn in lifted.items()}
+        self.target = target
+
+    def const(self, arg: fx.Node | None) -> np.ndarray | None:
+        """The value of a lifted parameter/buffer argument (``None`` stays ``None``)."""
+        return None if arg is None else self._values[arg.name].detach().cpu().numpy()
+
+    def linear(self, node: fx.Node, importer):
+        x, signs, threshold, scale, bias = node.args
+        return _kernels.emit_binary_dense(importer.block_builder, importer.env[x], weight_signs=self.const(signs),
+                                          threshold=self.const(threshold), scale=self.const(scale),
+                                          bias=self.const(bias), target=self.target)
+
+    def conv2d(self, node: fx.Node, importer):
+        x, signs, threshold, scale, bias, stride, padding, dilation, groups = node.args
+        return _kernels.emit_binary_conv2d(importer.block_builder, importer.env[x], weight_signs=self.const(signs),
+                                           threshold=self.const(threshold), scale=self.const(scale),
+                                           bias=self.const(bias), stride=tuple(stride), padding=tuple(padding),
+                                           dilation=tuple(dilation), groups=groups, layout="NCHW",
+                                           target=self.target)
+
+    def qk(self, node: fx.Node, importer):
+        q, k = node.args
+        return _kernels.emit_binary_qk(importer.block_builder, importer.env[q], importer.env[k], target=self.target)
+
+    def av(self, node: fx.Node, importer):
+        levels, v = node.args
+        return _kernels.emit_binary_av(importer.block_builder, importer.env[levels], importer.env[v],
+                                       target=self.target)
+
+    def convert_map(self) -> dict:
+        return {"binary_linear.default": self.linear, "binary_conv2d.default": self.conv2d,
+                "binary_qk.default": self.qk, "binary_av.default": self.av}
+
+
+def to_relax(ep: torch.export.ExportedProgram, target):
+    """Import an exported deploy program into Relax (weights as constants, binary ops as kernels)."""
+    from tvm import relax
+    from tvm.relax.frontend.torch import from_exported_program
+
+    mod = from_exported_program(ep, keep_params_as_input=False, unwrap_unit_return_tuple=True,
+                                custom_convert_map=BinaryConverters(ep, target).convert_map())
+    return relax.transform.DeadCodeElimination()(mod)
+
+
+def lower(model: nn.Module, target: TargetSpec, input_shape: tuple[int, ...]):
+    """The Relax IRModule of ``model`` for ``target`` (``main`` takes one float32 NCHW tensor of ``input_shape``)."""
+    ep = export_program(model, input_shape)
+    return to_relax(ep, target.tvm_target())

@@ -1,0 +1,60 @@
+"""Relax pass lists per target and the build of a Relax module into an exported library.
+
+The pipeline is TVM's CPU pipeline (``relax.backend.cpu_generic``) with two additions between fusion and
+lowering: an optional MetaSchedule database (``--tune-db``) and :class:`~bhvit.compile.schedule.GenericCpuSchedule`
+for every PrimFunc still unscheduled. Kernels from the kernels helper arrive scheduled and opaque and are left alone.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import tvm
+from tvm import relax
+from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+from .schedule import GenericCpuSchedule, cpu_schedule_cfg
+from .targets import TargetSpec
+
+__all__ = ["passes", "build", "export_library", "tune"]
+
+logger = logging.getLogger(__name__)
+
+
+def _prepare(target) -> list:
+    return [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(),
+            relax.transform.FoldConstant(), *cpu.library_dispatch_passes(target), *cpu.legalize_passes(target)]
+
+
+def passes(target: tvm.target.Target, tune_db: Path | None = None) -> list:
+    """The ordered pass list for ``target``: prepare + legalize + fuse, [tuned], generic schedule, lower."""
+    tuned = []
+    if tune_db is not None and Path(tune_db).is_dir():
+        tuned = [relax.transform.MetaScheduleApplyDatabase(str(tune_db), enable_warning=False)]
+    return [*_prepare(target), *tuned, GenericCpuSchedule(cpu_schedule_cfg(target)),
+            *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target)]
+
+
+def build(mod: tvm.IRModule, spec: TargetSpec, tune_db: Path | None = None):
+    """Compile a Relax module for ``spec``: a ``relax.VMExecutable``."""
+    target = spec.tvm_target()
+    with target:
+        lowered = tvm.transform.Sequential(passes(target, tune_db))(mod)
+    return tvm.compile(lowered, target=target, relax_pipeline=None)
+
+
+def export_library(executable, spec: TargetSpec, path: Path) -> None:
+    """Write the shared library; cross targets are linked with ``spec.cross_cc``."""
+    kwargs = {"cc": spec.cross_cc} if spec.cross_cc else {}
+    executable.export_library(str(path), **kwargs)
+
+
+def tune(mod: tvm.IRModule, spec: TargetSpec, work_dir: Path, trials: int) -> None:
+    """MetaSchedule-tune the FP PrimFuncs of ``mod`` into the database ``work_dir`` (slow: seconds per trial)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    target = spec.tvm_target()
+    with target:
+        fused = tvm.transform.Sequential(_prepare(target))(mod)
+    ms.relax_integration.tune_relax(fused, params={}, target=target, work_dir=str(work_dir),
+                                    max_trials_global=trials, cost_model="random")

@@ -1,0 +1,229 @@
+"""A generic CPU schedule for the FP PrimFuncs that nothing else scheduled (stem, head, norms, glue).
+
+TVM's default CPU pipeline leaves legalized TIR unscheduled: serial loops, the reduction innermost, no explicit
+vectors. This pass schedules every PrimFunc that is not marked scheduled (``tirx.is_scheduled``) and not opaque
+(the kernels helper marks its kernels ``op_pattern=8``), block by block with :mod:`tvm.s_tir.Schedule`:
+
+1. inline every spatial producer block into its consumers (pads, shifts, BN, signs before a conv/matmul);
+2. spatial blocks: fuse the outer loops and parallelise them, vectorise the innermost loop;
+3. reduction blocks whose innermost output axis is also contiguous in an input (matmul, conv, token mean):
+   register-tile it (``MR`` rows x ``NR`` vector lanes, local accumulators, the reduction loops outside the
+   tile), parallelise the outer tiles and vectorise the lanes;
+4. other reductions (softmax/LayerNorm rows): parallelise the spatial loops, keep the reduction inner.
+
+Each block is scheduled on a copy of the schedule and kept only if every step succeeded, so an unusual block
+stays correct and unscheduled rather than breaking the build.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import tvm
+from tvm import tirx
+from tvm.s_tir import Schedule
+
+__all__ = ["CpuScheduleCfg", "cpu_schedule_cfg", "schedule_primfunc", "GenericCpuSchedule"]
+
+logger = logging.getLogger(__name__)
+
+_SPATIAL, _REDUCE = 0, 2  # tirx.IterVar iter_type
+
+
+@dataclass(frozen=True)
+class CpuScheduleCfg:
+    """Tile sizes of the generic schedule. ``lanes``: float32 lanes of one vector register."""
+
+    lanes: int = 16
+    tile_rows: tuple[int, ...] = (6, 4, 7, 3, 2)  # preferred MR, first divisor of the row extent wins
+    tile_vectors: int = 2  # NR: vector registers per accumulator row
+    min_parallel: int = 1024  # do not parallelise blocks with fewer output elements
+
+
+def cpu_schedule_cfg(target: tvm.target.Target) -> CpuScheduleCfg:
+    """Tile sizes for a TVM llvm target: 512-bit vectors on AVX-512 x86, 256-bit on AVX2, 128-bit otherwise."""
+    mcpu = str(target.attrs.get("mcpu", ""))
+    mattr = " ".join(str(a) for a in target.attrs.get("mattr", []))
+    if mcpu in ("znver4", "x86-64-v4") or "avx512" in mattr or "skylake-avx512" in mcpu:
+        return CpuScheduleCfg(lanes=16)
+    if mcpu in ("x86-64-v3", "znver3", "znver2", "haswell"):
+        return CpuScheduleCfg(lanes=8)
+    return CpuScheduleCfg(lanes=4, tile_rows=(4, 7, 3, 2), tile_vectors=4)
+
+
+def _extent(sch: Schedule, loop) -> int | None:
+    ext = sch.get(loop).extent
+    return int(ext) if isinstance(ext, tirx.IntImm) else None
+
+
+def _iter_types(sch: Schedule, block) -> list[int]:
+    return [int(iv.iter_type) for iv in sch.get(block).iter_vars]
+
+
+def _vars_in(expr) -> set:
+    found = set()
+    tirx.stmt_functor.post_order_visit(expr, lambda n: found.add(n) if isinstance(n, tirx.Var) else None)
+    return found
+
+
+def _loop_vars(sch: Schedule, block) -> list:
+    return [sch.get(loop).loop_var for loop in sch.get_loops(block)]
+
+
+def _inline_producers(sch: Schedule) -> None:
+    """Step 1: inline spatial blocks that are not outputs (repeat until nothing changes)."""
+    changed = True
+    while changed:
+        changed = False
+        outputs = {sch.get(b).name_hint for b in sch.get_output_blocks("root")}
+        for block in sch.get_child_blocks(sch.get_sblock("root")):
+            stmt = sch.get(block)
+            if stmt.name_hint in outputs or any(t != _SPATIAL for t in _iter_types(sch, block)):
+                continue
+            try:
+                sch.compute_inline(block)
+                changed = True
+            except tvm.TVMError:
+                continue
+
+
+def _parallel_vectorize(sch: Schedule, loops: list, cfg: CpuScheduleCfg, total: int) -> None:
+    """Fuse ``loops`` (all spatial, outermost first), parallelise the fused loop and vectorise the inner lanes."""
+    inner = _extent(sch, loops[-1])
+    if inner is not None and inner % cfg.lanes == 0 and inner > cfg.lanes:
+        loops = [*loops[:-1], *sch.split(loops[-1], [None, cfg.lanes])]
+    if inner is not None and inner <= 4 * cfg.lanes or len(loops) > 1 and _extent(sch, loops[-1]) == cfg.lanes:
+        sch.vectorize(loops[-1])
+        loops = loops[:-1]
+    if loops and total >= cfg.min_parallel:
+        sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
+
+
+def _schedule_spatial(sch: Schedule, block, cfg: CpuScheduleCfg) -> None:
+    """Step 2."""
+    loops = sch.get_loops(block)
+    total = 1
+    for loop in loops:
+        total *= _extent(sch, loop) or 1
+    _parallel_vectorize(sch, loops, cfg, total)
+
+
+def _realize(sch: Schedule, block) -> tirx.SBlockRealize:
+    """The realize statement (the iter bindings) of ``block``."""
+    name, found = sch.get(block).name_hint, []
+    tirx.stmt_functor.post_order_visit(
+        sch.mod["main"].body,
+        lambda n: found.append(n) if isinstance(n, tirx.SBlockRealize) and n.block.name_hint == name else None)
+    return found[0]
+
+
+def _contiguous_inner_axis(sch: Schedule, block, n_spatial: int) -> bool:
+    """Whether the innermost spatial loop indexes the last dimension of the output and of some input."""
+    last = _loop_vars(sch, block)[n_spatial - 1]
+    stmt = sch.get(block)
+    bound = {iv.var: value for iv, value in zip(stmt.iter_vars, _realize(sch, block).iter_values)}
+
+    def uses_last(region) -> bool:
+        return any(last in _vars_in(bound.get(v, v)) for v in _vars_in(region.region[-1].min))
+
+    return uses_last(stmt.writes[0]) and any(uses_last(r) for r in stmt.reads)
+
+
+def _schedule_tiled_reduction(sch: Schedule, block, cfg: CpuScheduleCfg, n_spatial: int) -> None:
+    """Step 3: ``[outer spatial, row tiles, col tiles](parallel) -> reductions -> MR(unroll) x NR*lanes(vector)``."""
+    loops = sch.get_loops(block)
+    spatial, reduce = loops[:n_spatial], loops[n_spatial:]
+    cols = _extent(sch, spatial[-1])
+    width = cfg.lanes * cfg.tile_vectors
+    col_tile = next((w for w in (width, cfg.lanes, cfg.lanes // 2) if w and cols % w == 0), None)
+    if col_tile is None:
+        col_tile = cols if cols <= width else None
+    if col_tile is None:
+        raise tvm.TVMError("no column tile")
+    co, ci = sch.split(spatial[-1], [None, col_tile])
+    outer = list(spatial[:-1])
+    row_tile = []
+    if outer:
+        rows = _extent(sch, outer[-1]) or 1
+        mr = next((m for m in cfg.tile_rows if rows % m == 0), 1)
+        ro, ri = sch.split(outer[-1], [None, mr])
+        outer, row_tile = [*outer[:-1], ro], [ri]
+    sch.reorder(*outer, co, *reduce, *row_tile, ci)
+    acc = sch.cache_write(block, 0, "local")
+    sch.reverse_compute_at(acc, co)
+    par = sch.fuse(*outer, co) if outer else co
+    sch.parallel(par)
+    for loop in row_tile:
+        sch.unroll(loop)
+    sch.vectorize(ci)
+    acc_loops = sch.get_loops(acc)
+    sch.vectorize(acc_loops[-1])
+    sch.decompose_reduction(block, reduce[0])
+
+
+def _schedule_row_reduction(sch: Schedule, block, cfg: CpuScheduleCfg, n_spatial: int) -> None:
+    """Step 4."""
+    loops = sch.get_loops(block)[:n_spatial]
+    total = 1
+    for loop in loops:
+        total *= _extent(sch, loop) or 1
+    if loops and total >= 2:
+        sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
+
+
+def _schedule_block(sch: Schedule, name: str, cfg: CpuScheduleCfg) -> None:
+    block = sch.get_sblock(name)
+    types = _iter_types(sch, block)
+    if len(sch.get_loops(block)) != len(types):
+        return  # loops no longer map one-to-one to block axes (e.g. after inlining): leave it to LLVM
+    n_spatial = types.index(_REDUCE) if _REDUCE in types else len(types)
+    if any(t not in (_SPATIAL, _REDUCE) for t in types) or _REDUCE in types[n_spatial:] and \
+            _SPATIAL in types[n_spatial:]:
+        return
+    if n_spatial == len(types):
+        _schedule_spatial(sch, block, cfg)
+    elif n_spatial and _contiguous_inner_axis(sch, block, n_spatial):
+        _schedule_tiled_reduction(sch, block, cfg, n_spatial)
+    elif n_spatial:
+        _schedule_row_reduction(sch, block, cfg, n_spatial)
+
+
+def schedule_primfunc(func: tirx.PrimFunc, cfg: CpuScheduleCfg) -> tirx.PrimFunc:
+    """The scheduled version of one unscheduled PrimFunc (blocks that cannot be scheduled stay as they are)."""
+    sch = Schedule(func)
+    try:
+        _inline_producers(sch)
+    except tvm.TVMError:
+        sch = Schedule(func)
+    names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    for name in names:
+        trial = sch.copy()
+        try:
+            _schedule_block(trial, name, cfg)
+        except (tvm.TVMError, StopIteration) as err:
+            logger.debug("block %s left unscheduled: %s", name, str(err).splitlines()[0] if str(err) else err)
+            continue
+        sch = trial
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def _needs_schedule(func) -> bool:
+    if not isinstance(func, tirx.PrimFunc) or func.attrs is None:
+        return isinstance(func, tirx.PrimFunc)
+    attrs = func.attrs
+    return not (attrs.get("tirx.is_scheduled") or int(attrs.get("op_pattern", 0)) == 8)
+
+
+@tvm.transform.module_pass(opt_level=0, name="GenericCpuSchedule")
+class GenericCpuSchedule:
+    """Module pass: schedule every unscheduled, non-opaque PrimFunc with :func:`schedule_primfunc`."""
+
+    def __init__(self, cfg: CpuScheduleCfg):
+        self.cfg = cfg
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        updates = {gv: schedule_primfunc(func, self.cfg) for gv, func in mod.functions_items()
+                   if _needs_schedule(func)}
+        for gv, func in updates.items():
+            mod[gv] = func
+        return mod

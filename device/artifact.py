@@ -1,0 +1,283 @@
+"""The artifact contract between ``bhvit-compile`` (writes) and ``bhvit-device`` (reads).
+
+An artifact is a directory with the compiled library (``model.so`` for TVM, ``model.onnx`` for onnxruntime)
+and ``metadata.json`` describing it: target, preprocessing, class names, cost row and the sha256 of every
+other file. ``load_artifact`` checks format, checksums, architecture and CPU features before anything is
+loaded, so a tampered artifact or one built for another CPU is refused with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from importlib import metadata as _pkg_metadata
+from pathlib import Path
+from typing import Any
+
+from .host import cpu_features, host_arch, normalize_arch
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "IMAGENET_MEAN", "IMAGENET_STD", "LIBRARY_SUFFIX", "METADATA_FILE",
+           "Artifact", "ArtifactError", "ArtifactMeta", "Check", "PreprocessCfg", "TargetInfo", "check_artifact",
+           "file_sha256", "load_artifact", "normalize_feature", "read_metadata", "save_artifact",
+           "write_artifact_metadata"]
+
+FORMAT = "bhvit-artifact"
+FORMAT_VERSION = 1
+METADATA_FILE = "metadata.json"
+LIBRARY_SUFFIX = {"tvm": ".so", "onnxruntime": ".onnx"}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
+
+# LLVM -mattr spellings -> /proc/cpuinfo spellings, so either may be written into cpu_features.
+_FEATURE_ALIASES = {"neon": "asimd", "dotprod": "asimddp", "fullfp16": "fphp", "fp-armv8": "fp", "crc": "crc32",
+                    "lse": "atomics", "rcpc": "lrcpc", "sse4.1": "sse4_1", "sse4.2": "sse4_2", "sse3": "pni"}
+
+
+class ArtifactError(Exception):
+    """An artifact that cannot be used here; the message says what was found and what is needed."""
+
+
+def normalize_feature(name: str) -> str:
+    """CPU feature in /proc/cpuinfo spelling: ``+neon`` -> ``asimd``, ``+avx512vpopcntdq`` -> ``avx512vpopcntdq``."""
+    name = name.strip().lower().lstrip("+")
+    return _FEATURE_ALIASES.get(name, name)
+
+
+@dataclass(frozen=True)
+class PreprocessCfg:
+    """Eval transform: resize shorter side to ``resize`` (``interpolation``), centre crop ``crop``, normalise."""
+
+    input_size: int = 224
+    resize: int = 256
+    crop: int = 224
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    layout: str = "NCHW"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        problems = []
+        if not 0 < self.crop <= self.resize:
+            problems.append(f"need 0 < crop <= resize, got crop={self.crop} resize={self.resize}")
+        if self.input_size != self.crop:
+            problems.append(f"input_size {self.input_size} != crop {self.crop}")
+        if self.interpolation not in INTERPOLATIONS:
+            problems.append(f"interpolation {self.interpolation!r} not in {INTERPOLATIONS}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            problems.append(f"need 3 means and 3 positive stds, got mean={self.mean} std={self.std}")
+        if (self.layout, self.dtype) != ("NCHW", "float32"):
+            problems.append(f"only NCHW float32 input is supported, got {self.layout} {self.dtype}")
+        if problems:
+            raise ArtifactError("invalid preprocess config: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """What the library was compiled for."""
+
+    name: str
+    arch: str
+    tvm: dict[str, Any] = field(default_factory=dict)
+    cpu_features: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "arch", normalize_arch(self.arch))
+        object.__setattr__(self, "cpu_features", tuple(self.cpu_features))
+
+
+@dataclass(frozen=True)
+class ArtifactMeta:
+    """Contents of ``metadata.json`` (format version 1)."""
+
+    runtime: str
+    library: str
+    target: TargetInfo
+    class_names: tuple[str, ...]
+    preprocess: PreprocessCfg = field(default_factory=PreprocessCfg)
+    model: dict[str, Any] = field(default_factory=dict)
+    threads: int = 4
+    cost: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    verification: dict[str, Any] | None = None
+    created: str = ""
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+        if self.runtime not in LIBRARY_SUFFIX:
+            raise ArtifactError(f"unknown runtime {self.runtime!r}: expected one of {sorted(LIBRARY_SUFFIX)}")
+        if self.threads < 1:
+            raise ArtifactError(f"threads must be >= 1, got {self.threads}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict in the documented key order."""
+        data = asdict(self)
+        data["class_names"] = list(self.class_names)
+        data["target"]["cpu_features"] = list(self.target.cpu_features)
+        data["preprocess"]["mean"] = list(self.preprocess.mean)
+        data["preprocess"]["std"] = list(self.preprocess.std)
+        head = {"format": self.format, "format_version": self.format_version}
+        return head | {k: v for k, v in data.items() if k not in head}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArtifactMeta:
+        """Parse a metadata dict, refusing unknown formats and versions."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ArtifactError(f"not a bhvit artifact: format is {found!r}, need {FORMAT!r}")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ArtifactError(f"artifact format_version {data.get('format_version')!r} is not supported: this "
+                                f"bhvit-device reads version {FORMAT_VERSION}; rebuild it or upgrade bhvit")
+        known = {f.name for f in fields(cls)}
+        try:
+            kwargs = {k: v for k, v in data.items() if k in known}
+            kwargs["target"] = TargetInfo(**data["target"])
+            kwargs["preprocess"] = PreprocessCfg(**data.get("preprocess", {}))
+            return cls(**kwargs)
+        except (KeyError, TypeError) as err:
+            raise ArtifactError(f"malformed metadata: {err}") from err
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verification step: ``found`` versus ``needed``."""
+
+    name: str
+    ok: bool
+    found: str
+    needed: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.name}: found {self.found}, need {self.needed}"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A verified artifact directory."""
+
+    path: Path
+    meta: ArtifactMeta
+
+    def library_for(self, runtime: str | None = None) -> Path:
+        """Library file for ``runtime`` (default: the artifact's own), looked up among the checksummed files."""
+        runtime = runtime or self.meta.runtime
+        if runtime == self.meta.runtime:
+            return self.path / self.meta.library
+        suffix = LIBRARY_SUFFIX.get(runtime)
+        if suffix is None:
+            raise ArtifactError(f"unknown runtime {runtime!r}: expected one of {sorted(LIBRARY_SUFFIX)}")
+        matches = sorted(name for name in self.meta.files if name.endswith(suffix))
+        if not matches:
+            raise ArtifactError(f"{self.path}: no {runtime} library: found {sorted(self.meta.files)}, "
+                                f"need a *{suffix} file (compile with that runtime)")
+        return self.path / matches[0]
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _artifact_files(directory: Path) -> dict[str, str]:
+    return {p.relative_to(directory).as_posix(): file_sha256(p) for p in sorted(directory.rglob("*"))
+            if p.is_file() and p.name != METADATA_FILE}
+
+
+def _bhvit_version() -> str:
+    try:
+        return _pkg_metadata.version("bhvit")
+    except _pkg_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def save_artifact(directory: str | os.PathLike, meta: ArtifactMeta) -> ArtifactMeta:
+    """Hash every file in ``directory`` and write ``metadata.json`` atomically; returns the saved metadata.
+
+    ``files`` is recomputed, ``created`` and ``versions["bhvit"]`` are filled in when empty.
+    """
+    directory = Path(directory)
+    if not (directory / meta.library).is_file():
+        raise ArtifactError(f"{directory}: library {meta.library!r} not found; write it before the metadata")
+    meta = replace(meta, files=_artifact_files(directory),
+                   created=meta.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                   versions={"bhvit": _bhvit_version(), **meta.versions})
+    tmp = directory / (METADATA_FILE + ".tmp")
+    tmp.write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
+    tmp.replace(directory / METADATA_FILE)
+    logger.info("wrote %s (%d files)", directory / METADATA_FILE, len(meta.files))
+    return meta
+
+
+def write_artifact_metadata(directory: str | os.PathLike, *, runtime: str, library: str, target: TargetInfo,
+                            class_names: list[str] | tuple[str, ...], preprocess: PreprocessCfg,
+                            model: dict[str, Any], threads: int = 4, cost: dict[str, Any] | None = None,
+                            versions: dict[str, str] | None = None,
+                            verification: dict[str, Any] | None = None) -> ArtifactMeta:
+    """Build the metadata from its parts and save it with :func:`save_artifact`."""
+    meta = ArtifactMeta(runtime=runtime, library=library, target=target, class_names=tuple(class_names),
+                        preprocess=preprocess, model=model, threads=threads, cost=cost or {},
+                        versions=versions or {}, verification=verification)
+    return save_artifact(directory, meta)
+
+
+def read_metadata(directory: str | os.PathLike) -> ArtifactMeta:
+    """Parse ``metadata.json`` without verifying any file."""
+    path = Path(directory) / METADATA_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise ArtifactError(f"{directory}: no {METADATA_FILE}; need an artifact directory made by bhvit-compile") \
+            from err
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"{path}: unreadable metadata ({err}); need valid JSON") from err
+    return ArtifactMeta.from_dict(data)
+
+
+def check_artifact(directory: str | os.PathLike, meta: ArtifactMeta) -> list[Check]:
+    """Every check ``load_artifact`` makes, in order; nothing is loaded."""
+    directory = Path(directory)
+    checks = [Check("library", meta.library in meta.files, f"files {sorted(meta.files)}",
+                    f"{meta.library!r} among them")]
+    for name, expected in meta.files.items():
+        path = directory / name
+        actual = file_sha256(path) if path.is_file() else "missing file"
+        checks.append(Check(f"sha256 {name}", actual == expected, actual[:16],
+                            f"{expected[:16]} as recorded by bhvit-compile (copy the artifact again)"))
+    arch = host_arch()
+    checks.append(Check("architecture", arch == meta.target.arch, f"this machine is {arch}",
+                        f"{meta.target.arch} (target {meta.target.name!r})"))
+    if arch == meta.target.arch:
+        needed = {normalize_feature(f) for f in meta.target.cpu_features}
+        missing = sorted(needed - cpu_features())
+        checks.append(Check("cpu features", not missing, f"missing {missing}" if missing else "all present",
+                            f"{sorted(needed)} (target {meta.target.name!r})"))
+    return checks
+
+
+def load_artifact(directory: str | os.PathLike) -> Artifact:
+    """Read and verify an artifact; raise :class:`ArtifactError` naming the first failed check."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: not a directory; need an artifact made by bhvit-compile")
+    meta = read_metadata(directory)
+    for check in check_artifact(directory, meta):
+        if not check.ok:
+            raise ArtifactError(f"{directory}: refusing artifact, {check.message}")
+    return Artifact(directory, meta)

@@ -1,0 +1,320 @@
+"""``bhvit-device``: classify camera/video/image frames with a compiled artifact, benchmark it, inspect it.
+
+Exit codes follow Click: 0 ok (also after Ctrl-C/SIGTERM, once the summary is written), 1 failure
+(refused artifact, camera that stopped delivering frames, nothing classified), 2 usage (bad options,
+missing artifact, camera or video that cannot be opened).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from .artifact import Artifact, ArtifactError, check_artifact, load_artifact, read_metadata
+from .classify import Classifier, FrameResult, RunStats, classify_frames
+from .host import machine_info
+from .log import LOG_FORMATS, FrameLog, next_run_dir
+from .metrics import LatencyRecorder, peak_rss_mb, reset_peak_rss, rss_mb, ru_maxrss_mb
+from .preprocess import preprocess
+from .runtime import RUNTIMES, Model, load_model
+from .signals import GracefulStop
+from .sources import IMAGE_SUFFIXES, FrameSource, ImageFiles, PiCamera, RetryPolicy, SourceError, VideoCapture, \
+    find_images, load_image, sample_images
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ARTIFACT = Path("artifacts/latest")
+ARTIFACT_ENV = "BHVIT_ARTIFACT"
+RUNS_ROOT = Path("runs/classify")
+_HANDLER_NAME = "bhvit-device-cli"
+
+artifact_option = click.option(
+    "--artifact", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_ARTIFACT, envvar=ARTIFACT_ENV,
+    show_envvar=True, help="Artifact directory written by bhvit-compile.")
+threads_option = click.option("--threads", type=click.IntRange(1), default=None,
+                              help="Inference threads.  [default: the artifact's threads]")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    """One stderr handler on the ``bhvit`` logger (replaced on every call, so CliRunner gets its stream)."""
+    root = logging.getLogger("bhvit")
+    for handler in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.ERROR if quiet else logging.DEBUG if verbose > 1 else logging.INFO if verbose else
+                  logging.WARNING)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+def main(verbose: int, quiet: bool) -> None:
+    """Run compiled BHViT pet classifiers on the device (Raspberry Pi 5 or any Linux host)."""
+    _configure_logging(verbose, quiet)
+
+
+def _load(path: Path) -> Artifact:
+    """Verified artifact, or a usage error (missing) / failure (refused) saying what to do."""
+    if not path.exists():
+        raise click.UsageError(f"no artifact at {path}: run `bhvit-compile CHECKPOINT --target rpi5` first, or "
+                               f"pass --artifact DIR / set {ARTIFACT_ENV}")
+    try:
+        return load_artifact(path)
+    except ArtifactError as err:
+        raise click.ClickException(str(err)) from err
+
+
+def _load_model(artifact: Artifact, runtime: str | None, threads: int | None) -> Model:
+    try:
+        return load_model(artifact, runtime, threads)
+    except ArtifactError as err:
+        raise click.ClickException(str(err)) from err
+
+
+def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT, e.g. 640x480") from None
+    return width, height
+
+
+def _make_source(camera: bool, camera_num: int, resolution: tuple[int, int], preview: bool, webcam: int | None,
+                 video: Path | None, images: list[Path], directory: Path | None, retry: RetryPolicy,
+                 stop: GracefulStop, min_side: int) -> FrameSource:
+    chosen = [name for name, on in (("--camera", camera), ("--webcam", webcam is not None), ("--video", video),
+                                    ("--image", images), ("--dir", directory)) if on]
+    if len(chosen) > 1:
+        raise click.UsageError(f"choose one source, got {' and '.join(chosen)}")
+    if preview and not camera:
+        raise click.UsageError("--preview needs --camera")
+    if camera:
+        return PiCamera(camera_num, resolution, preview, retry=retry, wait=stop.wait)
+    if webcam is not None:
+        return VideoCapture(webcam, retry, stop.wait)
+    if video is not None:
+        return VideoCapture(str(video), retry, stop.wait)
+    if directory is not None:
+        images = find_images(directory)
+        if not images:
+            raise click.UsageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {directory}")
+    if not images:
+        images = sample_images()
+        logger.warning("no source given: classifying the %d bundled sample photos (use --camera, --webcam, "
+                       "--video, --image or --dir)", len(images))
+    return ImageFiles(images, min_side)
+
+
+def _frame_line(result: FrameResult) -> str:
+    labels = ", ".join(f"{label} {p:.2f}" for label, p in result.topk)
+    return (f"#{result.frame} {Path(result.source).name}  {labels} | pre {result.preprocess_ms:.1f} ms  "
+            f"inf {result.inference_ms:.1f} ms  total {result.total_ms:.1f} ms  {result.fps:.1f} FPS")
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} ms"
+
+
+def _print_summary(summary: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"type": "summary"} | summary))
+        return
+    lat, inf = summary["latency_ms"], summary["inference_ms"]
+    peak = summary["peak_rss_mb"]
+    lines = [
+        f"frames     {summary['frames']}" + (f" (skipped {summary['skipped']})" if summary["skipped"] else ""),
+        f"latency    p50 {_fmt_ms(lat['p50'])}  p90 {_fmt_ms(lat['p90'])}  p99 {_fmt_ms(lat['p99'])}  "
+        f"(inference p50 {_fmt_ms(inf['p50'])})",
+        f"fps        {summary['fps']:.1f}" if summary["fps"] else "fps        n/a",
+        f"peak RSS   {peak:.1f} MB (VmHWM)" if peak is not None else f"peak RSS   {summary['ru_maxrss_mb']:.1f} MB",
+    ]
+    if summary["stopped"]:
+        lines.append(f"stopped    {summary['stopped']}")
+    lines.append(f"log        {summary['log']}")
+    click.echo("-- summary --\n" + "\n".join(lines))
+
+
+@main.command()
+@artifact_option
+@click.option("--camera", is_flag=True, help="Read the Raspberry Pi camera through picamera2.")
+@click.option("--camera-num", type=click.IntRange(0), default=0, help="picamera2 camera number (with --camera).")
+@click.option("--resolution", default="640x480", callback=_parse_size, metavar="WxH",
+              help="Camera capture size (with --camera).")
+@click.option("--preview", is_flag=True, help="Show picamera2's preview window (with --camera; Pi desktop only).")
+@click.option("--webcam", type=click.IntRange(0), default=None, metavar="N", help="Read OpenCV camera index N.")
+@click.option("--video", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Read a video file (OpenCV) to its end.")
+@click.option("--image", "image_opts", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Classify an image file; repeat it, or list more files as arguments.")
+@click.argument("more_images", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dir", "directory", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Classify every image in a directory (sorted by name).")
+@click.option("--top-k", type=click.IntRange(1), default=3, help="Labels shown per frame.")
+@click.option("--every", type=click.IntRange(1), default=1, metavar="N", help="Classify every N-th frame only.")
+@click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after this many classified frames.  "
+              "[default: until the source ends or Ctrl-C]")
+@threads_option
+@click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=f"Per-frame log, CSV or JSONL by extension ({', '.join(LOG_FORMATS)}).  "
+                   f"[default: {RUNS_ROOT}/NNN/frames.csv, a new numbered folder]")
+@click.option("--retries", type=click.IntRange(1), default=5,
+              help="Attempts to open or read a camera before giving up (back-off 0.2 s, doubling, max 2 s).")
+@json_option
+def classify(artifact: Path, camera: bool, camera_num: int, resolution: tuple[int, int], preview: bool,
+             webcam: int | None, video: Path | None, image_opts: tuple[Path, ...], more_images: tuple[Path, ...],
+             directory: Path | None, top_k: int, every: int, max_frames: int | None, threads: int | None,
+             log_path: Path | None, retries: int, as_json: bool) -> None:
+    """Classify frames from one source and report labels, per-stage latency, FPS and peak RSS.
+
+    Sources: --camera, --webcam N, --video FILE, --image FILE... or --dir DIR; without one, the bundled
+    sample photos. Ctrl-C or SIGTERM stops after the current frame; the summary and log are always written.
+    """
+    if more_images and (camera or webcam is not None or video or directory):
+        raise click.UsageError(f"unexpected arguments {[str(p) for p in more_images]}: image files need --image")
+    art = _load(artifact)
+    model = _load_model(art, None, threads)
+    classifier = Classifier(model, art.meta.preprocess, art.meta.class_names, top_k)
+    if log_path is not None and log_path.suffix.lower() not in LOG_FORMATS:
+        raise click.BadParameter(f"{log_path.name}: need one of {', '.join(LOG_FORMATS)}", param_hint="--log")
+    policy = RetryPolicy(attempts=retries)
+    with GracefulStop() as stop:
+        source = _make_source(camera, camera_num, resolution, preview, webcam, video, [*image_opts, *more_images],
+                              directory, policy, stop, art.meta.preprocess.resize)
+        try:
+            source.open()
+        except SourceError as err:
+            raise click.UsageError(str(err)) from err
+        log = FrameLog(log_path or next_run_dir(RUNS_ROOT) / "frames.csv")
+        stats, forced = RunStats(), False
+        try:
+            for result in classify_frames(source, classifier, every, max_frames, stop):
+                record = result.to_record()
+                log.write(record)
+                stats.add(result)
+                click.echo(json.dumps({"type": "frame"} | record) if as_json else _frame_line(result))
+        except KeyboardInterrupt:
+            forced = True
+        finally:
+            source.close()
+            log.close()
+            stopped = "SIGINT (forced)" if forced else stop.name or source.stop_reason
+            _print_summary(stats.summary(skipped=source.skipped, stopped=stopped, log=str(log.path)), as_json)
+    if source.stop_reason:
+        raise click.ClickException(source.stop_reason)
+    if stats.latency.count == 0 and not stop.requested and not forced:
+        raise click.ClickException("no frame was classified")
+
+
+def _bench_input(artifact: Artifact) -> np.ndarray:
+    """A real photo (the bundled cat) preprocessed with the artifact's transform."""
+    cfg = artifact.meta.preprocess
+    return preprocess(load_image(sample_images()[0], cfg.resize), cfg)
+
+
+@main.command()
+@artifact_option
+@click.option("--runtime", type=click.Choice(RUNTIMES), default=None,
+              help="Runtime to benchmark; the artifact must contain its library.  [default: the artifact's]")
+@click.option("--warmup", type=click.IntRange(0), default=5, help="Untimed runs first.")
+@click.option("--runs", type=click.IntRange(1), default=50, help="Timed runs.")
+@threads_option
+@json_option
+def bench(artifact: Path, runtime: str | None, warmup: int, runs: int, threads: int | None, as_json: bool) -> None:
+    """Latency (median/p90) and peak RAM of inference alone, plus the machine it ran on.
+
+    The peak (VmHWM) is reset with /proc/self/clear_refs after loading and warm-up, so it covers the
+    timed runs only.
+    """
+    art = _load(artifact)
+    t0 = time.perf_counter()
+    model = _load_model(art, runtime, threads)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    x = _bench_input(art)
+    for _ in range(warmup):
+        model(x)
+    peak_reset = reset_peak_rss()
+    rss_before = rss_mb()
+    latency = LatencyRecorder(capacity=runs)
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        model(x)
+        latency.add((time.perf_counter() - t0) * 1e3)
+    report = {"artifact": str(artifact), "model": art.meta.model.get("name"), "runtime": model.runtime,
+              "threads": model.threads, "warmup": warmup, "runs": runs, "load_ms": load_ms,
+              "latency_ms": latency.summary(), "peak_rss_mb": peak_rss_mb(), "rss_before_mb": rss_before,
+              "peak_reset": peak_reset, "ru_maxrss_mb": ru_maxrss_mb(), "machine": machine_info().to_dict()}
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    lat, machine = report["latency_ms"], report["machine"]
+    temp = f"{machine['temperature_c']:.1f} C" if machine["temperature_c"] is not None else "n/a"
+    throttled = (", ".join(machine["throttled"]) or "none") if machine["throttled"] is not None else "n/a"
+    click.echo("\n".join([
+        f"model      {report['model']} ({model.runtime}, {model.threads} threads, loaded in {load_ms:.0f} ms)",
+        f"latency    median {lat['p50']:.2f} ms  p90 {lat['p90']:.2f} ms  min {lat['min']:.2f} ms  "
+        f"({runs} runs after {warmup} warm-up)",
+        f"peak RSS   {_fmt_mb(report['peak_rss_mb'])} during inference (before: {_fmt_mb(rss_before)}"
+        f"{'' if peak_reset else '; peak reset failed, includes loading'})",
+        f"machine    {machine['cpu_model']}, {machine['arch']}, {machine['usable_cores']}/{machine['cores']} cores, "
+        f"governor {machine['governor'] or 'n/a'}, {temp}, throttled: {throttled}",
+    ]))
+
+
+def _fmt_mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} MB"
+
+
+@main.command()
+@artifact_option
+@json_option
+@click.pass_context
+def info(ctx: click.Context, artifact: Path, as_json: bool) -> None:
+    """Show an artifact's metadata, verify its checksums and say whether this machine can run it.
+
+    Exits with 1 when a check fails.
+    """
+    if not artifact.exists():
+        _load(artifact)  # raises the usage error with the fix
+    try:
+        meta = read_metadata(artifact)
+    except ArtifactError as err:
+        raise click.ClickException(str(err)) from err
+    checks = check_artifact(artifact, meta)
+    failed = [c for c in checks if not c.ok]
+    machine = machine_info()
+    if as_json:
+        click.echo(json.dumps({"artifact": str(artifact), "metadata": meta.to_dict(),
+                               "checks": [c.__dict__ | {"message": c.message} for c in checks],
+                               "runnable": not failed, "machine": machine.to_dict()}))
+    else:
+        p, model = meta.preprocess, meta.model
+        lines = [
+            f"artifact   {artifact}",
+            f"model      {model.get('name', '?')} (precision {model.get('precision', '?')}, width "
+            f"{model.get('width', '?')}), {len(meta.class_names)} classes",
+            f"runtime    {meta.runtime}, library {meta.library}, {meta.threads} threads",
+            f"target     {meta.target.name} ({meta.target.arch}; CPU features: "
+            f"{', '.join(meta.target.cpu_features) or 'none'})",
+            f"preprocess resize {p.resize} {p.interpolation}, crop {p.crop}, mean {list(p.mean)}, std {list(p.std)}",
+            f"versions   {', '.join(f'{k} {v}' for k, v in meta.versions.items()) or 'n/a'}",
+            f"verified   {json.dumps(meta.verification) if meta.verification is not None else 'not recorded'}",
+            f"created    {meta.created or 'n/a'}",
+            f"cost       {', '.join(f'{k}={v}' for k, v in meta.cost.items()) or 'n/a'}",
+            "checks",
+            *(f"  {'ok  ' if c.ok else 'FAIL'} {c.message}" for c in checks),
+            f"machine    {machine.cpu_model}, {machine.arch}, {machine.cores} cores",
+            "verdict    " + ("can run here" if not failed else f"cannot run here: {failed[0].message}"),
+        ]
+        click.echo("\n".join(lines))
+    if failed:
+        ctx.exit(1)

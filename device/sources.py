@@ -1,0 +1,274 @@
+"""Frame sources behind one interface: Pi camera (picamera2), OpenCV webcam or video file, image files.
+
+Every source is a context manager that yields :class:`Frame` objects holding RGB images. Live sources
+(cameras) retry failed opens and reads with exponential back-off and then end the iteration cleanly,
+recording why in ``stop_reason``. ``picamera2`` and ``cv2`` are imported only when such a source is opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["IMAGE_SUFFIXES", "SAMPLES_DIR", "Frame", "FrameSource", "ImageFiles", "PiCamera", "RetryPolicy", "SourceError",
+           "VideoCapture", "find_images", "load_image", "sample_images"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+SAMPLES_DIR = Path(__file__).parent / "samples"
+NO_PICAMERA2 = ("picamera2 is not importable: on Raspberry Pi OS run `sudo apt install python3-picamera2` and "
+                "create the venv with `python3 -m venv --system-site-packages`")
+
+T = TypeVar("T")
+Wait = Callable[[float], bool]
+
+
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False
+
+
+class SourceError(Exception):
+    """A source that cannot be opened; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One RGB frame (uint8 H×W×3 array, or a PIL image for files) and where it came from."""
+
+    index: int
+    name: str
+    image: np.ndarray | Image.Image
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``attempts`` tries in all, waiting ``delay_s``, then ``factor`` times longer each time, capped."""
+
+    attempts: int = 5
+    delay_s: float = 0.2
+    factor: float = 2.0
+    max_delay_s: float = 2.0
+
+    def delays(self) -> Iterator[float]:
+        """The waits between attempts (``attempts - 1`` of them)."""
+        delay = self.delay_s
+        for _ in range(self.attempts - 1):
+            yield min(delay, self.max_delay_s)
+            delay *= self.factor
+
+
+def _retry(action: Callable[[], T], policy: RetryPolicy, wait: Wait, what: str) -> T:
+    """Run ``action`` until it succeeds; re-raise the last error when attempts run out or a stop is requested."""
+    delays = policy.delays()
+    while True:
+        try:
+            return action()
+        except Exception as err:
+            delay = next(delays, None)
+            if delay is None:
+                raise
+            logger.warning("%s failed (%s); retrying in %.1f s", what, err, delay)
+            if wait(delay):
+                raise
+
+
+class FrameSource(ABC):
+    """Iterable of frames; use as a context manager so devices are always released."""
+
+    def __init__(self) -> None:
+        self.skipped = 0
+        self.stop_reason: str | None = None
+
+    def __enter__(self) -> FrameSource:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Acquire the device or file (default: nothing to do)."""
+
+    def close(self) -> None:
+        """Release it (default: nothing to do)."""
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[Frame]: ...
+
+
+def find_images(directory: Path) -> list[Path]:
+    """Image files directly in ``directory``, sorted by name."""
+    return sorted(p for p in Path(directory).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def sample_images() -> list[Path]:
+    """The photos shipped in ``bhvit/device/samples``."""
+    return find_images(SAMPLES_DIR)
+
+
+def load_image(path: Path, min_side: int = 256) -> Image.Image:
+    """Decode an image file; JPEGs whose shorter side is >= 4 * ``min_side`` decode at reduced scale
+    (libjpeg's 1/2..1/8 draft mode, keeping at least 2 * ``min_side``) to save time and memory."""
+    image = Image.open(path)
+    short = min(image.size)
+    if image.format == "JPEG" and short >= 4 * min_side:
+        scale = 2 * min_side / short
+        image.draft("RGB", (int(image.width * scale) + 1, int(image.height * scale) + 1))
+    image.load()
+    return image
+
+
+class ImageFiles(FrameSource):
+    """Image files in order. Unreadable ones are skipped with a warning; huge JPEGs decode at reduced scale."""
+
+    def __init__(self, paths: Sequence[Path], min_side: int = 256) -> None:
+        super().__init__()
+        self.paths = [Path(p) for p in paths]
+        self.min_side = min_side
+
+    def __iter__(self) -> Iterator[Frame]:
+        for index, path in enumerate(self.paths):
+            try:
+                image = load_image(path, self.min_side)
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+                self.skipped += 1
+                logger.warning("skipping %s: cannot decode image (%s)", path, err)
+                continue
+            yield Frame(index, str(path), image)
+
+
+class VideoCapture(FrameSource):
+    """OpenCV ``VideoCapture``: a video file (ends at its last frame) or a webcam index (live, retried)."""
+
+    def __init__(self, target: str | int, retry: RetryPolicy = RetryPolicy(), wait: Wait = _sleep) -> None:
+        super().__init__()
+        self.target = target
+        self.live = isinstance(target, int)
+        self.retry = retry
+        self.wait = wait
+        self._cap: Any = None
+
+    @property
+    def name(self) -> str:
+        return f"webcam:{self.target}" if self.live else str(self.target)
+
+    def _open_once(self) -> Any:
+        import cv2
+
+        cap = cv2.VideoCapture(self.target)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"cannot open {self.name}")
+        return cap
+
+    def open(self) -> None:
+        try:
+            self._cap = _retry(self._open_once, self.retry if self.live else RetryPolicy(1), self.wait,
+                               f"opening {self.name}")
+        except SourceError as err:
+            fix = "check the cable and `ls /dev/video*`" if self.live else "need a video file OpenCV can decode"
+            raise SourceError(f"{err}: {fix}") from err
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def _read(self) -> np.ndarray:
+        ok, bgr = self._cap.read()
+        if not ok or bgr is None:
+            raise SourceError(f"{self.name} delivered no frame")
+        return bgr
+
+    def __iter__(self) -> Iterator[Frame]:
+        index = 0
+        while True:
+            try:
+                bgr = _retry(self._read, self.retry if self.live else RetryPolicy(1), self.wait,
+                             f"reading {self.name}")
+            except SourceError as err:
+                if self.live:
+                    self.stop_reason = f"{err} after {self.retry.attempts} attempts"
+                    logger.error("%s; stopping", self.stop_reason)
+                else:
+                    logger.info("%s ended after %d frames", self.name, index)
+                return
+            rgb = bgr[..., ::-1] if bgr.ndim == 3 and bgr.shape[2] == 3 else bgr
+            yield Frame(index, self.name, rgb)
+            index += 1
+
+
+class PiCamera(FrameSource):
+    """Raspberry Pi camera through picamera2, main stream ``RGB888`` (B,G,R in memory, swapped to RGB here)."""
+
+    def __init__(self, camera_num: int = 0, size: tuple[int, int] = (640, 480), preview: bool = False,
+                 capture_timeout_s: float = 5.0, retry: RetryPolicy = RetryPolicy(), wait: Wait = _sleep) -> None:
+        super().__init__()
+        self.camera_num = camera_num
+        self.size = size
+        self.preview = preview
+        self.capture_timeout_s = capture_timeout_s
+        self.retry = retry
+        self.wait = wait
+        self.name = f"camera:{camera_num}"
+        self._cam: Any = None
+
+    def _open_once(self) -> Any:
+        try:
+            from picamera2 import Picamera2
+        except ImportError as err:
+            raise SourceError(NO_PICAMERA2) from err
+        cameras = Picamera2.global_camera_info()
+        if self.camera_num >= len(cameras):
+            raise SourceError(f"no camera number {self.camera_num} (found {len(cameras)} cameras): check the "
+                              f"ribbon cable and `rpicam-hello --list-cameras`")
+        cam = Picamera2(camera_num=self.camera_num)
+        try:
+            cam.configure(cam.create_preview_configuration(main={"format": "RGB888", "size": self.size}))
+            cam.start(show_preview=self.preview)
+        except Exception:
+            cam.close()
+            raise
+        return cam
+
+    def open(self) -> None:
+        try:
+            self._cam = _retry(self._open_once, self.retry, self.wait, f"opening {self.name}")
+        except SourceError:
+            raise
+        except Exception as err:  # picamera2/libcamera raise RuntimeError for busy or missing cameras
+            raise SourceError(f"cannot open {self.name} ({err}): check `rpicam-hello --list-cameras` and that "
+                              f"no other program uses the camera") from err
+        logger.info("opened %s at %dx%d", self.name, *self.size)
+
+    def close(self) -> None:
+        if self._cam is not None:
+            try:
+                self._cam.stop()
+            finally:
+                self._cam.close()
+                self._cam = None
+
+    def __iter__(self) -> Iterator[Frame]:
+        index = 0
+        while True:
+            try:
+                bgr = _retry(lambda: self._cam.capture_array("main", wait=self.capture_timeout_s), self.retry,
+                             self.wait, f"capturing from {self.name}")
+            except Exception as err:
+                self.stop_reason = f"{self.name} stopped delivering frames ({err!r}) after {self.retry.attempts} " \
+                                   f"attempts"
+                logger.error("%s; stopping", self.stop_reason)
+                return
+            yield Frame(index, self.name, bgr[..., 2::-1])
+            index += 1

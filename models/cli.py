@@ -1,0 +1,147 @@
+"""``bhvit-cost``: the cost-model table (memory, OPs, deployable size) for BHViT variants."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+
+import click
+
+from .config import ConfigError
+from .cost import ModelCost, model_cost
+from .factory import build_model, list_models
+
+# The thesis' Table 3 sweep, printed when no model option is given.
+THESIS_SWEEP = (
+    {"precision": "fp32", "width": 1.0},
+    {"precision": "binary", "width": 1.0},
+    {"precision": "binary", "width": 2.0},
+    {"precision": "binary", "width": 3.0},
+    {"precision": "binary", "width": 3.0, "fp_downsample": True},
+)
+PLOT_WIDTHS = (1.0, 1.5, 2.0, 2.5, 3.0)
+
+
+@dataclass(frozen=True)
+class CostRow:
+    """A labelled cost-table row and its ratios to the FP32 w=1 budget."""
+
+    model: str
+    overrides: dict
+    cost: ModelCost
+    budget: ModelCost
+
+    def as_dict(self) -> dict:
+        cfg = build_model(self.model, **self.overrides).cfg
+        return {"model": self.model, "width": cfg.width,
+                "hidden_width": cfg.hidden_width if cfg.hidden_width is not None else cfg.width,
+                "intermediate_width": cfg.intermediate_width if cfg.intermediate_width is not None else cfg.width,
+                "precision": precision_label(self.overrides), **self.cost.row(),
+                "memory_ratio": self.cost.weight_bytes / self.budget.weight_bytes,
+                "ops_ratio": self.cost.ops / self.budget.ops}
+
+
+def precision_label(overrides: dict) -> str:
+    label = str(overrides.get("precision", "binary"))
+    return label + ("+fpds" if overrides.get("fp_downsample") else "")
+
+
+def cost_of(model: str, **overrides) -> ModelCost:
+    return model_cost(build_model(model, **overrides))
+
+
+def _format_table(rows: list[dict]) -> str:
+    cols = [("model", "model", "{}"), ("w", "width", "{:g}"), ("hid", "hidden_width", "{:g}"),
+            ("int", "intermediate_width", "{:g}"), ("precision", "precision", "{}"),
+            ("memory MiB", "memory_mib", "{:.2f}"), ("MOPs", "mops", "{:.1f}"), ("FLOPs", "flops", "{:,}"),
+            ("BOPs", "bops", "{:,}"), ("deploy MiB", "deployable_mib", "{:.2f}"),
+            ("mem/FP32w1", "memory_ratio", "{:.3f}"), ("OPs/FP32w1", "ops_ratio", "{:.3f}")]
+    cells = [[fmt.format(r[key]) for _, key, fmt in cols] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, (h, _, _) in enumerate(cols)]
+    lines = ["  ".join(h.rjust(w) for (h, _, _), w in zip(cols, widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def _plot(path: str, model: str, common: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budget = cost_of(model, precision="fp32", width=1.0, **common)
+    series = {"binary": {}, "binary + FP downsampling": {"fp_downsample": True}}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for label, extra in series.items():
+        costs = [cost_of(model, precision="binary", width=w, **extra, **common) for w in PLOT_WIDTHS]
+        axes[0].plot(PLOT_WIDTHS, [c.memory_mib for c in costs], "o-", label=label)
+        axes[1].plot(PLOT_WIDTHS, [c.mops for c in costs], "o-", label=label)
+    for ax, value, unit in ((axes[0], budget.memory_mib, "weight memory (MiB)"), (axes[1], budget.mops, "MOPs")):
+        ax.axhline(value, color="k", linestyle="--", label="FP32 w=1 budget")
+        ax.set_xlabel("width multiplier w")
+        ax.set_ylabel(unit)
+        ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{model}: cost vs width")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", default="bhvit_tiny", show_default=True, type=click.Choice(list_models()),
+              help="Named architecture.")
+@click.option("--precision", default=None,
+              help="Precision preset: binary, fp32, binary_fpds, binary_fp_s3attn, binary_fp_first "
+                   "[default: binary when any model option is given].")
+@click.option("--width", type=float, multiple=True,
+              help="Width multiplier of stages and MLPs; repeat for several rows (e.g. --width 1 --width 3).")
+@click.option("--hidden-width", type=float, default=None, help="Separate multiplier of the stage widths C.")
+@click.option("--intermediate-width", type=float, default=None, help="Separate multiplier of the MLP widths I.")
+@click.option("--fp-downsample", is_flag=True, help="Use the FP downsampling variant (FP conv + BN, no shortcut).")
+@click.option("--num-classes", type=int, default=37, show_default=True, help="Classifier outputs.")
+@click.option("--img-size", type=int, default=224, show_default=True, help="Input resolution.")
+@click.option("--per-layer", is_flag=True, help="Also list every counted layer (name, kind, precision, MACs, bits).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per row instead of the table.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Write the thesis' Figure 2 (memory and OPs vs width, FP32 budget line) to this PNG.")
+def main(model, precision, width, hidden_width, intermediate_width, fp_downsample, num_classes, img_size, per_layer,
+         as_json, plot):
+    """Print the cost model of BHViT variants (spec section 6). With no model option: the thesis sweep."""
+    common = {"num_classes": num_classes, "img_size": img_size}
+    custom = precision or width or hidden_width or intermediate_width or fp_downsample
+    try:
+        if custom:
+            variants = [{"precision": precision or "binary", "width": w, "hidden_width": hidden_width,
+                         "intermediate_width": intermediate_width, "fp_downsample": fp_downsample or None}
+                        for w in (width or (1.0,))]
+        else:
+            variants = [dict(v) for v in THESIS_SWEEP]
+        variants = [{k: v for k, v in v.items() if v is not None} for v in variants]
+        budget = cost_of(model, precision="fp32", width=1.0, **common)
+        rows = [CostRow(model, {**v, **common}, cost_of(model, **v, **common), budget) for v in variants]
+        if plot:
+            _plot(plot, model, common)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    for row in rows:
+        d = row.as_dict()
+        if as_json:
+            if per_layer:
+                d["layers"] = row.cost.layer_rows()
+            click.echo(json.dumps(d))
+    if not as_json:
+        click.echo(_format_table([r.as_dict() for r in rows]))
+        if per_layer:
+            for row in rows:
+                click.echo(f"\n{row.model} {precision_label(row.overrides)} w={row.overrides.get('width', 1):g}")
+                for layer in row.cost.layers:
+                    click.echo(f"  {layer.name:45s} {layer.kind:9s} {layer.precision:6s} {layer.macs:>14,} MACs "
+                               f"{layer.weight_bits:>12,} bits")
+    if plot:
+        click.echo(f"Saved plot to {plot}", err=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

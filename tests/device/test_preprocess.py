@@ -1,0 +1,81 @@
+"""Preprocessing matches torchvision's eval transform on real photos and copes with unusual images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bhvit.device.artifact import PreprocessCfg
+from bhvit.device.preprocess import center_crop_box, preprocess, resized_size, to_rgb
+from bhvit.device.sources import SAMPLES_DIR
+
+CFG = PreprocessCfg()
+
+
+@pytest.mark.parametrize("name", ["chelsea", "coffee", "astronaut"])
+def test_preprocess_matches_torchvision_on_real_photos(name):
+    transforms = pytest.importorskip("torchvision.transforms", reason="reference transform needs torchvision")
+    from skimage import data
+
+    image = Image.fromarray(getattr(data, name)())
+    reference = transforms.Compose([
+        transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC), transforms.CenterCrop(224),
+        transforms.ToTensor(), transforms.Normalize(CFG.mean, CFG.std)])(image).numpy()[None]
+    ours = preprocess(image, CFG)
+    assert ours.shape == (1, 3, 224, 224) and ours.dtype == np.float32 and ours.flags.c_contiguous
+    np.testing.assert_allclose(ours, reference, atol=1e-6)
+
+
+def test_preprocess_of_rgb_array_equals_pil_image():
+    rgb = np.asarray(Image.open(SAMPLES_DIR / "coffee.png").convert("RGB"))
+    np.testing.assert_array_equal(preprocess(rgb, CFG), preprocess(Image.fromarray(rgb), CFG))
+
+
+@pytest.mark.parametrize("width, height, expected", [(451, 300, (384, 256)), (300, 451, (256, 384)),
+                                                     (256, 256, (256, 256)), (1000, 257, (996, 256))])
+def test_resized_size_truncates_long_side_like_torchvision(width, height, expected):
+    assert resized_size(width, height, 256) == expected
+
+
+def test_center_crop_rounds_half_to_even_like_torchvision():
+    assert center_crop_box(227, 225, 224) == (2, 0, 226, 224)  # round(1.5) = 2, round(0.5) = 0
+
+
+def _gradient(mode: str, dtype=np.uint8, scale: int = 255, size=(60, 80)) -> Image.Image:
+    ramp = np.linspace(0, scale, size[0] * size[1]).reshape(size).astype(dtype)
+    return Image.fromarray(ramp, mode) if mode != "auto" else Image.fromarray(ramp)
+
+
+@pytest.mark.parametrize("image", [
+    _gradient("L"),
+    Image.new("RGBA", (80, 60), (10, 200, 30, 0)),
+    Image.new("P", (80, 60), 3),
+    Image.new("CMYK", (80, 60), (0, 255, 0, 0)),
+    Image.new("1", (80, 60), 1),
+    _gradient("auto", np.uint16, 65535),
+    _gradient("auto", np.float32, 255.0),
+], ids=["gray", "rgba", "palette", "cmyk", "bilevel", "gray16", "float"])
+def test_preprocess_handles_any_image_mode(image):
+    x = preprocess(image, CFG)
+    assert x.shape == (1, 3, 224, 224) and np.isfinite(x).all()
+    pixels = x * np.asarray(CFG.std, np.float32)[:, None, None] + np.asarray(CFG.mean, np.float32)[:, None, None]
+    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+
+
+def test_sixteen_bit_gray_is_scaled_not_clipped():
+    image = _gradient("auto", np.uint16, 65535)
+    assert image.mode.startswith("I;16")
+    rgb = np.asarray(to_rgb(image))
+    assert rgb.max() == 255 and 100 < rgb.mean() < 155  # clipping would give nearly all 255
+
+
+def test_rgba_alpha_is_dropped_like_training():
+    assert np.asarray(to_rgb(Image.new("RGBA", (4, 4), (10, 200, 30, 0))))[0, 0].tolist() == [10, 200, 30]
+
+
+def test_to_rgb_rejects_unsupported_arrays():
+    with pytest.raises(ValueError, match="frame shape"):
+        to_rgb(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(ValueError, match="dtype"):
+        to_rgb(np.zeros((4, 4, 3), np.int64))

@@ -1,0 +1,78 @@
+"""Runtimes: TVM (runtime-only) and onnxruntime agree with the numpy oracle; no compiler/torch needed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from bhvit.device.artifact import ArtifactError, load_artifact
+from bhvit.device.runtime import load_model
+from conftest import testlib
+
+
+@pytest.mark.parametrize("kwargs", [dict(runtime="tvm"), dict(runtime="tvm", tuple_output=True),
+                                    dict(runtime="onnxruntime")], ids=["tvm", "tvm-tuple", "onnxruntime"])
+def test_runtime_logits_match_numpy_reference(artifacts, kwargs):
+    model = load_model(load_artifact(artifacts.get(size=32, **kwargs)))
+    x = np.random.default_rng(1).normal(size=(1, 3, 32, 32)).astype(np.float32)
+    logits = model(x)
+    assert logits.shape == (len(testlib.PETS),)
+    np.testing.assert_allclose(logits, testlib.reference_logits(x, testlib.weights())[0], rtol=1e-4, atol=1e-5)
+
+
+def test_runtime_choice_and_threads_follow_arguments(artifacts):
+    art = load_artifact(artifacts.get(both=True))
+    model = load_model(art, runtime="onnxruntime", threads=2)
+    assert (model.runtime, model.threads) == ("onnxruntime", 2)
+    assert load_model(art).threads == art.meta.threads
+
+
+def test_runtime_unknown_name_is_refused(artifacts):
+    with pytest.raises(ArtifactError, match="unknown runtime 'tflite'"):
+        load_model(load_artifact(artifacts.get()), runtime="tflite")
+
+
+# A fresh interpreter where torch, timm and the TVM compiler cannot be imported.
+_BLOCKED_RUN = textwrap.dedent("""
+    import importlib.abc, json, sys
+    BLOCKED = ("torch", "torchvision", "timm", "tvm.relax", "onnx")
+    attempts = []
+    class Blocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if any(name == b or name.startswith(b + ".") for b in BLOCKED):
+                attempts.append(name)
+                raise ModuleNotFoundError(f"{name} blocked for this test", name=name)
+    sys.meta_path.insert(0, Blocker())
+    from bhvit.device.cli import main
+    for artifact in sys.argv[2:]:
+        main(["classify", "--artifact", artifact, "--image", sys.argv[1], "--json", "--log", artifact + ".csv"],
+             standalone_mode=False)
+    maps = open("/proc/self/maps").read()
+    try:
+        import torch  # noqa: F401
+        active = False
+    except ModuleNotFoundError:
+        active = True
+    print(json.dumps({"blocker_active": active, "compiler_mapped": "libtvm_compiler" in maps, "runtime_mapped": "libtvm_runtime" in maps,
+                      "loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "timm", "onnx")
+                                       or m.startswith("tvm.relax")), "attempts": attempts}))
+""")
+
+
+def test_device_runs_without_torch_timm_or_tvm_compiler(artifacts, tmp_path):
+    tvm_art = artifacts.copy(tmp_path / "tvm", size=32)
+    onnx_art = artifacts.copy(tmp_path / "onnx", runtime="onnxruntime", size=32)
+    proc = subprocess.run([sys.executable, "-c", _BLOCKED_RUN, str(testlib.SAMPLES / "chelsea.png"), str(tvm_art),
+                           str(onnx_art)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    frames = [line for line in lines if line.get("type") == "frame"]
+    assert len(frames) == 2 and frames[0]["label"] == frames[1]["label"]
+    report = lines[-1]
+    assert report["blocker_active"] and report["runtime_mapped"] and not report["compiler_mapped"]
+    assert report["loaded"] == []

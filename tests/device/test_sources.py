@@ -1,0 +1,136 @@
+"""Frame sources: images (corrupt, huge), lossless video (exact RGB frames, end), webcam and Pi camera
+(stand-in picamera2: colour order, missing camera, stalls with retry and back-off, release)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bhvit.device.sources import (ImageFiles, PiCamera, RetryPolicy, SourceError, VideoCapture, find_images,
+                                  load_image, sample_images)
+from conftest import testlib
+
+FAST = RetryPolicy(attempts=3, delay_s=0.01)
+
+
+def _noise_frames(count: int, height: int = 48, width: int = 64) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (count, height, width, 3), dtype=np.uint8)
+
+
+def test_image_files_skip_corrupt_and_truncated_images(tmp_path, caplog):
+    good = tmp_path / "good.png"
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(good)
+    (tmp_path / "garbage.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    Image.new("RGB", (400, 300), (9, 9, 9)).save(tmp_path / "full.jpg", quality=95)
+    data = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    source = ImageFiles([tmp_path / "garbage.jpg", good, tmp_path / "truncated.jpg"])
+    frames = list(source)
+    assert [Path(f.name).name for f in frames] == ["good.png"]
+    assert source.skipped == 2
+    assert "garbage.jpg: cannot decode image" in caplog.text and "truncated.jpg" in caplog.text
+
+
+def test_huge_jpeg_decodes_at_reduced_scale(tmp_path):
+    Image.new("RGB", (6000, 4000), (200, 100, 50)).save(tmp_path / "huge.jpg", quality=80)
+    start = time.perf_counter()
+    image = load_image(tmp_path / "huge.jpg", min_side=256)
+    assert time.perf_counter() - start < 2.0
+    assert 512 <= min(image.size) <= 1024 and image.size[0] * 2 == image.size[1] * 3
+    assert np.abs(np.asarray(image).astype(int).mean(axis=(0, 1)) - [200, 100, 50]).max() < 3
+
+
+def test_dir_listing_keeps_images_only_sorted(tmp_path):
+    for name in ["b.png", "a.JPG", "notes.txt"]:
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in find_images(tmp_path)] == ["a.JPG", "b.png"]
+    assert {p.name for p in sample_images()} == {"chelsea.png", "coffee.png", "astronaut.png"}
+
+
+def test_video_file_frames_are_exact_rgb_and_iteration_ends(tmp_path):
+    frames = _noise_frames(12)
+    path = testlib.write_video(tmp_path / "clip.avi", frames)
+    with VideoCapture(str(path)) as source:
+        got = [f.image for f in source]
+    assert len(got) == 12
+    np.testing.assert_array_equal(np.stack(got), frames)
+    assert source.stop_reason is None
+
+
+def test_video_that_cannot_be_decoded_is_a_source_error(tmp_path):
+    (tmp_path / "bad.avi").write_bytes(b"RIFF junk")
+    with pytest.raises(SourceError, match="cannot open .*bad.avi: need a video file OpenCV can decode"):
+        VideoCapture(str(tmp_path / "bad.avi")).open()
+
+
+def test_webcam_that_cannot_open_is_retried_then_refused():
+    waits = []
+    source = VideoCapture(97, FAST, wait=lambda s: waits.append(s) or False)
+    with pytest.raises(SourceError, match="cannot open webcam:97: check the cable"):
+        source.open()
+    assert waits == [0.01, 0.02]
+
+
+def test_picamera_frames_are_rgb_despite_rgb888_being_bgr_in_memory(fake_camera):
+    cat = testlib.chelsea()[:224, :224]
+    module = fake_camera([cat])
+    with PiCamera(size=(224, 224)) as source:
+        frame = next(iter(source))
+    np.testing.assert_array_equal(frame.image, cat)
+    cam = module.instances[0]
+    assert cam.camera_config["main"] == {"format": "RGB888", "size": (224, 224)}
+    assert cam.closed and not cam.started
+
+
+def test_picamera_missing_camera_is_a_source_error_with_fix(fake_camera):
+    fake_camera([testlib.chelsea()], cameras=0)
+    with pytest.raises(SourceError, match=r"no camera number 0 \(found 0 cameras\).*rpicam-hello --list-cameras"):
+        PiCamera(retry=FAST, wait=lambda s: False).open()
+
+
+def test_picamera_busy_camera_is_retried_then_reported(fake_camera, monkeypatch):
+    module = fake_camera([testlib.chelsea()])
+    calls = []
+
+    def busy(self, camera_num=0, **kwargs):
+        calls.append(camera_num)
+        raise RuntimeError("Failed to acquire camera: Device or resource busy")
+
+    monkeypatch.setattr(module.Picamera2, "__init__", busy)
+    with pytest.raises(SourceError, match="cannot open camera:0 .*busy.*no other program uses the camera"):
+        PiCamera(retry=FAST, wait=lambda s: False).open()
+    assert calls == [0, 0, 0]
+
+
+def test_picamera_that_stalls_is_retried_then_stops_cleanly(fake_camera):
+    module = fake_camera([testlib.chelsea()], fail_after=4)
+    waits = []
+    with PiCamera(retry=FAST, wait=lambda s: waits.append(s) or False) as source:
+        frames = list(source)
+    assert len(frames) == 4 and waits == [0.01, 0.02]
+    assert "stopped delivering frames" in source.stop_reason and "TimeoutError" in source.stop_reason
+    assert module.instances[0].closed
+
+
+def test_picamera_retry_gives_up_early_when_stop_is_requested(fake_camera):
+    fake_camera([testlib.chelsea()], fail_after=0)
+    waits = []
+    with PiCamera(retry=RetryPolicy(attempts=10), wait=lambda s: waits.append(s) or True) as source:
+        assert list(source) == []
+    assert len(waits) == 1
+
+
+def test_picamera_without_module_explains_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "picamera2", None)
+    with pytest.raises(SourceError, match="apt install python3-picamera2.*--system-site-packages"):
+        PiCamera().open()
+
+
+def test_retry_policy_backs_off_exponentially_with_cap():
+    assert list(RetryPolicy(attempts=6, delay_s=0.5, factor=2, max_delay_s=3).delays()) == [0.5, 1, 2, 3, 3]
