@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import click
 
 from .config import ConfigError
-from .cost import ModelCost, model_cost
-from .factory import build_model, list_models
+from .cost import ModelCost, config_cost
+from .factory import list_models, resolve_config
+from .search import DEFAULT_WIDTHS, VARIANTS, pareto_front, parse_budget, search
 
 # The thesis' Table 3 sweep, printed when no model option is given.
 THESIS_SWEEP = (
@@ -32,7 +33,7 @@ class CostRow:
     budget: ModelCost
 
     def as_dict(self) -> dict:
-        cfg = build_model(self.model, **self.overrides).cfg
+        cfg = resolve_config(self.model, **self.overrides)
         return {"model": self.model, "width": cfg.width,
                 "hidden_width": cfg.hidden_width if cfg.hidden_width is not None else cfg.width,
                 "intermediate_width": cfg.intermediate_width if cfg.intermediate_width is not None else cfg.width,
@@ -47,7 +48,7 @@ def precision_label(overrides: dict) -> str:
 
 
 def cost_of(model: str, **overrides) -> ModelCost:
-    return model_cost(build_model(model, **overrides))
+    return config_cost(resolve_config(model, **overrides))
 
 
 def _format_table(rows: list[dict]) -> str:
@@ -89,6 +90,56 @@ def _plot(path: str, model: str, common: dict) -> None:
     plt.close(fig)
 
 
+def _run_search(model: str, budget_spec: str, common: dict, as_json: bool, plot: str | None,
+                widths: tuple[float, ...]) -> None:
+    try:
+        budget = parse_budget(budget_spec, model, **common)
+        found = search(budget, model, widths, **common)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    front = pareto_front(found)
+    rows = [{"hidden_width": c.hidden_width, "intermediate_width": c.intermediate_width, "variant": c.variant,
+             **c.cost.row(), "macs": c.macs, "pareto": c in front} for c in found]
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r))
+    else:
+        click.echo(f"budget: {budget.label} = {budget.memory_mib:.2f} MiB, {budget.mops:.1f} MOPs; "
+                   f"{len(found)} candidates fit, {len(front)} on the Pareto front (*)")
+        click.echo(f"{'hid':>5} {'int':>5} {'variant':18} {'memory MiB':>10} {'MOPs':>8} {'deploy MiB':>10}")
+        for r in rows:
+            click.echo(f"{r['hidden_width']:5g} {r['intermediate_width']:5g} {r['variant']:18} "
+                       f"{r['memory_mib']:10.2f} {r['mops']:8.1f} {r['deployable_mib']:10.2f}"
+                       + (" *" if r["pareto"] else ""))
+    if plot:
+        _plot_search(plot, found, front, budget)
+        click.echo(f"Saved plot to {plot}", err=True)
+
+
+def _plot_search(path: str, found: list, front: list, budget) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for variant in VARIANTS:
+        pts = [c for c in found if c.variant == variant]
+        ax.scatter([c.cost.memory_mib for c in pts], [c.cost.mops for c in pts], label=variant, alpha=0.6)
+    ax.plot([c.cost.memory_mib for c in sorted(front, key=lambda c: c.cost.memory_mib)],
+            [c.cost.mops for c in sorted(front, key=lambda c: c.cost.memory_mib)], "k.", markersize=12,
+            label="Pareto front")
+    ax.axvline(budget.memory_mib, color="k", linestyle="--")
+    ax.axhline(budget.mops, color="k", linestyle="--", label=f"budget ({budget.label})")
+    ax.set_xlabel("weight memory (MiB)")
+    ax.set_ylabel("MOPs")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--model", default="bhvit_tiny", show_default=True, type=click.Choice(list_models()),
               help="Named architecture.")
@@ -105,11 +156,20 @@ def _plot(path: str, model: str, common: dict) -> None:
 @click.option("--per-layer", is_flag=True, help="Also list every counted layer (name, kind, precision, MACs, bits).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per row instead of the table.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
-              help="Write the thesis' Figure 2 (memory and OPs vs width, FP32 budget line) to this PNG.")
+              help="Write the thesis' Figure 2 (memory and OPs vs width, FP32 budget line) to this PNG; with "
+                   "--search, the candidates and their Pareto front instead.")
+@click.option("--search", "do_search", is_flag=True,
+              help="Enumerate stage/MLP widths and precision variants (all binary, FP downsampling, FP stage-3 "
+                   "attention, FP first block) and list those that fit --budget, cheapest first.")
+@click.option("--budget", default="fp32:w1", show_default=True,
+              help="Budget for --search: fp32:wN (the FP32 model of width N) or MIB:MOPS (e.g. 13.7:400).")
 def main(model, precision, width, hidden_width, intermediate_width, fp_downsample, num_classes, img_size, per_layer,
-         as_json, plot):
+         as_json, plot, do_search, budget):
     """Print the cost model of BHViT variants (spec section 6). With no model option: the thesis sweep."""
     common = {"num_classes": num_classes, "img_size": img_size}
+    if do_search:
+        _run_search(model, budget, common, as_json, plot, tuple(width) or DEFAULT_WIDTHS)
+        return
     custom = precision or width or hidden_width or intermediate_width or fp_downsample
     try:
         if custom:

@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from .bhvit import AttentionProducts, BHViT
+from .config import BHViTCfg
 from .layers import QuantLayer
 
-__all__ = ["LayerCost", "ModelCost", "model_cost"]
+__all__ = ["LayerCost", "ModelCost", "model_cost", "config_cost"]
 
 MIB = 2 ** 20
 BOPS_PER_OP = 64
@@ -128,3 +129,9 @@ def model_cost(model: BHViT) -> ModelCost:
     bops = sum(layer.macs for layer in layers if layer.precision == "binary")
     weight_bytes = sum(layer.weight_bits for layer in layers) / 8
     return ModelCost(flops, bops, weight_bytes, _deployable_bytes(model), tuple(layers))
+
+
+def config_cost(cfg: BHViTCfg) -> ModelCost:
+    """Cost of a configuration without allocating weights (the model is built and traced on the meta device)."""
+    with torch.device("meta"):
+        return model_cost(BHViT(cfg))

@@ -33,3 +33,12 @@ def test_cost_cli_rejects_bad_image_size_with_usage_error():
     result = CliRunner().invoke(main, ["--img-size", "100"])
     assert result.exit_code == 2
     assert "multiple of patch_size" in result.output
+
+
+def test_cost_cli_search_marks_pareto_front_and_plots(tmp_path):
+    png = tmp_path / "front.png"
+    result = CliRunner().invoke(main, ["--search", "--budget", "10:300", "--width", "1", "--width", "2",
+                                       "--plot", str(png)])
+    assert result.exit_code == 0, result.output
+    assert "candidates fit" in result.output and " *" in result.output
+    assert png.stat().st_size > 1000
