@@ -24,8 +24,18 @@ from .metrics import LatencyRecorder, peak_rss_mb, reset_peak_rss, rss_mb, ru_ma
 from .preprocess import preprocess
 from .runtime import RUNTIMES, Model, load_model
 from .signals import GracefulStop
-from .sources import IMAGE_SUFFIXES, FrameSource, ImageFiles, PiCamera, RetryPolicy, SourceError, VideoCapture, \
-    find_images, load_image, sample_images
+from .sources import (
+    IMAGE_SUFFIXES,
+    FrameSource,
+    ImageFiles,
+    PiCamera,
+    RetryPolicy,
+    SourceError,
+    VideoCapture,
+    find_images,
+    load_image,
+    sample_images,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +166,8 @@ def _print_summary(summary: dict, as_json: bool) -> None:
               help="Read a video file (OpenCV) to its end.")
 @click.option("--image", "image_opts", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Classify an image file; repeat it, or list more files as arguments.")
-@click.argument("more_images", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("more_images", nargs=-1, metavar="[IMAGE]...",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dir", "directory", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Classify every image in a directory (sorted by name).")
 @click.option("--top-k", type=click.IntRange(1), default=3, help="Labels shown per frame.")
@@ -181,15 +192,14 @@ def classify(artifact: Path, camera: bool, camera_num: int, resolution: tuple[in
     """
     if more_images and (camera or webcam is not None or video or directory):
         raise click.UsageError(f"unexpected arguments {[str(p) for p in more_images]}: image files need --image")
-    art = _load(artifact)
-    model = _load_model(art, None, threads)
-    classifier = Classifier(model, art.meta.preprocess, art.meta.class_names, top_k)
     if log_path is not None and log_path.suffix.lower() not in LOG_FORMATS:
         raise click.BadParameter(f"{log_path.name}: need one of {', '.join(LOG_FORMATS)}", param_hint="--log")
-    policy = RetryPolicy(attempts=retries)
-    with GracefulStop() as stop:
-        source = _make_source(camera, camera_num, resolution, preview, webcam, video, [*image_opts, *more_images],
-                              directory, policy, stop, art.meta.preprocess.resize)
+    art = _load(artifact)  # verified (checksums, CPU) but nothing loaded yet
+    stop = GracefulStop()
+    source = _make_source(camera, camera_num, resolution, preview, webcam, video, [*image_opts, *more_images],
+                          directory, RetryPolicy(attempts=retries), stop, art.meta.preprocess.resize)
+    classifier = Classifier(_load_model(art, None, threads), art.meta.preprocess, art.meta.class_names, top_k)
+    with stop:
         try:
             source.open()
         except SourceError as err:

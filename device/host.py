@@ -17,8 +17,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MachineInfo", "cpu_features", "decode_throttled", "host_arch", "machine_info", "normalize_arch",
-           "parse_cpuinfo_features"]
+__all__ = ["MachineInfo", "cpu_features", "decode_hwcaps", "decode_throttled", "host_arch", "machine_info",
+           "normalize_arch", "parse_cpuinfo_features"]
 
 _ARCH_ALIASES = {"arm64": "aarch64", "armv8": "aarch64", "amd64": "x86_64", "x64": "x86_64"}
 
@@ -64,19 +64,21 @@ def parse_cpuinfo_features(text: str) -> frozenset[str]:
     return frozenset()
 
 
+def decode_hwcaps(hwcap: int, hwcap2: int = 0) -> frozenset[str]:
+    """aarch64 AT_HWCAP/AT_HWCAP2 bits as /proc/cpuinfo feature names."""
+    return frozenset(name for bits, names in ((hwcap, _HWCAP), (hwcap2, _HWCAP2))
+                     for bit, name in enumerate(names) if bits >> bit & 1)
+
+
 def _hwcap_features() -> frozenset[str]:
-    """aarch64 features from getauxval(AT_HWCAP/AT_HWCAP2): right under qemu too, where cpuinfo shows the host."""
+    """aarch64 features from getauxval(): right under qemu too, where /proc/cpuinfo shows the host CPU."""
     try:
         getauxval = ctypes.CDLL(None).getauxval
     except (OSError, AttributeError):
         return frozenset()
     getauxval.restype = ctypes.c_ulong
     getauxval.argtypes = [ctypes.c_ulong]
-    found = set()
-    for key, names in ((_AT_HWCAP, _HWCAP), (_AT_HWCAP2, _HWCAP2)):
-        bits = getauxval(key)
-        found.update(name for bit, name in enumerate(names) if bits >> bit & 1)
-    return frozenset(found)
+    return decode_hwcaps(getauxval(_AT_HWCAP), getauxval(_AT_HWCAP2))
 
 
 @lru_cache(maxsize=1)

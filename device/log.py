@@ -37,7 +37,7 @@ def _cell(value: Any) -> Any:
 
 
 class FrameLog:
-    """Append-only record writer. CSV columns come from the first record; lists are joined with ``;``, pairs with ``:``."""
+    """Append-only record writer; CSV columns come from the first record (lists joined by ``;``, pairs by ``:``)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)

@@ -20,13 +20,14 @@ from PIL import Image
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IMAGE_SUFFIXES", "SAMPLES_DIR", "Frame", "FrameSource", "ImageFiles", "PiCamera", "RetryPolicy", "SourceError",
-           "VideoCapture", "find_images", "load_image", "sample_images"]
+__all__ = ["IMAGE_SUFFIXES", "SAMPLES_DIR", "Frame", "FrameSource", "ImageFiles", "PiCamera", "RetryPolicy",
+           "SourceError", "VideoCapture", "find_images", "load_image", "sample_images"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 SAMPLES_DIR = Path(__file__).parent / "samples"
 NO_PICAMERA2 = ("picamera2 is not importable: on Raspberry Pi OS run `sudo apt install python3-picamera2` and "
                 "create the venv with `python3 -m venv --system-site-packages`")
+NO_OPENCV = "OpenCV is not importable: --webcam and --video need `pip install opencv-python-headless`"
 
 T = TypeVar("T")
 Wait = Callable[[float], bool]
@@ -65,6 +66,9 @@ class RetryPolicy:
         for _ in range(self.attempts - 1):
             yield min(delay, self.max_delay_s)
             delay *= self.factor
+
+
+DEFAULT_RETRY = RetryPolicy()
 
 
 def _retry(action: Callable[[], T], policy: RetryPolicy, wait: Wait, what: str) -> T:
@@ -150,11 +154,11 @@ class ImageFiles(FrameSource):
 class VideoCapture(FrameSource):
     """OpenCV ``VideoCapture``: a video file (ends at its last frame) or a webcam index (live, retried)."""
 
-    def __init__(self, target: str | int, retry: RetryPolicy = RetryPolicy(), wait: Wait = _sleep) -> None:
+    def __init__(self, target: str | int, retry: RetryPolicy = DEFAULT_RETRY, wait: Wait = _sleep) -> None:
         super().__init__()
         self.target = target
         self.live = isinstance(target, int)
-        self.retry = retry
+        self.retry = retry if self.live else RetryPolicy(attempts=1)  # a file that fails will not recover
         self.wait = wait
         self._cap: Any = None
 
@@ -162,9 +166,7 @@ class VideoCapture(FrameSource):
     def name(self) -> str:
         return f"webcam:{self.target}" if self.live else str(self.target)
 
-    def _open_once(self) -> Any:
-        import cv2
-
+    def _open_once(self, cv2: Any) -> Any:
         cap = cv2.VideoCapture(self.target)
         if not cap.isOpened():
             cap.release()
@@ -173,8 +175,11 @@ class VideoCapture(FrameSource):
 
     def open(self) -> None:
         try:
-            self._cap = _retry(self._open_once, self.retry if self.live else RetryPolicy(1), self.wait,
-                               f"opening {self.name}")
+            import cv2
+        except ImportError as err:
+            raise SourceError(NO_OPENCV) from err
+        try:
+            self._cap = _retry(lambda: self._open_once(cv2), self.retry, self.wait, f"opening {self.name}")
         except SourceError as err:
             fix = "check the cable and `ls /dev/video*`" if self.live else "need a video file OpenCV can decode"
             raise SourceError(f"{err}: {fix}") from err
@@ -194,8 +199,7 @@ class VideoCapture(FrameSource):
         index = 0
         while True:
             try:
-                bgr = _retry(self._read, self.retry if self.live else RetryPolicy(1), self.wait,
-                             f"reading {self.name}")
+                bgr = _retry(self._read, self.retry, self.wait, f"reading {self.name}")
             except SourceError as err:
                 if self.live:
                     self.stop_reason = f"{err} after {self.retry.attempts} attempts"
@@ -212,7 +216,7 @@ class PiCamera(FrameSource):
     """Raspberry Pi camera through picamera2, main stream ``RGB888`` (B,G,R in memory, swapped to RGB here)."""
 
     def __init__(self, camera_num: int = 0, size: tuple[int, int] = (640, 480), preview: bool = False,
-                 capture_timeout_s: float = 5.0, retry: RetryPolicy = RetryPolicy(), wait: Wait = _sleep) -> None:
+                 capture_timeout_s: float = 5.0, retry: RetryPolicy = DEFAULT_RETRY, wait: Wait = _sleep) -> None:
         super().__init__()
         self.camera_num = camera_num
         self.size = size
@@ -223,11 +227,7 @@ class PiCamera(FrameSource):
         self.name = f"camera:{camera_num}"
         self._cam: Any = None
 
-    def _open_once(self) -> Any:
-        try:
-            from picamera2 import Picamera2
-        except ImportError as err:
-            raise SourceError(NO_PICAMERA2) from err
+    def _open_once(self, Picamera2: Any) -> Any:  # noqa: N803  (the class from the lazily imported module)
         cameras = Picamera2.global_camera_info()
         if self.camera_num >= len(cameras):
             raise SourceError(f"no camera number {self.camera_num} (found {len(cameras)} cameras): check the "
@@ -243,7 +243,11 @@ class PiCamera(FrameSource):
 
     def open(self) -> None:
         try:
-            self._cam = _retry(self._open_once, self.retry, self.wait, f"opening {self.name}")
+            from picamera2 import Picamera2
+        except ImportError as err:
+            raise SourceError(NO_PICAMERA2) from err
+        try:
+            self._cam = _retry(lambda: self._open_once(Picamera2), self.retry, self.wait, f"opening {self.name}")
         except SourceError:
             raise
         except Exception as err:  # picamera2/libcamera raise RuntimeError for busy or missing cameras

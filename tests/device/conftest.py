@@ -10,6 +10,7 @@ import pytest
 
 
 def _testlib():
+    """Import testlib.py by path as ``bhvit_device_testlib`` (also used by tests/cli/test_device_cli.py)."""
     name = "bhvit_device_testlib"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("testlib.py"))
@@ -22,7 +23,7 @@ testlib = _testlib()
 
 
 @pytest.fixture(scope="session")
-def artifacts(tmp_path_factory) -> "testlib.ArtifactFactory":
+def artifacts(tmp_path_factory) -> testlib.ArtifactFactory:
     """Session cache of tiny artifacts built with TVM/onnx directly (skipped where the compiler is absent)."""
     pytest.importorskip("tvm.relax", reason="building test artifacts needs the TVM compiler")
     pytest.importorskip("onnx", reason="building test artifacts needs onnx")

@@ -5,10 +5,18 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from bhvit.device import artifact as art_mod
-from bhvit.device.artifact import (ArtifactError, ArtifactMeta, PreprocessCfg, TargetInfo, load_artifact,
-                                   normalize_feature, read_metadata, save_artifact, write_artifact_metadata)
+from bhvit.device.artifact import (
+    ArtifactError,
+    ArtifactMeta,
+    PreprocessCfg,
+    TargetInfo,
+    load_artifact,
+    normalize_feature,
+    read_metadata,
+    save_artifact,
+    write_artifact_metadata,
+)
 from bhvit.device.host import cpu_features, host_arch
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from bhvit.device.metrics import LatencyRecorder, memory_status, peak_rss_mb, reset_peak_rss, rss_mb
 
 

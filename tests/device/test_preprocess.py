@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from bhvit.device.artifact import PreprocessCfg
 from bhvit.device.preprocess import center_crop_box, preprocess, resized_size, to_rgb
 from bhvit.device.sources import SAMPLES_DIR
+from PIL import Image
 
 CFG = PreprocessCfg()
 

@@ -7,12 +7,11 @@ import subprocess
 import sys
 import textwrap
 
+import bhvit_device_testlib as testlib  # registered by conftest.py
 import numpy as np
 import pytest
-
 from bhvit.device.artifact import ArtifactError, load_artifact
 from bhvit.device.runtime import load_model
-from conftest import testlib
 
 
 @pytest.mark.parametrize("kwargs", [dict(runtime="tvm"), dict(runtime="tvm", tuple_output=True),
@@ -27,9 +26,13 @@ def test_runtime_logits_match_numpy_reference(artifacts, kwargs):
 
 def test_runtime_choice_and_threads_follow_arguments(artifacts):
     art = load_artifact(artifacts.get(both=True))
-    model = load_model(art, runtime="onnxruntime", threads=2)
-    assert (model.runtime, model.threads) == ("onnxruntime", 2)
+    onnx_model = load_model(art, runtime="onnxruntime", threads=2)
+    tvm_model = load_model(art, threads=2)
+    assert (onnx_model.runtime, onnx_model.threads, tvm_model.runtime, tvm_model.threads) == (
+        "onnxruntime", 2, "tvm", 2)
     assert load_model(art).threads == art.meta.threads
+    x = np.random.default_rng(2).normal(size=(1, 3, 224, 224)).astype(np.float32)
+    np.testing.assert_allclose(tvm_model(x), onnx_model(x), rtol=1e-4, atol=1e-5)
 
 
 def test_runtime_unknown_name_is_refused(artifacts):
@@ -58,7 +61,8 @@ _BLOCKED_RUN = textwrap.dedent("""
         active = False
     except ModuleNotFoundError:
         active = True
-    print(json.dumps({"blocker_active": active, "compiler_mapped": "libtvm_compiler" in maps, "runtime_mapped": "libtvm_runtime" in maps,
+    print(json.dumps({"blocker_active": active, "compiler_mapped": "libtvm_compiler" in maps,
+                      "runtime_mapped": "libtvm_runtime" in maps,
                       "loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "timm", "onnx")
                                        or m.startswith("tvm.relax")), "attempts": attempts}))
 """)

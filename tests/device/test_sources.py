@@ -3,16 +3,24 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
+import bhvit_device_testlib as testlib  # registered by conftest.py
 import numpy as np
 import pytest
+from bhvit.device.sources import (
+    ImageFiles,
+    PiCamera,
+    RetryPolicy,
+    SourceError,
+    VideoCapture,
+    find_images,
+    load_image,
+    sample_images,
+)
 from PIL import Image
-
-from bhvit.device.sources import (ImageFiles, PiCamera, RetryPolicy, SourceError, VideoCapture, find_images,
-                                  load_image, sample_images)
-from conftest import testlib
 
 FAST = RetryPolicy(attempts=3, delay_s=0.01)
 
@@ -125,8 +133,6 @@ def test_picamera_retry_gives_up_early_when_stop_is_requested(fake_camera):
 
 
 def test_picamera_without_module_explains_install(monkeypatch):
-    import sys
-
     monkeypatch.setitem(sys.modules, "picamera2", None)
     with pytest.raises(SourceError, match="apt install python3-picamera2.*--system-site-packages"):
         PiCamera().open()
@@ -134,3 +140,9 @@ def test_picamera_without_module_explains_install(monkeypatch):
 
 def test_retry_policy_backs_off_exponentially_with_cap():
     assert list(RetryPolicy(attempts=6, delay_s=0.5, factor=2, max_delay_s=3).delays()) == [0.5, 1, 2, 3, 3]
+
+
+def test_video_without_opencv_explains_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    with pytest.raises(SourceError, match="pip install opencv-python-headless"):
+        VideoCapture(0).open()

@@ -11,7 +11,6 @@ import types
 from pathlib import Path
 
 import numpy as np
-
 from bhvit.device.artifact import PreprocessCfg, TargetInfo, write_artifact_metadata
 from bhvit.device.host import host_arch
 
@@ -157,10 +156,10 @@ def fake_picamera2(frames: list[np.ndarray], cameras: int = 1, fail_after: int |
             self.captures = 0
             module.instances.append(self)
 
-        def create_preview_configuration(self, main={}, lores=None, raw={}, transform=None, colour_space=None,
-                                         buffer_count=4, controls={}, display="main", encode="main", queue=True,
-                                         sensor={}, use_case="preview") -> dict:
-            stream = {"format": "XBGR8888", "size": (640, 480)} | dict(main)
+        def create_preview_configuration(self, main=None, lores=None, raw=None, transform=None, colour_space=None,
+                                         buffer_count=4, controls=None, display="main", encode="main", queue=True,
+                                         sensor=None, use_case="preview") -> dict:
+            stream = {"format": "XBGR8888", "size": (640, 480)} | dict(main or {})
             stream["size"] = (stream["size"][0] & ~1, stream["size"][1] & ~1)  # align_stream(optimal=False)
             return {"use_case": use_case, "main": stream, "lores": lores, "buffer_count": buffer_count}
 

@@ -1,0 +1,83 @@
+"""The classification loop: top-k, frame selection, graceful stop on signals, flat memory over long runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import bhvit_device_testlib as testlib  # registered by conftest.py
+import numpy as np
+import pytest
+from bhvit.device.artifact import load_artifact
+from bhvit.device.classify import Classifier, RunStats, classify_frames, top_k
+from bhvit.device.runtime import load_model
+from bhvit.device.signals import GracefulStop
+from bhvit.device.sources import Frame, VideoCapture
+
+
+@pytest.fixture(scope="module")
+def small_classifier(artifacts):
+    art = load_artifact(artifacts.get(size=32))
+    return Classifier(load_model(art), art.meta.preprocess, art.meta.class_names, k=2)
+
+
+def _frames(count: int):
+    rng = np.random.default_rng(0)
+    return (Frame(i, f"f{i}", rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)) for i in range(count))
+
+
+def test_top_k_returns_sorted_softmax_probabilities():
+    labels = top_k(np.array([1.0, 3.0, 2.0], np.float32), ["a", "b"], 3)
+    assert [name for name, _ in labels] == ["b", "class_2", "a"]
+    probs = np.array([p for _, p in labels])
+    assert np.all(np.diff(probs) < 0) and abs(probs.sum() - 1) < 1e-9
+
+
+def test_classify_every_and_max_frames_select_frames(small_classifier):
+    results = list(classify_frames(_frames(20), small_classifier, every=3, max_frames=4))
+    assert [r.source for r in results] == ["f0", "f3", "f6", "f9"]
+    assert [r.frame for r in results] == [0, 1, 2, 3]
+    r = results[0]
+    assert len(r.topk) == 2 and r.total_ms == pytest.approx(r.preprocess_ms + r.inference_ms + r.postprocess_ms)
+    assert r.fps > 0 and r.rss_mb > 0
+    record = r.to_record()
+    assert record["label"] == r.topk[0][0] and set(record) >= {"time", "capture_ms", "inference_ms", "fps"}
+
+
+def test_classify_stops_after_current_frame_on_sigterm(small_classifier):
+    def frames():
+        for frame in _frames(100):
+            if frame.index == 5:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield frame
+
+    with GracefulStop() as stop:
+        results = list(classify_frames(frames(), small_classifier, stop=stop))
+    assert len(results) == 6 and stop.name == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_second_sigint_forces_keyboard_interrupt():
+    with GracefulStop() as stop, pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.wait(1.0) and stop.name == "SIGINT"
+        os.kill(os.getpid(), signal.SIGINT)
+        stop.wait(1.0)
+
+
+def test_long_run_memory_stays_flat(small_classifier, tmp_path):
+    frames = np.random.default_rng(0).integers(0, 256, (3000, 48, 64, 3), dtype=np.uint8)
+    video = testlib.write_video(tmp_path / "long.avi", frames)
+    del frames
+    stats = RunStats()
+    rss = []
+    with VideoCapture(str(video)) as source:
+        for result in classify_frames(source, small_classifier):
+            stats.add(result)
+            rss.append(result.rss_mb)
+    assert stats.latency.count == 3000
+    early, late = np.median(rss[400:600]), np.median(rss[-200:])
+    print(f"VmRSS early {early:.2f} MB, late {late:.2f} MB")
+    assert late - early < 2.0, f"VmRSS grew from {early:.1f} to {late:.1f} MB over 2400 frames"
+    summary = stats.summary()
+    assert summary["frames"] == 3000 and summary["latency_ms"]["p50"] <= summary["latency_ms"]["p99"]
