@@ -146,7 +146,8 @@ def hot_loop(asm: str) -> list[str]:
         label = re.match(r"^(\.?L\w+):", line)
         if not label:
             continue
-        ends = [j for j in range(i + 1, len(lines)) if re.search(rf"\b(b|b\.\w+|cbn?z|tbn?z)\b.*\b{re.escape(label.group(1))}\b$", lines[j])]
+        branch = re.compile(rf"^\t(?:b|b\.\w+|cbn?z|tbn?z)\s(?:.*[\s,])?{re.escape(label.group(1))}$")
+        ends = [j for j in range(i + 1, len(lines)) if branch.match(lines[j])]
         if not ends:
             continue
         body = [l for l in lines[i + 1: ends[-1] + 1] if l.startswith("\t") and not l.strip().startswith((".", "//"))]

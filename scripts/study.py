@@ -82,8 +82,8 @@ class Job:
 
 
 def load_study(path: Path, epochs: int | None = None, seeds: tuple[int, ...] | None = None,
-               only: tuple[str, ...] = ()) -> Study:
-    """Read a study file; ``epochs``/``seeds``/``only`` shrink it (e.g. for CI)."""
+               only: tuple[str, ...] = (), out: Path | None = None) -> Study:
+    """Read a study file; ``epochs``/``seeds``/``only`` shrink it (e.g. for CI), ``out`` moves it."""
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
@@ -101,7 +101,12 @@ def load_study(path: Path, epochs: int | None = None, seeds: tuple[int, ...] | N
             raise click.UsageError(f"unknown rows {sorted(unknown)}; the study has {[r.name for r in rows]}")
         rows = [r for r in rows if r.name in only]
     meta = raw.get("study", {})
-    return Study(meta.get("name", path.stem), Path(meta.get("out", f"runs/study/{path.stem}")),
+    default_out = Path(meta.get("out", f"runs/study/{path.stem}"))
+    if out is not None:  # paths inside the study's folder (e.g. its data) move with it
+        for k, v in train_args.items():
+            if isinstance(v, str) and Path(v).is_relative_to(default_out):
+                train_args[k] = str(out / Path(v).relative_to(default_out))
+    return Study(meta.get("name", path.stem), out or default_out,
                  tuple(seeds or meta.get("seeds", (0,))), train_args, tuple(rows), raw.get("data", {}),
                  raw.get("teacher", {}))
 
@@ -301,10 +306,12 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
 @click.option("--epochs", type=int, default=None, help="Override the study's epochs per phase (smoke runs).")
 @click.option("--seeds", default=None, help="Override the study's seeds, comma-separated (e.g. 0 or 0,1,2).")
 @click.option("--only", default="", help="Comma-separated row names to keep (default: all rows).")
-def main(study_file, list_jobs, run_index, collect_only, launcher, epochs, seeds, only):
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Study folder [default: the study file's [study] out].")
+def main(study_file, list_jobs, run_index, collect_only, launcher, epochs, seeds, only, out):
     """Plan, run (or list) and tabulate the runs of a width-precision study file."""
     study = load_study(study_file, epochs, tuple(int(s) for s in seeds.split(",")) if seeds else None,
-                       tuple(filter(None, only.split(","))))
+                       tuple(filter(None, only.split(","))), out)
     jobs = plan(study)
     launch = shlex.split(launcher)
     if list_jobs:
