@@ -105,7 +105,7 @@ def bhvit_cases(widths: list[int], rng) -> list[Case]:
                                Conv2dParams(1, c0, 2 * c0, 56, 56, (2, 2), stride=(2, 2)), rng))
         cases.append(conv_case(f"w{wm} down1 2x2/2 28x28 {2 * c0}->{4 * c0}",
                                Conv2dParams(1, 2 * c0, 4 * c0, 28, 28, (2, 2), stride=(2, 2)), rng))
-        for label, m, k, n in ((f"s0 fc1", 3136, c0, i0), ("s0 fc2", 3136, i0, c0),
+        for label, m, k, n in (("s0 fc1", 3136, c0, i0), ("s0 fc2", 3136, i0, c0),
                                ("s1 fc1", 784, 2 * c0, 2 * i0), ("s1 fc2", 784, 2 * i0, 2 * c0),
                                ("s2 qkv", 212, 4 * c0, 4 * c0), ("s2 fc1", 196, 4 * c0, 2 * i0),
                                ("s3 fc2", 49, 4 * i0, 8 * c0)):

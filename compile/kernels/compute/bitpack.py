@@ -3,8 +3,9 @@
 Bit convention: a bit is 1 iff its value (plus a per-channel threshold, when given) is >= 0, so
 sign(0) = +1. Bit ``b`` of word ``w`` along the packed axis holds element ``w * 64 + b``
 (little-endian, ``np.packbits(..., bitorder="little").view(np.uint64)``). Bits past the end of
-the axis are 0. Every pack is one ``"pack"`` block reducing over the 64 bits of a word; the
-packed source axis is contiguous in memory, and so are the output axes after the word axis.
+the axis are 0. Every pack is one ``"pack"`` block reducing over the bits of a word, annotated
+with the word axis position. Schedules assume that, in the float source, the packed axis is
+contiguous when the word axis is last, and otherwise the output axes after the word axis are.
 """
 from __future__ import annotations
 
@@ -28,13 +29,13 @@ def pack(out_shape: Sequence[int], word_axis: int, count: int, bit: BitFn) -> te
     ``bit`` receives the output index with the word index replaced by the bit position along the
     packed axis (< ``count``) and returns a boolean expression.
     """
-    b = te.reduce_axis((0, WORD_BITS), name="b")
+    b = te.reduce_axis((0, min(count, WORD_BITS)), name="b")  # a lone short word: only its bits
     one, zero = tirx.const(1, "uint64"), tirx.const(0, "uint64")
 
     def word(*idx):
         pos = idx[word_axis] * WORD_BITS + b
         cond = bit((*idx[:word_axis], pos, *idx[word_axis + 1:]))
-        if count % WORD_BITS:
+        if count > WORD_BITS and count % WORD_BITS:
             cond = tirx.if_then_else(pos < count, cond, tirx.const(False, "bool"))
         return te.sum(tirx.Select(cond, one << b.astype("uint64"), zero), axis=b)
 

@@ -174,7 +174,11 @@ def _schedule_pack(sch: Schedule, cfg: TileConfig) -> None:
 
 def _pack_rfactor(sch: Schedule, block, spatial: list, bits, lanes: int) -> None:
     """Bits contiguous in the source: per-lane partial words, then a lanes-wide OR (sum)."""
-    # 1. split the 64 bits into lanes and rfactor the lane axis into a local partial-sum block
+    lanes = _pow2_divisor(_extent(sch, bits), lanes)
+    if lanes == 1:
+        _parallel_spatial(sch, block)
+        return
+    # 1. split the bits into lanes and rfactor the lane axis into a local partial-sum block
     _, b_lane = sch.split(bits, [None, lanes])
     rf = sch.rfactor(b_lane, 0)
     sch.compute_at(rf, spatial[-1])

@@ -14,8 +14,8 @@ __all__ = ["AVX512_VPOPCNT", "AVX512", "AVX2", "config"]
 
 # 32 zmm: 28 int64x8 accumulators (MR=7, NR=4) + NR weight vectors; activations are
 # broadcast memory operands.
-AVX512_VPOPCNT = TileConfig("x86-avx512-vpopcntdq", lanes=8, acc_regs=28, pack_lanes=16)
-AVX512 = TileConfig("x86-avx512", lanes=8, acc_regs=24, pack_lanes=16)
+AVX512_VPOPCNT = TileConfig("x86-avx512-vpopcntdq", lanes=8, acc_regs=28, pack_lanes=8)
+AVX512 = TileConfig("x86-avx512", lanes=8, acc_regs=24, pack_lanes=8)
 AVX2 = TileConfig("x86-avx2", lanes=4, acc_regs=12, pack_lanes=8)  # 16 ymm
 
 

@@ -1,0 +1,134 @@
+"""Emit the binary kernels into a Relax graph (``relax.BlockBuilder``).
+
+Each ``emit_*`` adds a pack PrimFunc (float -> sign words, thresholds fused) and the product
+PrimFunc (popcounts, with the ``scale``/``bias`` epilogue fused) to the builder's module, both
+scheduled for ``target`` and marked opaque, and returns the float32 result expression. Weights
+are packed here, once, to 1 bit per weight constants.
+"""
+from __future__ import annotations
+
+from math import prod
+from typing import Sequence
+
+import numpy as np
+from tvm import relax, tirx
+from tvm.target import Target
+
+from . import funcs, packing
+from .params import AttentionParams, Conv2dParams, DenseParams, words
+
+__all__ = ["emit_binary_dense", "emit_binary_conv2d", "emit_binary_qk", "emit_binary_av"]
+
+IntPair = int | Sequence[int]
+
+
+def _target(target) -> Target:
+    return target if isinstance(target, Target) else Target(target)
+
+
+def _shape(expr: relax.Expr) -> list[int]:
+    return [int(s) for s in expr.ty.shape]
+
+
+def _const(array: np.ndarray, dtype: str) -> relax.Constant:
+    return relax.const(np.ascontiguousarray(array, dtype=dtype))
+
+
+def _call(bb: relax.BlockBuilder, func: tirx.PrimFunc, name: str, args: list, shape: Sequence[int],
+          dtype: str) -> relax.Expr:
+    """Add ``func`` (opaque, deduplicated by the builder) and emit a ``call_tir`` to it."""
+    gv = bb.add_func(func.with_attr("op_pattern", 8).without_attr("global_symbol"), name)
+    return bb.emit(relax.call_tir(gv, args, out_ty=relax.TensorType([int(s) for s in shape], dtype)))
+
+
+def _opt(values: np.ndarray | None, dtype: str = "float32") -> list:
+    return [] if values is None else [_const(values, dtype)]
+
+
+def _suffix(threshold, bias) -> str:
+    return ("_t" if threshold is not None else "") + ("_b" if bias is not None else "")
+
+
+def emit_binary_dense(bb: relax.BlockBuilder, x: relax.Expr, *, weight_signs: np.ndarray,
+                      threshold: np.ndarray | None, scale: np.ndarray, bias: np.ndarray | None,
+                      target) -> relax.Expr:
+    """y[..., n] = (sum_k sign(x[..., k] + threshold[k]) * weight_signs[n, k]) * scale[n] + bias[n].
+
+    ``x`` float32 (..., K); ``weight_signs`` (N, K) of ±1; returns float32 (..., N).
+    """
+    target = _target(target)
+    *lead, k = _shape(x)
+    n = int(weight_signs.shape[0])
+    p = DenseParams(prod(lead), k, n)
+    x2 = bb.emit(relax.op.reshape(x, (p.m, k))) if len(lead) != 1 else x
+    xp = _call(bb, funcs.pack_rows((p.m, k), threshold is not None, target), f"bpack_rows_{p.m}x{k}{_suffix(threshold, None)}",
+               [x2, *_opt(threshold)], (p.m, p.k_words), "uint64")
+    args = [xp, _const(packing.dense_weight(weight_signs), "uint64"), _const(scale, "float32"), *_opt(bias)]
+    y = _call(bb, funcs.dense(p, bias is not None, target), f"bdense_{p.m}x{k}x{n}{_suffix(None, bias)}",
+              args, (p.m, n), "float32")
+    return bb.emit(relax.op.reshape(y, (*lead, n))) if len(lead) != 1 else y
+
+
+def _pair(v: IntPair) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, (int, np.integer)) else (int(v[0]), int(v[1]))
+
+
+def emit_binary_conv2d(bb: relax.BlockBuilder, x: relax.Expr, *, weight_signs: np.ndarray,
+                       threshold: np.ndarray | None, scale: np.ndarray, bias: np.ndarray | None,
+                       stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1,
+                       layout: str = "NCHW", target) -> relax.Expr:
+    """conv2d(sign(x + threshold), weight_signs) * scale[o] + bias[o], zero padding after the sign.
+
+    ``x`` float32 NCHW (or NHWC); ``weight_signs`` (O, I/groups, KH, KW) of ±1; the output has
+    the input's layout.
+    """
+    target = _target(target)
+    shape = _shape(x)
+    b, c, h, w = shape if layout == "NCHW" else (shape[0], shape[3], shape[1], shape[2])
+    o = int(weight_signs.shape[0])
+    p = Conv2dParams(b, c, o, h, w, tuple(int(s) for s in weight_signs.shape[2:]), _pair(stride), _pair(padding),
+                     _pair(dilation), groups)
+    g, og = groups, p.out_per_group
+    in_shape = (b, g, p.group_words, h, w) if layout == "NCHW" else (b, h, w, g, p.group_words)
+    xp = _call(bb, funcs.pack_channels(shape, threshold is not None, g, layout, target),
+               f"bpack_{layout.lower()}_{'x'.join(map(str, shape))}_g{g}{_suffix(threshold, None)}",
+               [x, *_opt(threshold)], in_shape, "uint64")
+    args = [xp, _const(packing.conv_weight(weight_signs, g), "uint64"), _const(np.reshape(scale, (g, og)), "float32"),
+            *_opt(None if bias is None else np.reshape(bias, (g, og)))]
+    if p.reads_padding:
+        args += [_const(t, "int32") for t in packing.conv_border(p, weight_signs)]
+    ho, wo = p.out_height, p.out_width
+    out5 = (b, g, og, ho, wo) if layout == "NCHW" else (b, ho, wo, g, og)
+    name = (f"bconv2d_{layout.lower()}_{b}x{c}x{h}x{w}_o{o}_k{p.kernel[0]}x{p.kernel[1]}_s{p.stride[0]}x{p.stride[1]}"
+            f"_p{p.padding[0]}x{p.padding[1]}_d{p.dilation[0]}x{p.dilation[1]}_g{g}{_suffix(None, bias)}")
+    y = _call(bb, funcs.conv2d(p, layout, bias is not None, target), name, args, out5, "float32")
+    return bb.emit(relax.op.reshape(y, (b, o, ho, wo) if layout == "NCHW" else (b, ho, wo, o)))
+
+
+def _attention_params(shape: Sequence[int]) -> AttentionParams:
+    if len(shape) != 4:
+        raise ValueError(f"expected a (B, H, n, d) tensor, got shape {shape}")
+    return AttentionParams(*shape)
+
+
+def emit_binary_qk(bb: relax.BlockBuilder, q: relax.Expr, k: relax.Expr, *, target) -> relax.Expr:
+    """(B, H, n, d) float32 q, k -> (B, H, n, n) float32 scores sign(q) @ sign(k)^T."""
+    target = _target(target)
+    p = _attention_params(_shape(q))
+    key = "x".join(map(str, _shape(q)))
+    pack = funcs.pack_rows(_shape(q), False, target)
+    packed = (p.batch, p.heads, p.tokens, p.dim_words)
+    qp, kp = (_call(bb, pack, f"bpack_rows_{key}", [t], packed, "uint64") for t in (q, k))
+    return _call(bb, funcs.qk(p, target), f"bqk_{key}", [qp, kp], (p.batch, p.heads, p.tokens, p.tokens), "float32")
+
+
+def emit_binary_av(bb: relax.BlockBuilder, levels: relax.Expr, v: relax.Expr, *, target) -> relax.Expr:
+    """levels (B, H, n, n) float32 integers 0..3, v (B, H, n, d) -> levels @ sign(v), (B, H, n, d) float32."""
+    target = _target(target)
+    p = _attention_params(_shape(v))
+    key = "x".join(map(str, _shape(v)))
+    masks = _call(bb, funcs.pack_levels(p, target), f"bpack_levels_{key}", [levels],
+                  (p.batch, p.heads, p.tokens, 3, words(p.tokens)), "uint64")
+    vp = _call(bb, funcs.pack_tokens(p, target), f"bpack_tokens_{key}", [v],
+               (p.batch, p.heads, p.token_words, p.dim), "uint64")
+    return _call(bb, funcs.av(p, target), f"bav_{key}", [masks, vp], _shape(v), "float32")

@@ -1,0 +1,202 @@
+"""Binary kernels: every compute x schedule against the numpy oracles, codegen checks, Relax emitters."""
+from __future__ import annotations
+
+import functools
+import shutil
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+from tvm import relax  # noqa: E402
+from tvm.target import Target, codegen  # noqa: E402
+
+from bhvit.compile.kernels import funcs, packing, reference as ref, relax_ops  # noqa: E402
+from bhvit.compile.kernels.params import AttentionParams, Conv2dParams, DenseParams  # noqa: E402
+from bhvit.compile.kernels.schedule import select  # noqa: E402
+
+pytestmark = pytest.mark.tvm
+
+HOST = Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu(), "num-cores": 2})
+BASELINE = Target("llvm")  # no vector ISA named: the generic fallback schedule
+ZNVER4 = Target({"kind": "llvm", "mcpu": "znver4"})
+A76 = Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76", "mattr": ["+neon"]})
+TARGETS = pytest.mark.parametrize("target", [HOST, BASELINE], ids=["host", "generic"])
+
+
+@functools.cache
+def has_aarch64_cc() -> bool:
+    return shutil.which("aarch64-linux-gnu-gcc") is not None
+
+
+def _run(func, args, out_shape, out_dtype, target):
+    lib = tvm.tirx.build(tvm.IRModule({"main": func}), target=target)
+    dev = tvm.cpu()
+    out = tvm.runtime.empty(tuple(out_shape), out_dtype, dev)
+    lib["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in args], out)
+    return out.numpy()
+
+
+def _signs(rng, *shape):
+    return np.where(rng.random(shape) < 0.5, 1, -1).astype(np.int64)
+
+
+def _close(actual, expected):
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+@TARGETS
+@pytest.mark.parametrize("shape", [(21, 150), (3, 64), (2, 3, 5, 100)])
+def test_pack_rows_matches_reference(shape, target):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.flat[::7] = 0.0  # sign(0) = +1
+    th = rng.standard_normal(shape[-1]).astype(np.float32)
+    out = ref.pack_rows(x, th)
+    np.testing.assert_array_equal(_run(funcs.pack_rows(shape, True, target), [x, th], out.shape, "uint64", target), out)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("channels,groups", [(64, 4), (192, 4), (200, 2)])
+def test_pack_channels_matches_reference(layout, channels, groups):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, channels, 5, 6) if layout == "NCHW" else (2, 5, 6, channels)).astype(np.float32)
+    th = rng.standard_normal(channels).astype(np.float32)
+    out = ref.pack_channels(x, th, groups, layout)
+    func = funcs.pack_channels(x.shape, True, groups, layout, HOST)
+    np.testing.assert_array_equal(_run(func, [x, th], out.shape, "uint64", HOST), out)
+
+
+@TARGETS
+@pytest.mark.parametrize("m,k,n,with_bias", [(21, 150, 24, True), (14, 64, 64, False), (49, 128, 40, True), (1, 300, 8, True)])
+def test_dense_matches_reference(m, k, n, with_bias, target):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w, th = _signs(rng, n, k), rng.standard_normal(k).astype(np.float32)
+    scale, bias = rng.random(n).astype(np.float32), rng.standard_normal(n).astype(np.float32) if with_bias else None
+    args = [ref.pack_rows(x, th), packing.dense_weight(w), scale, *([bias] if with_bias else [])]
+    out = _run(funcs.dense(DenseParams(m, k, n), with_bias, target), args, (m, n), "float32", target)
+    _close(out, ref.dense(x, w, th, scale, bias))
+    ones = _run(funcs.dense(DenseParams(m, k, n), False, target), args[:2] + [np.ones(n, np.float32)], (m, n), "float32", target)
+    np.testing.assert_array_equal(ones, ref.dense(x, w, th, np.ones(n), None))  # integers: exact
+
+
+CONVS = {
+    "g4_d1_c64": dict(batch=2, in_channels=64, out_channels=64, height=7, width=7, kernel=(3, 3), padding=(1, 1), groups=4),
+    "g4_d3_c192": dict(batch=1, in_channels=192, out_channels=192, height=9, width=11, kernel=(3, 3), padding=(3, 3),
+                       dilation=(3, 3), groups=4),
+    "g4_d5_7x7": dict(batch=2, in_channels=64, out_channels=64, height=7, width=7, kernel=(3, 3), padding=(5, 5),
+                      dilation=(5, 5), groups=4),
+    "down_2x2_s2": dict(batch=2, in_channels=12, out_channels=8, height=8, width=10, kernel=(2, 2), stride=(2, 2)),
+    "s2_p1_c100": dict(batch=1, in_channels=100, out_channels=24, height=9, width=8, kernel=(3, 3), stride=(2, 2),
+                       padding=(1, 1), groups=2),
+}
+
+
+@TARGETS
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", list(CONVS))
+def test_conv2d_matches_reference(case, layout, target):
+    p = Conv2dParams(**CONVS[case])
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((p.batch, p.in_channels, p.height, p.width)).astype(np.float32)
+    if layout == "NHWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    w, th = _signs(rng, p.out_channels, p.in_per_group, *p.kernel), rng.standard_normal(p.in_channels).astype(np.float32)
+    scale = np.ones(p.out_channels, np.float32)
+    xp = _run(funcs.pack_channels(x.shape, True, p.groups, layout, target), [x, th],
+              ref.pack_channels(x, th, p.groups, layout).shape, "uint64", target)
+    np.testing.assert_array_equal(xp, ref.pack_channels(x, th, p.groups, layout))
+    args = [xp, packing.conv_weight(w, p.groups), scale.reshape(p.groups, -1)]
+    if p.reads_padding:
+        args += list(packing.conv_border(p, w))
+    expected = ref.conv2d(x, w, th, scale, None, p, layout)
+    g, og, ho, wo = p.groups, p.out_per_group, p.out_height, p.out_width
+    out5 = (p.batch, g, og, ho, wo) if layout == "NCHW" else (p.batch, ho, wo, g, og)
+    out = _run(funcs.conv2d(p, layout, False, target), args, out5, "float32", target)
+    np.testing.assert_array_equal(out.reshape(expected.shape), expected)
+
+
+@TARGETS
+@pytest.mark.parametrize("shape", [(2, 3, 53, 64), (1, 2, 50, 100)])
+def test_attention_matches_reference(shape, target):
+    p = AttentionParams(*shape)
+    rng = np.random.default_rng(4)
+    q, k, v = (rng.standard_normal(shape).astype(np.float32) for _ in range(3))
+    levels = rng.integers(0, 4, (*shape[:3], shape[2])).astype(np.float32)
+    scores = _run(funcs.qk(p, target), [ref.pack_rows(q), ref.pack_rows(k)], (*shape[:3], shape[2]), "float32", target)
+    np.testing.assert_array_equal(scores, ref.qk(q, k))
+    masks = _run(funcs.pack_levels(p, target), [levels], ref.pack_levels(levels).shape, "uint64", target)
+    vp = _run(funcs.pack_tokens(p, target), [v], ref.pack_tokens(v).shape, "uint64", target)
+    np.testing.assert_array_equal(masks, ref.pack_levels(levels))
+    np.testing.assert_array_equal(vp, ref.pack_tokens(v))
+    np.testing.assert_array_equal(_run(funcs.av(p, target), [masks, vp], shape, "float32", target), ref.av(levels, v))
+
+
+def _asm(func, target) -> str:
+    return tvm.tirx.build(tvm.IRModule({"main": func}), target=target).inspect_source("asm")
+
+
+def test_schedule_rules_pick_by_target():
+    assert select(ZNVER4).name == "x86-avx512-vpopcntdq"
+    assert select(Target({"kind": "llvm", "mcpu": "x86-64-v3"})).name == "x86-avx2"
+    assert select(A76).name == "rpi5-neon"
+    assert select(BASELINE).name == "generic"
+
+
+def test_x86_znver4_build_emits_vpopcntq():
+    asm = _asm(funcs.dense(DenseParams(28, 512, 64), True, ZNVER4), ZNVER4)
+    assert "vpopcntq" in asm and "zmm" in asm
+
+
+def test_aarch64_build_emits_cnt_and_uadalp():
+    asm = _asm(funcs.dense(DenseParams(28, 512, 64), True, A76), A76)
+    assert "\tcnt\t" in asm and "uadalp" in asm
+
+
+@pytest.mark.skipif(not has_aarch64_cc(), reason="aarch64-linux-gnu-gcc not installed (apt-get install gcc-aarch64-linux-gnu)")
+def test_aarch64_cross_export_links(tmp_path):
+    lib = tvm.tirx.build(tvm.IRModule({"main": funcs.dense(DenseParams(28, 512, 64), True, A76)}), target=A76)
+    path = tmp_path / "bdense_a76.so"
+    lib.export_library(str(path), cc="aarch64-linux-gnu-gcc")
+    assert path.read_bytes()[:4] == b"\x7fELF" and path.read_bytes()[18] == 183  # e_machine = EM_AARCH64
+
+
+def test_relax_emitters_run_in_vm():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 5, 100)).astype(np.float32)
+    dw, dth, dscale, dbias = _signs(rng, 24, 100), rng.standard_normal(100).astype(np.float32), \
+        rng.random(24).astype(np.float32), rng.random(24).astype(np.float32)
+    c = rng.standard_normal((2, 64, 7, 7)).astype(np.float32)
+    cw, cth, cscale, cbias = _signs(rng, 64, 16, 3, 3), rng.standard_normal(64).astype(np.float32), \
+        rng.random(64).astype(np.float32), rng.random(64).astype(np.float32)
+    d = rng.standard_normal((1, 12, 8, 8)).astype(np.float32)
+    dsw = _signs(rng, 24, 12, 2, 2)
+    q, k = (rng.standard_normal((1, 2, 53, 64)).astype(np.float32) for _ in range(2))
+    levels = rng.integers(0, 4, (1, 2, 53, 53)).astype(np.float32)
+    inputs = {"x": x, "c": c, "d": d, "q": q, "k": k, "levels": levels}
+    params = {name: relax.Var(name, relax.TensorType(a.shape, "float32")) for name, a in inputs.items()}
+    bb = relax.BlockBuilder()
+    with bb.function("main", list(params.values())):
+        with bb.dataflow():
+            outs = [
+                relax_ops.emit_binary_dense(bb, params["x"], weight_signs=dw, threshold=dth, scale=dscale, bias=dbias,
+                                            target=HOST),
+                relax_ops.emit_binary_conv2d(bb, params["c"], weight_signs=cw, threshold=cth, scale=cscale, bias=cbias,
+                                             stride=1, padding=5, dilation=5, groups=4, target=HOST),
+                relax_ops.emit_binary_conv2d(bb, params["d"], weight_signs=dsw, threshold=None, scale=np.ones(24),
+                                             bias=None, stride=2, padding=0, dilation=1, groups=1, target=HOST),
+                relax_ops.emit_binary_qk(bb, params["q"], params["k"], target=HOST),
+                relax_ops.emit_binary_av(bb, params["levels"], params["k"], target=HOST),
+            ]
+            result = bb.emit_output(relax.Tuple(outs))
+        bb.emit_func_output(result)
+    vm = relax.VirtualMachine(tvm.compile(bb.get(), target=HOST), tvm.cpu())
+    got = [t.numpy() for t in vm["main"](*[tvm.runtime.tensor(a) for a in inputs.values()])]
+    conv = Conv2dParams(2, 64, 64, 7, 7, (3, 3), padding=(5, 5), dilation=(5, 5), groups=4)
+    down = Conv2dParams(1, 12, 24, 8, 8, (2, 2), stride=(2, 2))
+    _close(got[0], ref.dense(x, dw, dth, dscale, dbias))
+    _close(got[1], ref.conv2d(c, cw, cth, cscale, cbias, conv))
+    np.testing.assert_array_equal(got[2], ref.conv2d(d, dsw, None, np.ones(24), None, down))
+    np.testing.assert_array_equal(got[3], ref.qk(q, k))
+    np.testing.assert_array_equal(got[4], ref.av(levels, k))
