@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from bhvit.models.config import ConfigError, resolve_precision
+
 __all__ = ["TrainCfg", "TrainError", "PHASES", "DATASETS"]
 
 PHASES = ("1", "2", "both")
@@ -88,6 +90,10 @@ class TrainCfg:
             raise TrainError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
         if self.epochs < 1 or self.batch_size < 2:
             raise TrainError("--epochs must be >= 1 and --batch-size >= 2 (Mixup pairs samples)")
+        try:
+            resolve_precision(self.precision)
+        except ConfigError as e:
+            raise TrainError(f"--precision: {e}") from None
         if self.distill_weight + self.reg_weight > 1:
             raise TrainError("--distill-weight + --reg-weight must not exceed 1 (the CE weight is 1 - their sum)")
 

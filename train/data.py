@@ -18,7 +18,10 @@ from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from . import augment_compat
 from .config import TrainCfg, TrainError
+
+augment_compat.install()
 
 __all__ = ["Sample", "DataSplits", "ImageList", "load_splits", "stratified_split", "write_synthetic_folder",
            "build_transform", "preprocess_meta", "build_loader", "collate_skipping"]
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 
 Sample = tuple[str, int]
 PETS_URL = "https://www.robots.ox.ac.uk/~vgg/data/pets/"
+# ``--dataset synthetic``: 10 classes, 60 training and 20 test images each, 72x72 (crops to 64 without upscaling).
 SYNTHETIC = {"classes": 10, "per_class": 60, "test_per_class": 20, "size": 72}
 
 
@@ -131,8 +135,7 @@ def _folder(root: Path, fraction: float, seed: int) -> tuple[list[Sample], list[
     return _pick(pool.samples, keep), _pick(pool.samples, test), pool.classes
 
 
-def write_synthetic_folder(root: Path, classes: int = SYNTHETIC["classes"], per_class: int = SYNTHETIC["per_class"],
-                           test_per_class: int = SYNTHETIC["test_per_class"], size: int = SYNTHETIC["size"],
+def write_synthetic_folder(root: Path, classes: int, per_class: int, test_per_class: int, size: int,
                            seed: int = 0) -> Path:
     """Write a seeded, class-separable ImageFolder (``root/train``, ``root/test``) of PNGs and return ``root``.
 
@@ -163,7 +166,7 @@ def load_splits(cfg: TrainCfg) -> DataSplits:
     else:
         if cfg.dataset == "synthetic" and not (root / "train").is_dir():
             log.info("writing the synthetic dataset to %s", root)
-            write_synthetic_folder(root, seed=cfg.split_seed)
+            write_synthetic_folder(root, **SYNTHETIC, seed=cfg.split_seed)
         pool, test, names = _folder(root, cfg.val_fraction, cfg.split_seed)
     keep, val = stratified_split([y for _, y in pool], cfg.val_fraction, cfg.split_seed)
     splits = DataSplits(_pick(pool, keep), _pick(pool, val), test, list(names))
@@ -188,8 +191,8 @@ def build_transform(cfg: TrainCfg, train: bool) -> Callable:
 
 def preprocess_meta(cfg: TrainCfg) -> dict:
     """What a device must do to an image before the model: stored in every checkpoint."""
-    return {"input_size": [3, cfg.img_size, cfg.img_size], "resize": math.floor(cfg.img_size / cfg.crop_pct), "crop": cfg.img_size,
-            "interpolation": cfg.interpolation, "mean": list(IMAGENET_DEFAULT_MEAN), "std": list(IMAGENET_DEFAULT_STD)}
+    return {"input_size": [3, cfg.img_size, cfg.img_size], "resize": math.floor(cfg.img_size / cfg.crop_pct),
+            "crop": cfg.img_size, "interpolation": cfg.interpolation, "mean": list(IMAGENET_DEFAULT_MEAN), "std": list(IMAGENET_DEFAULT_STD)}
 
 
 def build_loader(samples: list[Sample], cfg: TrainCfg, train: bool, rank: int = 0, world: int = 1) -> DataLoader:

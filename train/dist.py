@@ -35,6 +35,12 @@ class DistEnv:
         dist.all_reduce(t)
         return t.tolist()
 
+    def sync_buffers(self, module: torch.nn.Module) -> None:
+        """Copy rank 0's buffers (BN statistics drift apart between DDP forwards) to every rank."""
+        if self.world > 1:
+            for b in module.buffers():
+                dist.broadcast(b, src=0)
+
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank."""
         if self.world == 1:

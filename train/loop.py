@@ -91,7 +91,8 @@ def train_one_epoch(model: nn.Module, student: nn.Module, loader, loss_fn: Train
     total = dict(zip(sums, env.sum(list(sums.values()))))
     n = max(total["n"], 1)
     return {"train_loss": total["loss"] / n, **{f"loss_{k}": total[k] / n for k in ("ce", "distill", "reg")},
-            "train_top1": 100 * total["correct"] / n, "skipped_images": int(total["skipped"])}
+            "train_top1": 100 * total["correct"] / n, "train_images": int(total["n"]),
+            "skipped_images": int(total["skipped"])}
 
 
 @torch.no_grad()
@@ -153,7 +154,8 @@ def _read_metrics(path: Path, before_epoch: int) -> list[str]:
 def _check_resume(path: Path, spec: dict, class_names: list[str]) -> None:
     """Refuse to resume a checkpoint whose model or classes differ from what this invocation builds."""
     meta = read_meta(path)
-    theirs, ours = {"model": meta["model"], **meta["config"]}, {"model": spec["model"], **spec["config"]}
+    theirs = {"model": meta["model"], **meta["config"]}
+    ours = json.loads(json.dumps({"model": spec["model"], **spec["config"]}))  # tuples -> lists, as stored
     diff = [f"{k}: run has {theirs.get(k)!r}, options give {ours.get(k)!r}" for k in sorted(set(theirs) | set(ours))
             if theirs.get(k) != ours.get(k)]
     if diff:
@@ -167,6 +169,7 @@ def run_phase(cfg: TrainCfg, phase: PhaseSpec, splits: DataSplits, teacher: Teac
     """Train one phase (resuming from ``last`` when ``cfg.resume``) and return its result (also in result.json)."""
     out = phase.directory
     if (out / RESULT).exists() and cfg.resume:
+        _check_resume(out / BEST, phase.spec, splits.class_names)
         log.info("phase %d already finished in %s", phase.number, out)
         return json.loads((out / RESULT).read_text())
     num_classes = len(splits.class_names)
@@ -227,6 +230,7 @@ def run_phase(cfg: TrainCfg, phase: PhaseSpec, splits: DataSplits, teacher: Teac
                                  cfg.smoothing, epoch, env, amp)}
         row.update({"val_top1": None, "val_top5": None, "val_loss": None})
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            env.sync_buffers(model)
             val = evaluate(model, val_loader, env, amp)
             row.update({"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"]})
             if val["top1"] > best["val_top1"]:
@@ -255,7 +259,8 @@ def _finish(cfg: TrainCfg, phase: PhaseSpec, model: nn.Module, splits: DataSplit
     test = evaluate(model, build_loader(splits.test, cfg, False, env.rank, env.world), env, amp)
     result = {"phase": phase.number, "model": phase.spec["model"], "checkpoint": str(out / BEST),
               "best_epoch": best["epoch"], "best_val_top1": best["val_top1"], "test_top1": test["top1"],
-              "test_top5": test["top5"], "test_images": len(splits.test), "epochs": cfg.epochs}
+              "test_top5": test["top5"], "test_images": len(splits.test),
+              "test_skipped_images": test["skipped_images"], "epochs": cfg.epochs}
     if phase.spec["family"] == "bhvit":
         from bhvit.models.cost import model_cost
 

@@ -19,8 +19,8 @@ from torch.nn import functional as F
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import TrainCfg, TrainError
 
-__all__ = ["is_bhvit", "default_img_size", "student_spec", "uses_distillation", "Teacher", "load_teacher", "LossWeights",
-           "TrainLoss"]
+__all__ = ["is_bhvit", "default_img_size", "student_spec", "uses_distillation", "Teacher", "load_teacher",
+           "LossWeights", "TrainLoss"]
 
 log = logging.getLogger(__name__)
 
