@@ -111,3 +111,17 @@ def test_digits_folder_holds_real_upscaled_images(tmp_path):
     img = Image.open(train[0])
     assert img.size == (32, 32) and img.mode == "RGB"
     assert 0 < int(np.asarray(img.convert("L"), dtype=np.int64).sum()) < 255 * 32 * 32
+
+
+def test_mini_study_reduced_runs_both_phases_and_tabulates(tmp_path):
+    """The CI form of the mini study: one row, one epoch per phase, real bundled digits."""
+    result = CliRunner().invoke(study.main, [str(MINI), "--epochs", "1", "--only", "binary-w1", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    p2 = json.loads((tmp_path / "p2" / "binary-w1_s0" / "phase2" / "result.json").read_text())
+    assert 0 <= p2["test_top1"] <= 100 and p2["test_images"] == 449
+    report = json.loads((tmp_path / "p2" / "binary-w1_s0" / "phase2" / "init_report.json").read_text())
+    assert report["loaded"]  # phase 2 really started from phase 1's weights
+    assert "| binary-w1 | binary | 1 |" in (tmp_path / "table3.md").read_text()
+    # re-running is safe: everything is skipped
+    again = CliRunner().invoke(study.main, [str(MINI), "--epochs", "1", "--only", "binary-w1", "--out", str(tmp_path)])
+    assert again.exit_code == 0 and again.output.count("done, skipped") == 2
