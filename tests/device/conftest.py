@@ -10,7 +10,7 @@ import pytest
 
 
 def _testlib():
-    """Import testlib.py by path as ``bhvit_device_testlib`` (also used by tests/cli/test_device_cli.py)."""
+    """Import testlib.py by path as ``bhvit_device_testlib`` (test modules import it by that name)."""
     name = "bhvit_device_testlib"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("testlib.py"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import shutil
 import signal
@@ -11,42 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import bhvit_device_testlib as testlib  # registered by conftest.py
 import click
 import numpy as np
 import pytest
 from bhvit.device import cli
 from click.testing import CliRunner
 
-
-def _testlib():
-    name = "bhvit_device_testlib"
-    if name not in sys.modules:
-        path = Path(__file__).parents[1] / "device" / "testlib.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-testlib = _testlib()
 CHELSEA = str(testlib.SAMPLES / "chelsea.png")
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    pytest.importorskip("tvm.relax", reason="building test artifacts needs the TVM compiler")
-    pytest.importorskip("onnx", reason="building test artifacts needs onnx")
-    return testlib.ArtifactFactory(tmp_path_factory.mktemp("cli-artifacts"))
-
-
-@pytest.fixture
-def fake_camera(monkeypatch):
-    def install(frames, cameras: int = 1, fail_after: int | None = None):
-        module = testlib.fake_picamera2(list(frames), cameras, fail_after)
-        monkeypatch.setitem(sys.modules, "picamera2", module)
-        return module
-
-    return install
 
 
 @pytest.fixture
