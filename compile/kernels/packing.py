@@ -34,23 +34,28 @@ def dense_weight(weight_signs: np.ndarray) -> np.ndarray:
 
 
 def conv_weight(weight_signs: np.ndarray, groups: int) -> np.ndarray:
-    """(O, Cg, KH, KW) ±1 -> (G, KH, KW, Wg, Og) uint64, output channel within group contiguous."""
+    """(O, Cg, KH, KW) ±1 -> (G, Kw, Og) uint64 in the conv's tap-packed order.
+
+    Bit ``t * Cg + c`` (t = ky * KW + kx) of a group's ``KH * KW * Cg`` bits holds channel c of
+    tap t; output channel within the group contiguous.
+    """
     o, cg, kh, kw = weight_signs.shape
-    bits = _signs_to_bits(weight_signs).reshape(groups, o // groups, cg, kh, kw)
-    packed = pack_bits(bits, axis=2)                     # (G, Og, Wg, KH, KW)
-    return np.ascontiguousarray(packed.transpose(0, 3, 4, 2, 1))
+    bits = _signs_to_bits(weight_signs).reshape(groups, o // groups, cg, kh * kw)
+    packed = pack_bits(bits.transpose(0, 1, 3, 2).reshape(groups, o // groups, kh * kw * cg), axis=2)
+    return np.ascontiguousarray(packed.transpose(0, 2, 1))
 
 
-def conv_border(p: Conv2dParams, weight_signs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Zero-padding correction tables: (row_class (Ho,), col_class (Wo,), border (RC, CC, G, Og)).
+def conv_border(p: Conv2dParams, weight_signs: np.ndarray, layout: str = "NCHW") -> tuple[np.ndarray, np.ndarray]:
+    """Zero-padding correction: ``row_class`` (Ho,) and ``border`` NCHW (RC, G, Og, Wo), NHWC (RC, Wo, G, Og).
 
-    ``border[r, c, g, og]`` is the sum of output channel g*Og+og's weights over the taps that fall
-    in the padding for outputs of row class r and column class c (see ``compute.bconv2d``).
+    ``border[r, ..., x]`` is the sum of an output channel's weights over the taps that fall in the
+    padding for outputs of row class r in column x (see ``compute.bconv2d``).
     """
     (row_class, row_ok), (col_class, col_ok) = (p.border_classes(axis) for axis in (0, 1))
     padded = ~(np.array(row_ok)[:, None, :, None] & np.array(col_ok)[None, :, None, :])   # (RC, CC, KH, KW)
     tap_sums = np.asarray(weight_signs, dtype=np.int64).sum(axis=1)                      # (O, KH, KW)
-    border = np.einsum("rcij,oij->rco", padded.astype(np.int64), tap_sums)
+    border = np.einsum("rcij,oij->rco", padded.astype(np.int64), tap_sums)[:, col_class]  # (RC, Wo, O)
     border = border.reshape(*border.shape[:2], p.groups, p.out_per_group)
-    return (np.asarray(row_class, np.int32), np.asarray(col_class, np.int32),
-            np.ascontiguousarray(border, dtype=np.int32))
+    if layout == "NCHW":
+        border = border.transpose(0, 2, 3, 1)
+    return np.asarray(row_class, np.int32), np.ascontiguousarray(border, dtype=np.int32)

@@ -100,7 +100,7 @@ class Conv2dParams:
 
     @property
     def reads_padding(self) -> bool:
-        """Whether any output reads a padded tap (then the compute needs bounds checks)."""
+        """Whether any output reads a padded tap (then the conv pads its input and corrects the border)."""
         return any(not self.tap_in_bounds(o, t, a)
                    for a, (n_out, n_tap) in enumerate(((self.out_height, self.kernel[0]), (self.out_width, self.kernel[1])))
                    for o in (0, n_out - 1) for t in range(n_tap))

@@ -88,6 +88,9 @@ CONVS = {
     "g4_d5_7x7": dict(batch=2, in_channels=64, out_channels=64, height=7, width=7, kernel=(3, 3), padding=(5, 5),
                       dilation=(5, 5), groups=4),
     "down_2x2_s2": dict(batch=2, in_channels=12, out_channels=8, height=8, width=10, kernel=(2, 2), stride=(2, 2)),
+    "rows_g4_d3_c192": dict(batch=1, in_channels=192, out_channels=192, height=5, width=16, kernel=(3, 3),
+                            padding=(3, 3), dilation=(3, 3), groups=4),  # NCHW: 16-wide rows are the vector axis
+    "rows_down_c128": dict(batch=1, in_channels=128, out_channels=32, height=4, width=16, kernel=(2, 2), stride=(2, 2)),
     "s2_p1_c100": dict(batch=1, in_channels=100, out_channels=24, height=9, width=8, kernel=(3, 3), stride=(2, 2),
                        padding=(1, 1), groups=2),
 }
@@ -109,7 +112,7 @@ def test_conv2d_matches_reference(case, layout, target):
     np.testing.assert_array_equal(xp, ref.pack_channels(x, th, p.groups, layout))
     args = [xp, packing.conv_weight(w, p.groups), scale.reshape(p.groups, -1)]
     if p.reads_padding:
-        args += list(packing.conv_border(p, w))
+        args += list(packing.conv_border(p, w, layout))
     expected = ref.conv2d(x, w, th, scale, None, p, layout)
     g, og, ho, wo = p.groups, p.out_per_group, p.out_height, p.out_width
     out5 = (p.batch, g, og, ho, wo) if layout == "NCHW" else (p.batch, ho, wo, g, og)

@@ -1,76 +1,134 @@
-"""Binary grouped, strided, dilated 2-D convolution (TE compute only).
+"""Binary grouped, strided, dilated 2-D convolution as a dense popcount GEMM per group (TE compute only).
 
 Inputs:
 * ``x`` uint64 sign words from :func:`bitpack.pack_channels` (bit 1 = value >= 0), NCHW:
   (N, G, Wg, H, W), NHWC: (N, H, W, G, Wg). Each group's Cg channels start a fresh word; the
-  pad bits past Cg are 0 in activations and weights, so they add nothing.
-* ``w`` (G, KH, KW, Wg, Og) uint64: weight sign bits, output channel o = g * Og + og contiguous.
+  pad bits past Cg are 0.
+* ``w`` (G, Kw, Og) uint64: weight sign bits in the tap-packed order below, Kw = ceil(KH*KW*Cg / 64).
 * ``scale``, ``bias`` (G, Og) float32.
-* with padding: ``row_class`` (Ho,), ``col_class`` (Wo,) int32 and ``border`` (RC, CC, G, Og) int32.
+* with padding: ``row_class`` (Ho,) int32 and ``border`` int32, NCHW (RC, G, Og, Wo), NHWC (RC, Wo, G, Og).
 
-Zero padding is applied after the sign (torch ``F.conv2d(sign(x), sign(w))``): out-of-range taps
-read the word 0, i.e. act as -1 on every channel, and ``border[row_class[y], col_class[x]]`` adds
-back the sum of the weights over the taps that were padded at that output pixel, so
-``y = (Cg * KH * KW - 2 * popcount_sum + border) * scale + bias`` is exact.
+Blocks:
+* ``"pad"`` (only with padding): ``x`` copied into a zero-bordered buffer, so later stages read
+  without bounds checks. A zero word acts as -1 on every channel; ``border[row_class[y], ..., x]``
+  adds back the sum of the weights over the taps that fell in the padding at output (y, x), so
+  ``y = (Cg * KH * KW - 2 * popcount_sum + border) * scale + bias`` is exact (zero padding after the sign).
+* ``"gather"`` (im2col in bits): per output pixel and group, the taps' Cg bits concatenated into
+  dense words, bit ``t * Cg + c`` = channel c of tap t = ky * KW + kx, built with shifts and ORs
+  from the per-pixel words. Layout (N, G, Ho, Kw, Wo) for row vectors, else (N, G, Ho, Wo, Kw);
+  annotated with the word axis.
+* ``"acc"`` (int64) + ``"out"`` (float32 epilogue): the GEMM. Row vectors (NCHW with Wo a multiple
+  of :data:`ROW_LANES`): tile m = output channel, n = output column, so NCHW stores are
+  contiguous; otherwise m = column, n = output channel.
 Output float32: NCHW (N, G, Og, Ho, Wo), NHWC (N, Ho, Wo, G, Og) -- reshape to 4-D for free.
-Blocks: ``"acc"`` (N, G, Ho, Wo, Og) int64 with tile axes m = Wo, n = Og, and ``"out"``.
 """
 from __future__ import annotations
 
 from tvm import te, tirx
 
-from ..params import Conv2dParams
+from ..params import WORD_BITS, Conv2dParams, words
 from ._common import ACC_DTYPE, affine, int_const, placeholder, popcount
+from .bitpack import WORD_AXIS_ATTR
 
-__all__ = ["bconv2d"]
+__all__ = ["ROW_LANES", "bconv2d", "tap_pieces"]
+
+ROW_LANES = 8  # NCHW vectorises along output rows when they fill whole 512-bit vectors of words
+
+
+def tap_pieces(p: Conv2dParams) -> list[list[tuple[int, int, int]]]:
+    """Per dense word: ``(tap, source word, shift)`` of each input word landing in it (shift < 0: right)."""
+    cg = p.in_per_group
+    pieces: list[list[tuple[int, int, int]]] = [[] for _ in range(words(p.taps))]
+    for t in range(p.kernel[0] * p.kernel[1]):
+        for s in range(p.group_words):
+            start, length = t * cg + s * WORD_BITS, min(WORD_BITS, cg - s * WORD_BITS)
+            for k in range(start // WORD_BITS, (start + length - 1) // WORD_BITS + 1):
+                pieces[k].append((t, s, start - k * WORD_BITS))
+    return pieces
+
+
+def _shift(word, shift: int):
+    if shift == 0:
+        return word
+    return word << tirx.const(shift, "uint64") if shift > 0 else word >> tirx.const(-shift, "uint64")
+
+
+def _pad(x: te.Tensor, p: Conv2dParams, nchw: bool) -> te.Tensor:
+    (ph, pw), h, w = p.padding, p.height, p.width
+    n, g, wg = p.batch, p.groups, p.group_words
+
+    def word(b, g_, s, yy, xx):
+        iy, ix = yy - ph, xx - pw
+        inside = tirx.all(iy >= 0, iy < h, ix >= 0, ix < w)
+        return tirx.if_then_else(inside, x[b, g_, s, iy, ix] if nchw else x[b, iy, ix, g_, s], tirx.const(0, "uint64"))
+
+    if nchw:
+        return te.compute((n, g, wg, h + 2 * ph, w + 2 * pw), word, name="pad")
+    return te.compute((n, h + 2 * ph, w + 2 * pw, g, wg), lambda b, yy, xx, g_, s: word(b, g_, s, yy, xx), name="pad")
+
+
+def _gather(src: te.Tensor, p: Conv2dParams, nchw: bool, rows: bool) -> te.Tensor:
+    (kw_, (sh, sw), (dh, dw)), pieces = (p.kernel[1], p.stride, p.dilation), tap_pieces(p)
+
+    def word(b, g, y, k, x):
+        def load(t, s):
+            iy, ix = y * sh + t // kw_ * dh, x * sw + t % kw_ * dw
+            return src[b, g, s, iy, ix] if nchw else src[b, iy, ix, g, s]
+
+        expr = None
+        for kk in reversed(range(len(pieces))):
+            parts = [_shift(load(t, s), shift) for t, s, shift in pieces[kk]]
+            value = parts[0]
+            for part in parts[1:]:
+                value = value | part
+            expr = value if expr is None else tirx.Select(k == kk, value, expr)
+        return expr
+
+    shape = (p.batch, p.groups, p.out_height)
+    if rows:
+        return te.compute((*shape, len(pieces), p.out_width), word, name="gather", attrs={WORD_AXIS_ATTR: 3})
+    return te.compute((*shape, p.out_width, len(pieces)), lambda b, g, y, x, k: word(b, g, y, k, x),
+                      name="gather", attrs={WORD_AXIS_ATTR: 4})
 
 
 def bconv2d(p: Conv2dParams, layout: str = "NCHW", with_bias: bool = True) -> list[te.Tensor]:
-    """Return ``[x, w, scale, (bias,) (row_class, col_class, border,) out]``."""
-    g_, wg, og_ = p.groups, p.group_words, p.out_per_group
-    (kh_, kw_), (sh, sw), (ph, pw), (dh, dw) = p.kernel, p.stride, p.padding, p.dilation
-    ho_, wo_ = p.out_height, p.out_width
-    if layout == "NCHW":
-        x = placeholder((p.batch, g_, wg, p.height, p.width), "uint64", "x")
-        load = lambda b, g, c, iy, ix: x[b, g, c, iy, ix]  # noqa: E731
-    elif layout == "NHWC":
-        x = placeholder((p.batch, p.height, p.width, g_, wg), "uint64", "x")
-        load = lambda b, g, c, iy, ix: x[b, iy, ix, g, c]  # noqa: E731
-    else:
+    """Return ``[x, w, scale, (bias,) (row_class, border,) out]``."""
+    if layout not in ("NCHW", "NHWC"):
         raise ValueError(f"unsupported layout {layout!r}")
-    w = placeholder((g_, kh_, kw_, wg, og_), "uint64", "w")
+    nchw = layout == "NCHW"
+    n_, g_, wg, og_, ho_, wo_, kw_ = (p.batch, p.groups, p.group_words, p.out_per_group, p.out_height,
+                                      p.out_width, words(p.taps))
+    x = placeholder((n_, g_, wg, p.height, p.width) if nchw else (n_, p.height, p.width, g_, wg), "uint64", "x")
+    w = placeholder((g_, kw_, og_), "uint64", "w")
     scale = placeholder((g_, og_), "float32", "scale")
     bias = placeholder((g_, og_), "float32", "bias") if with_bias else None
     padded = p.reads_padding
     if padded:
         row_class = placeholder((ho_,), "int32", "row_class")
-        col_class = placeholder((wo_,), "int32", "col_class")
-        n_rc, n_cc = (len(p.border_classes(axis)[1]) for axis in (0, 1))
-        border = placeholder((n_rc, n_cc, g_, og_), "int32", "border")
+        n_rc = len(p.border_classes(0)[1])
+        border = placeholder((n_rc, g_, og_, wo_) if nchw else (n_rc, wo_, g_, og_), "int32", "border")
 
-    ry, rx, rc = te.reduce_axis((0, kh_), "ry"), te.reduce_axis((0, kw_), "rx"), te.reduce_axis((0, wg), "rc")
-
-    def tap(b, g, y, m):
-        iy, ix = y * sh + ry * dh - ph, m * sw + rx * dw - pw
-        if not padded:
-            return load(b, g, rc, iy, ix)
-        inside = tirx.all(iy >= 0, iy < p.height, ix >= 0, ix < p.width)
-        return tirx.if_then_else(inside, load(b, g, rc, iy, ix), tirx.const(0, "uint64"))
-
-    acc = te.compute((p.batch, g_, ho_, wo_, og_),
-                     lambda b, g, y, m, n: te.sum(popcount(tap(b, g, y, m) ^ w[g, ry, rx, rc, n]), axis=[ry, rx, rc]),
-                     name="acc")
-
-    def value(b, g, n, y, m):
-        dot = int_const(p.taps) - 2 * acc[b, g, y, m, n]
-        if padded:
-            dot = dot + border[row_class[y], col_class[m], g, n].astype(ACC_DTYPE)
-        return affine(dot, scale[g, n], None if bias is None else bias[g, n])
-
-    if layout == "NCHW":
-        out = te.compute((p.batch, g_, og_, ho_, wo_), lambda b, g, n, y, m: value(b, g, n, y, m), name="out")
+    rows = nchw and p.out_width % ROW_LANES == 0
+    taps = _gather(_pad(x, p, nchw) if padded else x, p, nchw, rows)
+    k = te.reduce_axis((0, kw_), "k")
+    if rows:
+        acc = te.compute((n_, g_, ho_, og_, wo_), lambda b, g, y, m, n: te.sum(
+            popcount(taps[b, g, y, k, n] ^ w[g, k, m]), axis=k), name="acc")
     else:
-        out = te.compute((p.batch, ho_, wo_, g_, og_), lambda b, y, m, g, n: value(b, g, n, y, m), name="out")
-    extra = [row_class, col_class, border] if padded else []
-    return [x, w, scale, *([bias] if with_bias else []), *extra, out]
+        acc = te.compute((n_, g_, ho_, wo_, og_), lambda b, g, y, m, n: te.sum(
+            popcount(taps[b, g, y, m, k] ^ w[g, k, n]), axis=k), name="acc")
 
+    def value(b, g, y, xo, o):
+        dot = int_const(p.taps) - 2 * (acc[b, g, y, o, xo] if rows else acc[b, g, y, xo, o])
+        if padded:
+            rc = row_class[y]
+            dot = dot + (border[rc, g, o, xo] if nchw else border[rc, xo, g, o]).astype(ACC_DTYPE)
+        return affine(dot, scale[g, o], None if bias is None else bias[g, o])
+
+    if rows:
+        out = te.compute((n_, g_, og_, ho_, wo_), lambda b, g, m, y, n: value(b, g, y, n, m), name="out")
+    elif nchw:
+        out = te.compute((n_, g_, og_, ho_, wo_), lambda b, g, n, y, m: value(b, g, y, m, n), name="out")
+    else:
+        out = te.compute((n_, ho_, wo_, g_, og_), lambda b, y, m, g, n: value(b, g, y, m, n), name="out")
+    return [x, w, scale, *([bias] if with_bias else []), *([row_class, border] if padded else []), out]

@@ -6,6 +6,9 @@ Two shapes of PrimFunc are handled, recognised by block names:
   the 64-bit reduction is rfactored so ``pack_lanes`` contiguous floats are compared per vector
   op; otherwise the contiguous axes after the word axis are vectorised and the bits loop is
   kept outside, accumulating in registers.
+* ``"pad"`` / ``"gather"`` (staging before a GEMM): parallel over the leading loops; the gather's
+  word loop is unrolled (its per-word shift/OR selection folds away) and a trailing pixel loop
+  vectorised.
 * ``"acc"`` + ``"out"`` (popcount GEMM): the output tile is ``MR`` rows (axis ``m``) by
   ``NR x lanes`` columns (axis ``n``), kept in int64 registers while the reduction runs; the
   float epilogue writes the tile; the loops outside the tile are fused and run in parallel.
@@ -47,6 +50,11 @@ class Tile:
 
 GENERIC = TileConfig("generic", lanes=2, acc_regs=8, pack_lanes=4)
 
+# TVM's LowerTVMBuiltin puts only "global"-scope CPU buffers under 1024 bytes (runtime::kMaxStackAlloca)
+# on the stack, where LLVM promotes them to registers; any other buffer (including scope "local") is a
+# TVMBackendAllocWorkspace call per tile, and the accumulators then live in memory.
+STACK_ALLOCA_BYTES = 1024
+ACC_BYTES = 8  # int64 accumulators
 
 
 def _pow2_divisor(n: int, cap: int) -> int:
@@ -57,16 +65,18 @@ def _pow2_divisor(n: int, cap: int) -> int:
 
 
 def choose_tile(m: int, n: int, cfg: TileConfig) -> Tile:
-    """Largest MR x NR accumulator tile (MR | m, NR * lanes | n) within the register budget.
+    """Largest MR x NR accumulator tile (MR | m, NR * VL | n) within the register budget.
 
-    Ties prefer the larger MR (fewer weight loads per broadcast).
+    VL is the largest power-of-two divisor of n up to ``lanes``. The tile also stays under TVM's
+    stack-allocation limit. Ties prefer the larger MR (fewer weight loads per broadcast).
     """
     vl = _pow2_divisor(n, cfg.lanes)
+    max_vectors = min(cfg.acc_regs, (STACK_ALLOCA_BYTES - 1) // (vl * ACC_BYTES))
     best = (0, 0, 1, 1)
     for mr in range(1, min(m, cfg.max_rows) + 1):
         if m % mr:
             continue
-        for nr in range(1, cfg.acc_regs // mr + 1):
+        for nr in range(1, max_vectors // mr + 1):
             if (n // vl) % nr == 0:
                 best = max(best, (mr * nr, mr, mr, nr))
     return Tile(best[2], best[3], vl)
@@ -81,6 +91,10 @@ def schedule(func: tirx.PrimFunc, cfg: TileConfig = GENERIC) -> IRModule:
         _schedule_pack(sch, cfg)
     else:
         _schedule_gemm(sch, cfg)
+        if _has_block(sch, "pad"):
+            _schedule_pad(sch, sch.get_sblock("pad"))
+        if _has_block(sch, "gather"):
+            _schedule_gather(sch, sch.get_sblock("gather"))
         if _has_block(sch, "rowsum"):
             _parallel_spatial(sch, sch.get_sblock("rowsum"))
     return sch.mod
@@ -117,6 +131,23 @@ def _parallel_spatial(sch: Schedule, block) -> None:
     sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
 
 
+def _schedule_pad(sch: Schedule, block) -> None:
+    """Parallel over the rows, the innermost loop kept whole (no index div/mod per element)."""
+    *rows, _ = sch.get_loops(block)
+    sch.parallel(sch.fuse(*rows))
+
+
+def _schedule_gather(sch: Schedule, block) -> None:
+    """Parallel over the loops before the word axis, word loop unrolled, a trailing loop vectorised."""
+    loops = sch.get_loops(block)
+    word_axis = int(sch.get(block).annotations[WORD_AXIS_ATTR])
+    lead = loops[:word_axis]
+    sch.parallel(sch.fuse(*lead) if len(lead) > 1 else lead[0])
+    sch.unroll(loops[word_axis])
+    if word_axis < len(loops) - 1 and _extent(sch, loops[-1]) > 1:
+        sch.vectorize(loops[-1])
+
+
 def _schedule_gemm(sch: Schedule, cfg: TileConfig) -> None:
     # 1. analyse: the tile axes are the "out" iter vars named m and n
     out, acc = sch.get_sblock("out"), sch.get_sblock("acc")
@@ -131,8 +162,7 @@ def _schedule_gemm(sch: Schedule, cfg: TileConfig) -> None:
     outer = [loop for i, loop in enumerate(loops) if i not in (m_ax, n_ax)]
     sch.reorder(*outer, mo, no, mi, nv, nl)
     # 3. accumulate the tile in registers, reduction outermost
-    sch.compute_at(acc, no)
-    sch.set_scope(acc, 0, "local")
+    sch.compute_at(acc, no)  # global scope: only a small global buffer becomes a stack alloca (see STACK_ALLOCA_BYTES)
     inner = _tile_loops(sch, acc, tile)
     if "v_n" in inner:
         inner["v_n"], inner["v_l"] = sch.split(inner["v_n"], [tile.nr, tile.vl])
@@ -182,7 +212,6 @@ def _pack_rfactor(sch: Schedule, block, spatial: list, bits, lanes: int) -> None
     _, b_lane = sch.split(bits, [None, lanes])
     rf = sch.rfactor(b_lane, 0)
     sch.compute_at(rf, spatial[-1])
-    sch.set_scope(rf, 0, "local")
     r_lane, r_step = sch.get_loops(rf)[-2:]
     sch.reorder(r_step, r_lane)
     sch.vectorize(r_lane)
