@@ -38,6 +38,14 @@ def _import_tvm_runtime() -> Any:
         os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")
         # tvm_ffi would otherwise build/load a torch DLPack bridge when torch happens to be installed.
         os.environ.setdefault("TVM_FFI_DISABLE_TORCH_C_DLPACK", "1")
+        if "torch" not in sys.modules:
+            # tvm_ffi also imports torch eagerly when it is installed (about 500 MB of RSS and seconds of start-up
+            # on a development machine); it tolerates ImportError, and the device never needs torch.
+            sys.modules["torch"] = None
+            try:
+                import tvm
+            finally:
+                del sys.modules["torch"]
     import tvm
     import tvm.runtime.vm  # noqa: F401  (not imported by `import tvm` in runtime-only mode)
 

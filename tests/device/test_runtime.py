@@ -80,3 +80,23 @@ def test_device_runs_without_torch_timm_or_tvm_compiler(artifacts, tmp_path):
     report = lines[-1]
     assert report["blocker_active"] and report["runtime_mapped"] and not report["compiler_mapped"]
     assert report["loaded"] == []
+
+
+def test_tvm_runtime_does_not_import_installed_torch(artifacts, tmp_path):
+    """tvm_ffi imports torch eagerly when it is installed (hundreds of MB); the device runtime keeps it out."""
+    pytest.importorskip("torch", reason="the check is about a machine where torch is installed")
+    art = artifacts.copy(tmp_path / "tvm", size=32)
+    code = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        from bhvit.device.artifact import load_artifact
+        from bhvit.device.runtime import load_model
+        model = load_model(load_artifact({str(art)!r}))
+        model(np.zeros((1, 3, 32, 32), np.float32))
+        loaded = "torch" in sys.modules
+        import torch  # still importable afterwards
+        print(loaded, torch.ones(1).item())
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "1.0"]
