@@ -2,13 +2,13 @@
 
 The FP glue is folded where the math is exact or nearly so:
 
-* a learned shift ``x + b`` right before a binary layer becomes the pack threshold ``x >= -b`` (exact);
+* a learned shift ``x + b`` right before a binary layer moves into the kernel's pack step (exact);
 * ``alpha`` and the eval BatchNorm right after a binary layer become one ``scale``/``bias`` per output channel
   of the kernel epilogue (FP32 reassociation only);
 * a binary layer's own FP bias joins that ``bias``.
 
 Which shift/layer/norm triples may fold is read from the block structure in :data:`FOLDS`; every other binary
-layer is replaced as is (no threshold, ``scale = alpha``). The input model is not modified.
+layer is replaced as is (no shift, ``scale = alpha``). The input model is not modified.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from torch import nn
 from bhvit.models.bhvit import AttentionProducts, BinaryMLP, Downsample, MSGDCBlock, _DenseBranch
 from bhvit.models.layers import BinaryConv2d, LearnableShift, QuantLayer
 
-from . import ops
+from .ops import CUSTOM, BinaryOps
 
 __all__ = ["DeployLinear", "DeployConv2d", "DeployAttentionProducts", "to_deploy", "FOLDS"]
 
@@ -38,44 +38,46 @@ FOLDS: dict[type, tuple[tuple[str, str, str | None], ...]] = {
 class _DeployBinary(nn.Module):
     """Holds the kernel constants of one binary layer as buffers (read by the Relax converters)."""
 
-    def __init__(self, signs: torch.Tensor, threshold: torch.Tensor | None, scale: torch.Tensor,
+    def __init__(self, ops: BinaryOps, signs: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor,
                  bias: torch.Tensor | None):
         super().__init__()
+        self.ops = ops
         self.register_buffer("signs", signs.detach().float().contiguous())
-        self.register_buffer("threshold", None if threshold is None else threshold.detach().float().contiguous())
+        self.register_buffer("shift", None if shift is None else shift.detach().float().contiguous())
         self.register_buffer("scale", scale.detach().float().contiguous())
         self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous())
 
 
 class DeployLinear(_DeployBinary):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.binary_linear(x, self.signs, self.threshold, self.scale, self.bias)
+        return self.ops.linear(x, self.signs, self.shift, self.scale, self.bias)
 
 
 class DeployConv2d(_DeployBinary):
-    def __init__(self, conv: nn.Conv2d, signs, threshold, scale, bias):
-        super().__init__(signs, threshold, scale, bias)
+    def __init__(self, ops: BinaryOps, conv: nn.Conv2d, signs, shift, scale, bias):
+        super().__init__(ops, signs, shift, scale, bias)
         self.stride, self.padding = list(conv.stride), list(conv.padding)
         self.dilation, self.groups = list(conv.dilation), conv.groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.binary_conv2d(x, self.signs, self.threshold, self.scale, self.bias, self.stride, self.padding,
+        return self.ops.conv2d(x, self.signs, self.shift, self.scale, self.bias, self.stride, self.padding,
                                  self.dilation, self.groups)
 
 
 class DeployAttentionProducts(nn.Module):
     """Binary ``AttentionProducts`` in deploy form: ``alpha * (levels(softmax(sq.sk^T/sqrt d)) @ sign(v))``."""
 
-    def __init__(self, products: AttentionProducts):
+    def __init__(self, ops: BinaryOps, products: AttentionProducts):
         super().__init__()
+        self.ops = ops
         self.heads, self.head_dim, self.levels = products.heads, products.head_dim, products.levels
         self.quantizer = products.quantizer
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         q, k, v = (t.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2) for t in (q, k, v))
-        attn = torch.softmax(ops.binary_qk(q, k) / math.sqrt(self.head_dim), dim=-1)
+        attn = torch.softmax(self.ops.qk(q, k) / math.sqrt(self.head_dim), dim=-1)
         levels, alpha = self.quantizer.quantize(attn * self.levels)
-        out = ops.binary_av(levels, v) * alpha
+        out = self.ops.av(levels, v) * alpha
         return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
 
 
@@ -90,51 +92,51 @@ def _bn_affine(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch
     return s, t
 
 
-def _deploy_layer(layer: QuantLayer, threshold: torch.Tensor | None, norm: nn.Module | None) -> nn.Module:
+def _deploy_layer(ops: BinaryOps, layer: QuantLayer, shift: torch.Tensor | None, norm: nn.Module | None) -> nn.Module:
     scale, bias = layer.weight_scale(), layer.bias
     if norm is not None:
         s, t = _bn_affine(norm)
         scale, bias = scale * s, t if bias is None else bias * s + t
     if isinstance(layer, BinaryConv2d):
-        return DeployConv2d(layer, layer.weight_signs(), threshold, scale, bias)
-    return DeployLinear(layer.weight_signs(), threshold, scale, bias)
+        return DeployConv2d(ops, layer, layer.weight_signs(), shift, scale, bias)
+    return DeployLinear(ops, layer.weight_signs(), shift, scale, bias)
 
 
-def _fold(parent: nn.Module, shift_name: str, layer_name: str, norm_name: str | None) -> None:
+def _fold(ops: BinaryOps, parent: nn.Module, shift_name: str, layer_name: str, norm_name: str | None) -> None:
     layer_or_list = getattr(parent, layer_name)
     layers = list(layer_or_list) if isinstance(layer_or_list, nn.ModuleList) else [layer_or_list]
     if not all(isinstance(m, QuantLayer) and m.is_binary for m in layers):
         return
     shift = getattr(parent, shift_name)
-    threshold = -shift.bias.detach() if isinstance(shift, LearnableShift) else None
+    shift = shift.bias.detach() if isinstance(shift, LearnableShift) else None
     norm = getattr(parent, norm_name) if norm_name else None
     norm = norm if isinstance(norm, (nn.BatchNorm1d, nn.BatchNorm2d)) else None
-    new = [_deploy_layer(m, threshold, norm) for m in layers]
+    new = [_deploy_layer(ops, m, shift, norm) for m in layers]
     setattr(parent, layer_name, nn.ModuleList(new) if isinstance(layer_or_list, nn.ModuleList) else new[0])
-    if threshold is not None:
+    if shift is not None:
         setattr(parent, shift_name, nn.Identity())
     if norm is not None:
         setattr(parent, norm_name, nn.Identity())
 
 
-def _replace_children(module: nn.Module) -> None:
+def _replace_children(ops: BinaryOps, module: nn.Module) -> None:
     for name, child in module.named_children():
         if isinstance(child, QuantLayer) and child.is_binary:
-            setattr(module, name, _deploy_layer(child, None, None))
+            setattr(module, name, _deploy_layer(ops, child, None, None))
         elif isinstance(child, AttentionProducts) and child.is_binary:
-            setattr(module, name, DeployAttentionProducts(child))
+            setattr(module, name, DeployAttentionProducts(ops, child))
         else:
-            _replace_children(child)
+            _replace_children(ops, child)
 
 
 @torch.no_grad()
-def to_deploy(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of ``model`` in which every binary product calls a ``bhvit::binary_*`` op."""
+def to_deploy(model: nn.Module, ops: BinaryOps = CUSTOM) -> nn.Module:
+    """An eval-mode copy of ``model`` in which every binary product calls ``ops`` (default: the custom ops)."""
     model = copy.deepcopy(model).eval()
     for parent in list(model.modules()):
         for shift_name, layer_name, norm_name in FOLDS.get(type(parent), ()):
-            _fold(parent, shift_name, layer_name, norm_name)
-    _replace_children(model)
+            _fold(ops, parent, shift_name, layer_name, norm_name)
+    _replace_children(ops, model)
     left = [n for n, m in model.named_modules() if isinstance(m, (QuantLayer, AttentionProducts)) and m.is_binary]
     assert not left, f"binary modules left in the deploy model: {left}"
     return model

@@ -2,7 +2,7 @@
 
 Route (tvm-notes 4.4(b)): :func:`~bhvit.compile.deploy.to_deploy` puts every binary product behind a
 ``bhvit::binary_*`` custom op, ``torch.export`` keeps each op as one node, and ``from_exported_program`` converts
-those nodes with :class:`BinaryConverters`, which read the folded constants (signs, thresholds, scales, biases)
+those nodes with :class:`BinaryConverters`, which read the folded constants (signs, shifts, scales, biases)
 from the exported program's state and emit the kernels helper's ``emit_binary_*`` calls. Everything else is
 imported by TVM's own converters and stays FP (scheduled later by :mod:`bhvit.compile.schedule`).
 """
@@ -17,11 +17,7 @@ from torch import fx, nn
 from . import ops as _ops  # noqa: F401  (registers the bhvit:: custom ops)
 from .deploy import to_deploy
 from .targets import TargetSpec
-
-try:
-    from .kernels import relax_ops as _kernels
-except ImportError:  # TEMPORARY until compile/kernels/relax_ops.py lands
-    from . import _kernels_standin as _kernels
+from .kernels import relax_ops as _kernels
 
 __all__ = ["export_program", "BinaryConverters", "to_relax", "lower"]
 
@@ -50,15 +46,15 @@ class BinaryConverters:
         return None if arg is None else self._values[arg.name].detach().cpu().numpy()
 
     def linear(self, node: fx.Node, importer):
-        x, signs, threshold, scale, bias = node.args
+        x, signs, shift, scale, bias = node.args
         return _kernels.emit_binary_dense(importer.block_builder, importer.env[x], weight_signs=self.const(signs),
-                                          threshold=self.const(threshold), scale=self.const(scale),
+                                          threshold=self.const(shift), scale=self.const(scale),
                                           bias=self.const(bias), target=self.target)
 
     def conv2d(self, node: fx.Node, importer):
-        x, signs, threshold, scale, bias, stride, padding, dilation, groups = node.args
+        x, signs, shift, scale, bias, stride, padding, dilation, groups = node.args
         return _kernels.emit_binary_conv2d(importer.block_builder, importer.env[x], weight_signs=self.const(signs),
-                                           threshold=self.const(threshold), scale=self.const(scale),
+                                           threshold=self.const(shift), scale=self.const(scale),
                                            bias=self.const(bias), stride=tuple(stride), padding=tuple(padding),
                                            dilation=tuple(dilation), groups=groups, layout="NCHW",
                                            target=self.target)

@@ -3,28 +3,31 @@
 Each op is one node in ``torch.export`` graphs (the converters in :mod:`bhvit.compile.lower` turn it into the
 bit-packed kernels) and its eager implementation is the exact function the kernels compute:
 
-* ``binary_linear(x, signs[N,K], threshold[K]?, scale[N], bias[N]?)`` =
-  ``(sign(x - threshold) @ signs^T) * scale + bias`` with ``sign(v) = +1`` iff ``v >= 0`` i.e. ``x >= threshold``;
-* ``binary_conv2d`` the same with ``conv2d(sign(x - threshold), signs)``, zero padding applied after the sign;
+* ``binary_linear(x, signs[N,K], shift[K]?, scale[N], bias[N]?)`` =
+  ``(sign(x + shift) @ signs^T) * scale + bias`` with ``sign(v) = +1`` iff ``v >= 0`` (the kernels' ``threshold``);
+* ``binary_conv2d`` the same with ``conv2d(sign(x + shift), signs)``, zero padding applied after the sign;
 * ``binary_qk(q, k)`` = ``sign(q) @ sign(k)^T`` and ``binary_av(levels, v)`` = ``levels @ sign(v)``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 from torch.nn import functional as F
 
-__all__ = ["binary_linear", "binary_conv2d", "binary_qk", "binary_av", "sign_at"]
+from bhvit.models.layers import sign_pm1
+
+__all__ = ["binary_linear", "binary_conv2d", "binary_qk", "binary_av", "shifted_sign", "BinaryOps", "CUSTOM", "EAGER"]
 
 
-def sign_at(x: torch.Tensor, threshold: torch.Tensor | None, channel_dim: int) -> torch.Tensor:
-    """``+1`` where ``x >= threshold`` (per channel on ``channel_dim``) else ``-1``."""
-    if threshold is None:
-        keep = x >= 0
-    else:
+def shifted_sign(x: torch.Tensor, shift: torch.Tensor | None, channel_dim: int) -> torch.Tensor:
+    """``sign_pm1(x + shift)`` with ``shift`` per channel on ``channel_dim`` (``None``: no shift)."""
+    if shift is not None:
         shape = [1] * x.dim()
         shape[channel_dim] = -1
-        keep = x >= threshold.view(shape)
-    return torch.where(keep, 1.0, -1.0).to(x.dtype)
+        x = x + shift.view(shape)
+    return sign_pm1(x)
 
 
 def _epilogue(y: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, channel_dim: int) -> torch.Tensor:
@@ -34,35 +37,41 @@ def _epilogue(y: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, c
     return y if bias is None else y + bias.view(shape)
 
 
-@torch.library.custom_op("bhvit::binary_linear", mutates_args=())
-def binary_linear(x: torch.Tensor, signs: torch.Tensor, threshold: torch.Tensor | None, scale: torch.Tensor,
+def linear_eager(x: torch.Tensor, signs: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor,
                   bias: torch.Tensor | None) -> torch.Tensor:
-    return _epilogue(F.linear(sign_at(x, threshold, -1), signs), scale, bias, -1)
+    return _epilogue(F.linear(shifted_sign(x, shift, -1), signs), scale, bias, -1)
+
+
+binary_linear = torch.library.custom_op("bhvit::binary_linear", linear_eager, mutates_args=())
 
 
 @binary_linear.register_fake
-def _(x, signs, threshold, scale, bias):
+def _(x, signs, shift, scale, bias):
     return x.new_empty((*x.shape[:-1], signs.shape[0]))
 
 
-@torch.library.custom_op("bhvit::binary_conv2d", mutates_args=())
-def binary_conv2d(x: torch.Tensor, signs: torch.Tensor, threshold: torch.Tensor | None, scale: torch.Tensor,
+def conv2d_eager(x: torch.Tensor, signs: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor,
                   bias: torch.Tensor | None, stride: list[int], padding: list[int], dilation: list[int],
                   groups: int) -> torch.Tensor:
-    y = F.conv2d(sign_at(x, threshold, 1), signs, None, stride, padding, dilation, groups)
+    y = F.conv2d(shifted_sign(x, shift, 1), signs, None, stride, padding, dilation, groups)
     return _epilogue(y, scale, bias, 1)
 
 
+binary_conv2d = torch.library.custom_op("bhvit::binary_conv2d", conv2d_eager, mutates_args=())
+
+
 @binary_conv2d.register_fake
-def _(x, signs, threshold, scale, bias, stride, padding, dilation, groups):
+def _(x, signs, shift, scale, bias, stride, padding, dilation, groups):
     kh, kw = signs.shape[-2:]
     size = [(x.shape[2 + i] + 2 * padding[i] - dilation[i] * ((kh, kw)[i] - 1) - 1) // stride[i] + 1 for i in (0, 1)]
     return x.new_empty((x.shape[0], signs.shape[0], *size))
 
 
-@torch.library.custom_op("bhvit::binary_qk", mutates_args=())
-def binary_qk(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    return sign_at(q, None, -1) @ sign_at(k, None, -1).transpose(-2, -1)
+def qk_eager(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    return shifted_sign(q, None, -1) @ shifted_sign(k, None, -1).transpose(-2, -1)
+
+
+binary_qk = torch.library.custom_op("bhvit::binary_qk", qk_eager, mutates_args=())
 
 
 @binary_qk.register_fake
@@ -70,11 +79,27 @@ def _(q, k):
     return q.new_empty((*q.shape[:-1], k.shape[-2]))
 
 
-@torch.library.custom_op("bhvit::binary_av", mutates_args=())
-def binary_av(levels: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return levels @ sign_at(v, None, -1)
+def av_eager(levels: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return levels @ shifted_sign(v, None, -1)
+
+
+binary_av = torch.library.custom_op("bhvit::binary_av", av_eager, mutates_args=())
 
 
 @binary_av.register_fake
 def _(levels, v):
     return levels.new_empty((*levels.shape[:-1], v.shape[-1]))
+
+
+@dataclass(frozen=True)
+class BinaryOps:
+    """One implementation of the four products: the custom ops (for torch.export) or plain torch (for ONNX)."""
+
+    linear: Callable
+    conv2d: Callable
+    qk: Callable
+    av: Callable
+
+
+CUSTOM = BinaryOps(binary_linear, binary_conv2d, binary_qk, binary_av)
+EAGER = BinaryOps(linear_eager, conv2d_eager, qk_eager, av_eager)

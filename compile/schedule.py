@@ -17,17 +17,20 @@ stays correct and unscheduled rather than breaking the build.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import tvm
 from tvm import tirx
 from tvm.s_tir import Schedule
 
-__all__ = ["CpuScheduleCfg", "cpu_schedule_cfg", "schedule_primfunc", "GenericCpuSchedule"]
+__all__ = ["CpuScheduleCfg", "cpu_schedule_cfg", "schedule_primfunc", "needs_schedule", "GenericCpuSchedule"]
 
 logger = logging.getLogger(__name__)
 
 _SPATIAL, _REDUCE = 0, 2  # tirx.IterVar iter_type
+# What a schedule primitive raises when it does not apply (ScheduleError and TVM internal errors are RuntimeErrors).
+_FAILURES = (RuntimeError, ValueError)
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class CpuScheduleCfg:
     lanes: int = 16
     tile_rows: tuple[int, ...] = (6, 4, 7, 3, 2)  # preferred MR, first divisor of the row extent wins
     tile_vectors: int = 2  # NR: vector registers per accumulator row
-    min_parallel: int = 1024  # do not parallelise blocks with fewer output elements
+    min_parallel: int = 1024  # do not parallelise elementwise blocks with fewer elements
 
 
 def cpu_schedule_cfg(target: tvm.target.Target) -> CpuScheduleCfg:
@@ -61,13 +64,7 @@ def _iter_types(sch: Schedule, block) -> list[int]:
 
 
 def _vars_in(expr) -> set:
-    found = set()
-    tirx.stmt_functor.post_order_visit(expr, lambda n: found.add(n) if isinstance(n, tirx.Var) else None)
-    return found
-
-
-def _loop_vars(sch: Schedule, block) -> list:
-    return [sch.get(loop).loop_var for loop in sch.get_loops(block)]
+    return set(tirx.analysis.undefined_vars(expr, []))
 
 
 def _inline_producers(sch: Schedule) -> None:
@@ -83,48 +80,37 @@ def _inline_producers(sch: Schedule) -> None:
             try:
                 sch.compute_inline(block)
                 changed = True
-            except tvm.TVMError:
+            except _FAILURES:
                 continue
 
 
-def _parallel_vectorize(sch: Schedule, loops: list, cfg: CpuScheduleCfg, total: int) -> None:
-    """Fuse ``loops`` (all spatial, outermost first), parallelise the fused loop and vectorise the inner lanes."""
-    inner = _extent(sch, loops[-1])
-    if inner is not None and inner % cfg.lanes == 0 and inner > cfg.lanes:
-        loops = [*loops[:-1], *sch.split(loops[-1], [None, cfg.lanes])]
-    if inner is not None and inner <= 4 * cfg.lanes or len(loops) > 1 and _extent(sch, loops[-1]) == cfg.lanes:
-        sch.vectorize(loops[-1])
-        loops = loops[:-1]
-    if loops and total >= cfg.min_parallel:
-        sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
-
-
 def _schedule_spatial(sch: Schedule, block, cfg: CpuScheduleCfg) -> None:
-    """Step 2."""
+    """Step 2: vectorise the innermost loop (split by the vector width when it divides), parallelise the rest."""
     loops = sch.get_loops(block)
-    total = 1
-    for loop in loops:
-        total *= _extent(sch, loop) or 1
-    _parallel_vectorize(sch, loops, cfg, total)
-
-
-def _realize(sch: Schedule, block) -> tirx.SBlockRealize:
-    """The realize statement (the iter bindings) of ``block``."""
-    name, found = sch.get(block).name_hint, []
-    tirx.stmt_functor.post_order_visit(
-        sch.mod["main"].body,
-        lambda n: found.append(n) if isinstance(n, tirx.SBlockRealize) and n.block.name_hint == name else None)
-    return found[0]
+    extents = [_extent(sch, loop) or 1 for loop in loops]
+    inner = extents[-1]
+    if inner % cfg.lanes == 0 and inner > cfg.lanes:
+        *outer, vector = [*loops[:-1], *sch.split(loops[-1], [None, cfg.lanes])]
+    elif inner <= 4 * cfg.lanes:
+        *outer, vector = loops
+    else:
+        outer, vector = loops, None
+    if vector is not None:
+        sch.vectorize(vector)
+    if outer and math.prod(extents) >= cfg.min_parallel:
+        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
 
 
 def _contiguous_inner_axis(sch: Schedule, block, n_spatial: int) -> bool:
-    """Whether the innermost spatial loop indexes the last dimension of the output and of some input."""
-    last = _loop_vars(sch, block)[n_spatial - 1]
+    """Whether the innermost spatial axis indexes the last dimension of the output and of some input.
+
+    Legalized blocks bind each axis to its own loop, so block axis ``i`` stands for loop ``i``.
+    """
     stmt = sch.get(block)
-    bound = {iv.var: value for iv, value in zip(stmt.iter_vars, _realize(sch, block).iter_values)}
+    last = stmt.iter_vars[n_spatial - 1].var
 
     def uses_last(region) -> bool:
-        return any(last in _vars_in(bound.get(v, v)) for v in _vars_in(region.region[-1].min))
+        return any(v.same_as(last) for v in _vars_in(region.region[-1].min))
 
     return uses_last(stmt.writes[0]) and any(uses_last(r) for r in stmt.reads)
 
@@ -135,11 +121,10 @@ def _schedule_tiled_reduction(sch: Schedule, block, cfg: CpuScheduleCfg, n_spati
     spatial, reduce = loops[:n_spatial], loops[n_spatial:]
     cols = _extent(sch, spatial[-1])
     width = cfg.lanes * cfg.tile_vectors
-    col_tile = next((w for w in (width, cfg.lanes, cfg.lanes // 2) if w and cols % w == 0), None)
+    col_tile = next((w for w in (width, cfg.lanes, cfg.lanes // 2) if w and cols % w == 0),
+                    cols if cols <= width else None)
     if col_tile is None:
-        col_tile = cols if cols <= width else None
-    if col_tile is None:
-        raise tvm.TVMError("no column tile")
+        raise ValueError("no column tile divides the output width")
     co, ci = sch.split(spatial[-1], [None, col_tile])
     outer = list(spatial[:-1])
     row_tile = []
@@ -156,19 +141,18 @@ def _schedule_tiled_reduction(sch: Schedule, block, cfg: CpuScheduleCfg, n_spati
     for loop in row_tile:
         sch.unroll(loop)
     sch.vectorize(ci)
-    acc_loops = sch.get_loops(acc)
-    sch.vectorize(acc_loops[-1])
+    # the accumulator's write-back loops sit below the parallel loop
+    depth = len(sch.get_loops(block)) - len(reduce) - len(row_tile) - 1
+    acc_inner = sch.get_loops(acc)[depth:]
+    if acc_inner:
+        sch.vectorize(acc_inner[-1])
     sch.decompose_reduction(block, reduce[0])
 
 
-def _schedule_row_reduction(sch: Schedule, block, cfg: CpuScheduleCfg, n_spatial: int) -> None:
-    """Step 4."""
+def _schedule_row_reduction(sch: Schedule, block, n_spatial: int) -> None:
+    """Step 4: parallelise the spatial loops, keep the reduction inner."""
     loops = sch.get_loops(block)[:n_spatial]
-    total = 1
-    for loop in loops:
-        total *= _extent(sch, loop) or 1
-    if loops and total >= 2:
-        sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
+    sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
 
 
 def _schedule_block(sch: Schedule, name: str, cfg: CpuScheduleCfg) -> None:
@@ -185,7 +169,7 @@ def _schedule_block(sch: Schedule, name: str, cfg: CpuScheduleCfg) -> None:
     elif n_spatial and _contiguous_inner_axis(sch, block, n_spatial):
         _schedule_tiled_reduction(sch, block, cfg, n_spatial)
     elif n_spatial:
-        _schedule_row_reduction(sch, block, cfg, n_spatial)
+        _schedule_row_reduction(sch, block, n_spatial)
 
 
 def schedule_primfunc(func: tirx.PrimFunc, cfg: CpuScheduleCfg) -> tirx.PrimFunc:
@@ -193,25 +177,26 @@ def schedule_primfunc(func: tirx.PrimFunc, cfg: CpuScheduleCfg) -> tirx.PrimFunc
     sch = Schedule(func)
     try:
         _inline_producers(sch)
-    except tvm.TVMError:
+    except _FAILURES:
         sch = Schedule(func)
     names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
     for name in names:
         trial = sch.copy()
         try:
             _schedule_block(trial, name, cfg)
-        except (tvm.TVMError, StopIteration) as err:
+        except _FAILURES as err:
             logger.debug("block %s left unscheduled: %s", name, str(err).splitlines()[0] if str(err) else err)
             continue
         sch = trial
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
 
-def _needs_schedule(func) -> bool:
-    if not isinstance(func, tirx.PrimFunc) or func.attrs is None:
-        return isinstance(func, tirx.PrimFunc)
-    attrs = func.attrs
-    return not (attrs.get("tirx.is_scheduled") or int(attrs.get("op_pattern", 0)) == 8)
+def needs_schedule(func) -> bool:
+    """True for a PrimFunc nobody scheduled that is not an opaque kernel."""
+    if not isinstance(func, tirx.PrimFunc):
+        return False
+    attrs = func.attrs or {}
+    return not attrs.get("tirx.is_scheduled") and int(attrs.get("op_pattern", 0)) != 8
 
 
 @tvm.transform.module_pass(opt_level=0, name="GenericCpuSchedule")
@@ -223,7 +208,7 @@ class GenericCpuSchedule:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         updates = {gv: schedule_primfunc(func, self.cfg) for gv, func in mod.functions_items()
-                   if _needs_schedule(func)}
+                   if needs_schedule(func)}
         for gv, func in updates.items():
             mod[gv] = func
         return mod

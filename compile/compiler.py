@@ -1,0 +1,146 @@
+"""Checkpoint (or random init) -> artifact directory: the steps behind ``bhvit-compile``."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from bhvit.device.artifact import ArtifactMeta, load_artifact, save_artifact, write_artifact_metadata
+from bhvit.models.cost import model_cost
+
+from . import pipeline
+from .artifact import check_output, staging, target_info, update_latest
+from .source import ModelSource
+from .targets import TargetSpec, resolve_target
+from .verify import Verification, verify
+
+__all__ = ["FORMATS", "CompileOptions", "compile_model", "default_output"]
+
+logger = logging.getLogger(__name__)
+
+# --format -> (runtime, library file name)
+FORMATS = {"tvm": ("tvm", "model.so"), "onnx": ("onnxruntime", "model.onnx"),
+           "onnx-int8": ("onnxruntime", "model.onnx")}
+ARTIFACTS_DIR = Path("artifacts")
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    target: TargetSpec
+    output: Path | None = None  # None: ./artifacts/<name> and ./artifacts/latest
+    format: str = "tvm"
+    verify: bool | None = None  # None: verify when this machine can run the code (or a host twin for cross builds)
+    overwrite: bool = False
+    tune_db: Path | None = None
+    tune_trials: int = 0  # > 0: first tune the FP operators into tune_db (MetaSchedule, seconds per trial)
+
+
+def artifact_name(source: ModelSource, options: CompileOptions) -> str:
+    suffix = "" if options.format == "tvm" else f".{options.format}"
+    return f"{source.name}.{options.target.name}{suffix}"
+
+
+def default_output(source: ModelSource, options: CompileOptions) -> Path:
+    return ARTIFACTS_DIR / artifact_name(source, options)
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import tvm
+
+    versions = {"torch": torch.__version__, "tvm": tvm.__version__}
+    try:
+        import onnxruntime
+
+        versions["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return versions
+
+
+def _build_tvm(source: ModelSource, options: CompileOptions, library: Path) -> Verification | None:
+    """Lower, build and export the TVM library; for cross targets verify a host build of the same graph."""
+    from .lower import lower
+
+    spec = options.target
+    t0 = time.perf_counter()
+    mod = lower(source.model, spec, source.input_shape)
+    logger.info("lowered to Relax in %.1f s", time.perf_counter() - t0)
+    if options.tune_trials:
+        pipeline.tune(mod, spec, options.tune_db, options.tune_trials)
+    t0 = time.perf_counter()
+    pipeline.export_library(pipeline.build(mod, spec, options.tune_db), spec, library)
+    logger.info("built %s for %s in %.1f s", library.name, spec.name, time.perf_counter() - t0)
+    if spec.runs_here or options.verify is False:
+        return None  # verified from the artifact itself
+    twin = resolve_target("host", threads=spec.threads)
+    logger.info("verifying a host (%s) build of the same graph", twin.detected)
+    return verify(source.model, _vm_predict(pipeline.build(lower(source.model, twin, source.input_shape), twin)),
+                  source.input_shape, runs_on=f"host {twin.detected} build of the same graph")
+
+
+def _vm_predict(executable):
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        out = vm["main"](tvm.runtime.tensor(x))
+        return (out if hasattr(out, "numpy") else out[0]).numpy()
+
+    return predict
+
+
+def _build_onnx(source: ModelSource, options: CompileOptions, library: Path) -> None:
+    from .onnx_export import export_onnx, quantize_int8
+
+    if options.format == "onnx":
+        export_onnx(source.model, source.input_shape, library)
+        return
+    fp32 = library.with_name("fp32.onnx.tmp")
+    export_onnx(source.model, source.input_shape, fp32)
+    quantize_int8(fp32, library)
+    fp32.unlink()
+
+
+def _verify_artifact(source: ModelSource, directory: Path) -> Verification:
+    from bhvit.device.runtime import load_model
+
+    model = load_model(load_artifact(directory))
+    return verify(source.model, model, source.input_shape, runs_on="artifact")
+
+
+def compile_model(source: ModelSource, options: CompileOptions) -> tuple[Path, ArtifactMeta]:
+    """Build the artifact for ``source``; returns its directory and metadata. Nothing is left half-written."""
+    runtime, library_name = FORMATS[options.format]
+    out = options.output or default_output(source, options)
+    check_output(out, source.name, options.target.name, runtime, options.overwrite)
+    with staging(out) as tmp:
+        library = tmp / library_name
+        verification = None
+        if options.format == "tvm":
+            verification = _build_tvm(source, options, library)
+        else:
+            _build_onnx(source, options, library)
+        cost = model_cost(source.model).row()
+        cost["artifact_mib"] = library.stat().st_size / 2 ** 20
+        cfg = source.model.cfg
+        meta = write_artifact_metadata(
+            tmp, runtime=runtime, library=library_name, target=target_info(options.target),
+            class_names=source.class_names, preprocess=source.preprocess,
+            model={"name": source.name, "config": cfg.to_dict(), "width": cfg.width,
+                   "precision": source.name.rsplit(".", 1)[-1], "format": options.format, "source": source.origin,
+                   **source.extra},
+            threads=options.target.threads, cost=cost, versions=_versions(),
+            verification=None if verification is None else verification.to_dict())
+        runnable = options.target.runs_here or options.format != "tvm"
+        if verification is None and runnable and options.verify is not False:
+            verification = _verify_artifact(source, tmp)
+            meta = save_artifact(tmp, replace(meta, verification=verification.to_dict()))
+    if options.output is None:
+        update_latest(out)
+    return out, meta

@@ -1,0 +1,90 @@
+"""Where the model to compile comes from: a ``bhvit-train`` checkpoint, or a random init from model options."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from bhvit.device.artifact import PreprocessCfg
+from bhvit.models import BHViT, ConfigError, build_model
+
+__all__ = ["ModelSource", "SourceError", "from_checkpoint", "random_init", "model_label"]
+
+# Eval transform of random-init models: the timm default crop fraction 0.875 (224 -> resize 256).
+_CROP_PCT = 0.875
+
+
+class SourceError(ValueError):
+    """A checkpoint or model option that cannot be compiled; the message says why."""
+
+
+@dataclass
+class ModelSource:
+    """A BHViT in eval mode plus what the artifact needs to know about it."""
+
+    model: BHViT
+    name: str
+    class_names: list[str]
+    preprocess: PreprocessCfg
+    origin: str  # the checkpoint path or "random-init"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        cfg = self.model.cfg
+        return (1, cfg.in_chans, cfg.img_size, cfg.img_size)
+
+
+def model_label(name: str, model: BHViT) -> str:
+    """``<arch>.<precision tag>``, e.g. ``bhvit_tiny_w3_fpds.w1a1`` (the house naming: precision in the tag)."""
+    cfg = model.cfg
+    arch = name
+    for field_name, tag in (("width", "w"), ("hidden_width", "h"), ("intermediate_width", "i")):
+        value = getattr(cfg, field_name)
+        if value not in (None, 1, 1.0) and f"_{tag}" not in name:
+            arch += f"_{tag}{value:g}"
+    if cfg.fp_downsample and "fpds" not in arch:
+        arch += "_fpds"
+    if cfg.img_size != 224 and name != "test_bhvit":
+        arch += f"_{cfg.img_size}"
+    precision = "w1a1" if cfg.precision.default == "binary" and not cfg.precision.overrides else (
+        "fp32" if not cfg.is_binary else "mixed")
+    return f"{arch}.{precision}"
+
+
+def random_init(name: str, seed: int = 0, **overrides) -> ModelSource:
+    """A randomly initialised registered model (``overrides`` are BHViTCfg fields; ``None`` means default)."""
+    torch.manual_seed(seed)
+    try:
+        model = build_model(name, **overrides).eval()
+    except ConfigError as err:
+        raise SourceError(str(err)) from None
+    size = model.cfg.img_size
+    pre = PreprocessCfg(input_size=size, resize=int(size / _CROP_PCT), crop=size)
+    names = [f"class_{i}" for i in range(model.cfg.num_classes)]
+    return ModelSource(model, model_label(name, model), names, pre, "random-init", {"seed": seed})
+
+
+def from_checkpoint(path: str | Path) -> ModelSource:
+    """Load a ``bhvit-train`` checkpoint (safetensors with bhvit metadata) as a :class:`ModelSource`."""
+    from bhvit.train.checkpoint import CheckpointError, load_checkpoint
+
+    path = Path(path)
+    try:
+        model, meta = load_checkpoint(path)
+    except CheckpointError as err:
+        raise SourceError(str(err)) from None
+    if not isinstance(model, BHViT):
+        raise SourceError(f"{path} holds a {meta.get('family')} model {meta.get('model')!r}, not a BHViT; "
+                          f"only BHViT checkpoints can be compiled")
+    p = dict(meta["preprocess"])
+    size = p.pop("input_size")
+    size = int(size[-1]) if isinstance(size, (list, tuple)) else int(size)
+    if size != model.cfg.img_size:
+        raise SourceError(f"{path}: preprocess input size {size} differs from the model's img_size "
+                          f"{model.cfg.img_size}")
+    known = set(PreprocessCfg.__dataclass_fields__)
+    pre = PreprocessCfg(input_size=size, **{k: v for k, v in p.items() if k in known})
+    return ModelSource(model.eval(), model_label(meta["model"], model), list(meta["class_names"]), pre, str(path),
+                       {"val_top1": meta.get("val_top1")})

@@ -1,0 +1,48 @@
+"""Compare a compiled model with PyTorch on random inputs.
+
+Tolerance: the artifact computes the same function with FP32 reassociated (BN and alpha folded into one scale,
+other summation orders in the FP ops), which moves logits by ~1e-6 relative. A binary net can amplify that when
+a pre-activation sits within rounding of a sign threshold and one bit flips, which moves a logit by a few 1e-3
+at most in a trained net of this size. We require ``max|dlogit| <= rtol * max(1, max|logit|)`` with
+``rtol = 1e-3`` and identical top-1 on every input.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["Verification", "verify", "RTOL", "NUM_INPUTS"]
+
+RTOL = 1e-3
+NUM_INPUTS = 8
+
+
+@dataclass(frozen=True)
+class Verification:
+    passed: bool
+    max_abs_err: float
+    top1_agree: float
+    tolerance: float
+    inputs: int
+    runs_on: str  # what ran the compiled code: "artifact" or "host build of the same graph"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def verify(model: nn.Module, predict: Callable[[np.ndarray], np.ndarray], input_shape: tuple[int, ...],
+           runs_on: str, n: int = NUM_INPUTS, seed: int = 0, rtol: float = RTOL) -> Verification:
+    """Run ``model`` and ``predict`` (one ``(1, C, H, W)`` float32 array -> logits) on ``n`` random inputs."""
+    gen = torch.Generator().manual_seed(seed)
+    xs = torch.randn((n, *input_shape[1:]), generator=gen)
+    ref = model.eval()(xs).numpy()
+    got = np.stack([np.asarray(predict(x[None].numpy())).reshape(-1) for x in xs])
+    err = float(np.abs(got - ref).max())
+    tol = rtol * max(1.0, float(np.abs(ref).max()))
+    agree = float((got.argmax(1) == ref.argmax(1)).mean())
+    return Verification(bool(err <= tol and agree == 1.0), err, agree, tol, n, runs_on)

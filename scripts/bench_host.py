@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""Host latency benchmark: our TVM artifacts against onnxruntime and PyTorch, batch 1, 224x224, all cores.
+
+Every measurement runs in its own fresh process (``--worker``), so no runtime's thread pool or allocator state
+leaks into another. Baseline (ORT FP32 w=1) and model runs are interleaved A B A B ...; each ratio comes from a
+neighbouring pair and the reported ratio is their median. Prints median and p90 latency, peak RSS (VmHWM) of the
+worker process, artifact size and ratio; ``--json`` writes the rows, ``--plot`` a PNG.
+
+    TVM_NUM_THREADS=2 python scripts/bench_host.py --json runs/bench_host/bench.json --plot runs/bench_host/bench.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+BASELINE = "ort-fp32-w1"
+# key -> (format, precision, width, fp_downsample); "torch" runs the eager model with no artifact
+MODELS = {
+    "ort-fp32-w1": ("onnx", "fp32", 1, False),
+    "ort-int8-w1": ("onnx-int8", "binary", 1, False),
+    "ort-int8-w3": ("onnx-int8", "binary", 3, False),
+    "torch-fp32-w1": ("torch", "fp32", 1, False),
+    "tvm-fp32-w1": ("tvm", "fp32", 1, False),
+    "tvm-binary-w1": ("tvm", "binary", 1, False),
+    "tvm-binary-w2": ("tvm", "binary", 2, False),
+    "tvm-binary-w3": ("tvm", "binary", 3, False),
+    "tvm-binary-w3-fpds": ("tvm", "binary", 3, True),
+}
+
+
+@dataclass
+class Row:
+    model: str
+    median_ms: float
+    p90_ms: float
+    peak_rss_mib: float
+    artifact_mib: float
+    ratio: float | None
+
+
+def _source(key: str, img_size: int):
+    from bhvit.compile.source import random_init
+
+    _, precision, width, fpds = MODELS[key]
+    return random_init("bhvit_tiny", precision=precision, width=width, fp_downsample=fpds or None, img_size=img_size)
+
+
+def build(key: str, root: Path, threads: int, img_size: int) -> Path | None:
+    """Compile the artifact of ``key`` into ``root`` unless it is there already."""
+    fmt = MODELS[key][0]
+    if fmt == "torch":
+        return None
+    out = root / key
+    if (out / "metadata.json").is_file():
+        return out
+    from bhvit.compile.compiler import CompileOptions, compile_model
+    from bhvit.compile.targets import resolve_target
+
+    t0 = time.perf_counter()
+    compile_model(_source(key, img_size), CompileOptions(resolve_target("host", threads=threads), out, fmt,
+                                                         verify=False, overwrite=True))
+    print(f"built {key} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return out
+
+
+def _peak_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def worker(key: str, path: str, threads: int, img_size: int, warmup: int, iters: int) -> None:
+    """Time one model in this (fresh) process; print one JSON line."""
+    import numpy as np
+
+    x = np.random.default_rng(0).standard_normal((1, 3, img_size, img_size)).astype("float32")
+    if MODELS[key][0] == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        model = _source(key, img_size).model
+        run = lambda: model(torch.from_numpy(x))  # noqa: E731
+        ctx = torch.no_grad()
+    else:
+        import contextlib
+
+        sys.modules["torch"] = None  # tvm_ffi imports torch when installed (~450 MiB RSS); a Pi has no torch
+        from bhvit.device.artifact import load_artifact
+        from bhvit.device.runtime import load_model
+
+        model = load_model(load_artifact(path), threads=threads)
+        run, ctx = (lambda: model(x)), contextlib.nullcontext()
+    times = []
+    with ctx:
+        for i in range(warmup + iters):
+            t0 = time.perf_counter()
+            run()
+            if i >= warmup:
+                times.append((time.perf_counter() - t0) * 1000)
+    print(json.dumps({"times": times, "peak_rss_mib": _peak_rss_mib()}))
+
+
+def _measure(key: str, path: Path | None, args) -> dict:
+    env = {**os.environ, "TVM_NUM_THREADS": str(args.threads), "OMP_NUM_THREADS": str(args.threads)}
+    cmd = [sys.executable, __file__, "--worker", key, str(path or ""), "--threads", str(args.threads),
+           "--img-size", str(args.img_size), "--warmup", str(args.warmup), "--iters", str(args.iters)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"worker {key} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _artifact_mib(path: Path | None) -> float:
+    if path is None:
+        return 0.0
+    return sum(f.stat().st_size for f in path.iterdir() if f.name != "metadata.json") / 2 ** 20
+
+
+def bench(keys: list[str], args) -> list[Row]:
+    paths = {k: build(k, args.artifacts, args.threads, args.img_size) for k in dict.fromkeys([BASELINE, *keys])}
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    rss: dict[str, float] = {k: 0.0 for k in paths}
+    ratios: dict[str, list[float]] = {k: [] for k in keys}
+    for r in range(args.rounds):
+        for key in keys:
+            pair = {}
+            for k in (BASELINE, key) if key != BASELINE else (BASELINE,):
+                result = _measure(k, paths[k], args)
+                pair[k] = statistics.median(result["times"])
+                times[k] += result["times"]
+                rss[k] = max(rss[k], result["peak_rss_mib"])
+            ratios[key].append(pair[key] / pair[BASELINE])
+            print(f"round {r + 1}: {key} {pair[key]:.2f} ms vs {BASELINE} {pair[BASELINE]:.2f} ms", file=sys.stderr)
+    rows = []
+    for k in paths:
+        t = sorted(times[k])
+        rows.append(Row(k, statistics.median(t), t[min(len(t) - 1, int(0.9 * len(t)))], rss[k], _artifact_mib(paths[k]),
+                        statistics.median(ratios[k]) if ratios.get(k) else None))
+    return rows
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    bars = ax.bar([r.model for r in rows], [r.median_ms for r in rows], yerr=[r.p90_ms - r.median_ms for r in rows],
+                  color=["tab:gray" if r.model.startswith(("ort", "torch")) else "tab:blue" for r in rows])
+    for bar, r in zip(bars, rows):
+        if r.ratio is not None:
+            ax.annotate(f"{r.ratio:.2f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                        va="bottom", fontsize=8)
+    ax.set_ylabel("median latency, ms (batch 1)")
+    ax.set_title(f"BHViT-Tiny on this host; ratio vs {BASELINE}")
+    plt.xticks(rotation=30, ha="right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated keys (default: all)")
+    ap.add_argument("--json", type=Path, default=None, help="write the rows as a JSON list here")
+    ap.add_argument("--plot", type=Path, default=None, help="write a PNG bar chart here")
+    ap.add_argument("--artifacts", type=Path, default=Path("runs/bench_host/artifacts"),
+                    help="artifact cache (default: %(default)s)")
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="threads (default: all cores)")
+    ap.add_argument("--img-size", type=int, default=224)
+    ap.add_argument("--rounds", type=int, default=3, help="A/B pairs per model (default: %(default)s)")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--worker", nargs=2, metavar=("KEY", "PATH"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args.worker[0], args.worker[1], args.threads, args.img_size, args.warmup, args.iters)
+        return
+    keys = [k for k in args.models.split(",") if k]
+    unknown = [k for k in keys if k not in MODELS]
+    if unknown:
+        ap.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
+    rows = bench(keys, args)
+    print(f"{'model':22s} {'median ms':>10s} {'p90 ms':>8s} {'peak RSS MiB':>13s} {'artifact MiB':>13s} {'ratio':>6s}")
+    for r in rows:
+        ratio = "-" if r.ratio is None else f"{r.ratio:.3f}"
+        print(f"{r.model:22s} {r.median_ms:10.2f} {r.p90_ms:8.2f} {r.peak_rss_mib:13.1f} {r.artifact_mib:13.2f} "
+              f"{ratio:>6s}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+    if args.plot:
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        plot(rows, args.plot)
+
+
+if __name__ == "__main__":
+    main()

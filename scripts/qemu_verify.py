@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Run an aarch64 (rpi5/rpi4) artifact under qemu user-mode emulation and compare it with PyTorch.
+
+Opt-in check of the cross build (pi-testing.md section 1.4 fast path): the artifact's model is rebuilt in PyTorch
+on this host (from the checkpoint recorded in its metadata, or the same random init), logits for a few random
+inputs are computed here, then an emulated Cortex-A76 (``QEMU_CPU=cortex-a76``, 16 KiB pages) loads ``model.so``
+with the aarch64 TVM wheel in runtime-only mode and must reproduce them.
+
+Needs an arm64 Debian root with python3.11 and the aarch64 ``apache-tvm``/``numpy`` wheels in ``ROOT/opt/site``
+(built by the pi-testing.md section 1.4 script). Exit code 0: match; 1: mismatch; 2: setup missing.
+
+    python scripts/qemu_verify.py artifacts/latest --root /var/tmp/pi-root
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+GUEST = r"""
+import os, sys, numpy as np
+os.environ["TVM_USE_RUNTIME_LIB"] = "1"
+import tvm, tvm.runtime.vm
+d = sys.argv[1]
+data = np.load(os.path.join(d, "io.npz"))
+vm = tvm.runtime.vm.VirtualMachine(tvm.runtime.load_module(os.path.join(d, "model.so")), tvm.cpu())
+out = []
+for x in data["inputs"]:
+    y = vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x[None])))
+    out.append((y if hasattr(y, "numpy") else y[0]).numpy().reshape(-1))
+np.save(os.path.join(d, "got.npy"), np.stack(out))
+print("emulated run done:", len(out), "inputs")
+"""
+
+
+def reference(meta: dict, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random inputs and PyTorch logits of the artifact's model."""
+    import torch
+
+    from bhvit.compile.source import from_checkpoint
+    from bhvit.models import BHViT, BHViTCfg
+
+    model_meta = meta["model"]
+    if model_meta.get("source") == "random-init":
+        torch.manual_seed(model_meta.get("seed", 0))
+        model = BHViT(BHViTCfg.from_dict(model_meta["config"])).eval()
+    else:
+        model = from_checkpoint(model_meta["source"]).model
+    size = meta["preprocess"]["input_size"]
+    x = torch.randn((n, 3, size, size), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return x.numpy(), model(x).numpy()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("artifact", type=Path)
+    ap.add_argument("--root", type=Path, default=Path("/var/tmp/pi-root"), help="arm64 root (default: %(default)s)")
+    ap.add_argument("--site", default="/opt/site", help="site-packages inside the root (default: %(default)s)")
+    ap.add_argument("--cpu", default="cortex-a76", help="QEMU_CPU (default: %(default)s)")
+    ap.add_argument("--inputs", type=int, default=4, help="random inputs (default: %(default)s)")
+    ap.add_argument("--rtol", type=float, default=1e-3, help="tolerance relative to max |logit| (default: %(default)s)")
+    args = ap.parse_args()
+
+    meta = json.loads((args.artifact / "metadata.json").read_text())
+    if meta["target"]["arch"] != "aarch64" or meta["runtime"] != "tvm":
+        print(f"{args.artifact} is not an aarch64 TVM artifact (arch {meta['target']['arch']})", file=sys.stderr)
+        return 2
+    qemu = shutil.which("qemu-aarch64-static")
+    python = args.root / "usr/bin/python3.11"
+    if qemu is None or not python.exists() or not (args.root / args.site.lstrip("/") / "tvm").is_dir():
+        print(f"setup missing: need qemu-aarch64-static and an arm64 root at {args.root} with python3.11 and the "
+              f"aarch64 apache-tvm wheel in {args.site} (pi-testing.md section 1.4)", file=sys.stderr)
+        return 2
+    inputs, ref = reference(meta, args.inputs, seed=1)
+    with tempfile.TemporaryDirectory(dir=args.root / "tmp") as work:
+        work = Path(work)
+        shutil.copy(args.artifact / "model.so", work / "model.so")
+        np.savez(work / "io.npz", inputs=inputs)
+        (work / "guest.py").write_text(GUEST)
+        env = {"QEMU_CPU": args.cpu, "QEMU_PAGESIZE": "16384", "PYTHONPATH": str(args.root / args.site.lstrip("/")),
+               "TVM_NUM_THREADS": str(meta.get("threads", 4)), "PATH": "/usr/bin:/bin"}
+        run = subprocess.run([qemu, "-L", str(args.root), str(python), str(work / "guest.py"), str(work)], env=env)
+        if run.returncode != 0:
+            print(f"emulated run failed with exit code {run.returncode}", file=sys.stderr)
+            return 1
+        got = np.load(work / "got.npy")
+    err = float(np.abs(got - ref).max())
+    tol = args.rtol * max(1.0, float(np.abs(ref).max()))
+    agree = float((got.argmax(1) == ref.argmax(1)).mean())
+    ok = err <= tol and agree == 1.0
+    print(f"qemu {args.cpu}: max |logit err| {err:.3g} (tolerance {tol:.3g}), top-1 agreement {agree:.0%}: "
+          f"{'PASSED' if ok else 'FAILED'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Session-cached compiles of the tiny ``test_bhvit`` model (each takes ~10-25 s on the 2-core CI machine)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+HAS_AARCH64_CC = shutil.which("aarch64-linux-gnu-gcc") is not None
+
+
+class Compiled:
+    """Lazily compiled artifacts keyed by (precision, fp_downsample, target, format)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._cache: dict[tuple, tuple] = {}
+
+    def __call__(self, precision: str = "binary", fp_downsample: bool = False, target: str = "host",
+                 fmt: str = "tvm", verify: bool | None = None):
+        key = (precision, fp_downsample, target, fmt, verify)
+        if key not in self._cache:
+            from bhvit.compile.compiler import CompileOptions, compile_model
+            from bhvit.compile.source import random_init
+            from bhvit.compile.targets import resolve_target
+
+            source = random_init("test_bhvit", precision=precision, fp_downsample=fp_downsample or None)
+            out = self.root / "_".join(str(k) for k in key)
+            _, meta = compile_model(source, CompileOptions(resolve_target(target), out, fmt, verify))
+            self._cache[key] = (source, out, meta)
+        return self._cache[key]
+
+
+@pytest.fixture(scope="session")
+def compiled(tmp_path_factory) -> Compiled:
+    pytest.importorskip("tvm.relax", reason="compiling needs the TVM compiler")
+    return Compiled(tmp_path_factory.mktemp("compiled"))

@@ -1,0 +1,69 @@
+"""End-to-end: random-init test_bhvit -> artifact -> run it as the device does, compare with PyTorch."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from bhvit.device.artifact import file_sha256, load_artifact
+from bhvit.device.runtime import load_model
+
+pytestmark = pytest.mark.tvm
+
+VARIANTS = [("binary", False), ("fp32", False), ("binary", True)]
+
+
+@pytest.mark.parametrize("precision,fp_downsample", VARIANTS, ids=["binary", "fp32", "binary-fpds"])
+def test_artifact_matches_pytorch_on_random_inputs(compiled, precision, fp_downsample):
+    source, out, meta = compiled(precision, fp_downsample)
+    assert meta.verification["passed"] and meta.verification["top1_agree"] == 1.0
+    model = load_model(load_artifact(out))
+    gen = torch.Generator().manual_seed(123)
+    x = torch.randn((4, *source.input_shape[1:]), generator=gen) * 2
+    with torch.no_grad():
+        ref = source.model(x).numpy()
+    got = np.stack([model(xi[None].numpy()) for xi in x])
+    np.testing.assert_allclose(got, ref, atol=1e-3 * max(1.0, np.abs(ref).max()), rtol=0)
+    assert (got.argmax(1) == ref.argmax(1)).all()
+
+
+def test_every_binary_layer_lowers_to_a_bitpacked_kernel(compiled):
+    from bhvit.compile.lower import lower
+    from bhvit.compile.targets import resolve_target
+
+    source, _, _ = compiled("binary")
+    text = lower(source.model, resolve_target("host"), source.input_shape)["main"].script()
+    expected = Counter(info.kind for info in source.model.binary_layers() if info.precision == "binary")
+    assert text.count("R.call_tir(bdense_") == expected["linear"] > 0
+    assert text.count("R.call_tir(bconv2d_") == expected["conv2d"] > 0
+    assert text.count("R.call_tir(bqk_") == text.count("R.call_tir(bav_") == expected["attention"] > 0
+
+
+def test_artifact_metadata_complete_and_checksums_right(compiled):
+    source, out, meta = compiled("binary")
+    data = json.loads((out / "metadata.json").read_text())
+    for key in ("format", "format_version", "runtime", "library", "target", "threads", "model", "class_names",
+                "preprocess", "cost", "files", "versions", "verification", "created"):
+        assert key in data, key
+    assert data["format"] == "bhvit-artifact" and data["format_version"] == 1 and data["runtime"] == "tvm"
+    assert data["target"]["arch"] == "x86_64" and data["target"]["tvm"]["kind"] == "llvm"
+    assert data["model"]["name"] == "test_bhvit.w1a1" and data["model"]["config"]["num_classes"] == 10
+    assert len(data["class_names"]) == 10 and data["preprocess"]["input_size"] == 64
+    assert set(data["files"]) == {"model.so"}
+    assert data["files"]["model.so"] == file_sha256(out / "model.so")
+    assert {"deployable_mib", "mops", "artifact_mib"} <= set(data["cost"])
+    assert {"torch", "tvm", "bhvit"} <= set(data["versions"])
+    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.so"]  # no temp files left
+
+
+@pytest.mark.skipif(not __import__("shutil").which("aarch64-linux-gnu-gcc"),
+                    reason="needs aarch64-linux-gnu-gcc (apt-get install gcc-aarch64-linux-gnu)")
+def test_rpi5_cross_compile_gives_aarch64_elf_verified_by_host_twin(compiled):
+    _, out, meta = compiled("binary", target="rpi5")
+    head = (out / "model.so").read_bytes()[:20]
+    assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 183  # EM_AARCH64
+    assert meta.target.arch == "aarch64" and meta.target.tvm["mcpu"] == "cortex-a76"
+    assert meta.verification["passed"] and "host" in meta.verification["runs_on"]

@@ -1,0 +1,59 @@
+"""The deploy form computes the model's function with BN/alpha/shift folded into the binary ops."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from bhvit.compile.deploy import DeployAttentionProducts, DeployConv2d, DeployLinear, to_deploy
+from bhvit.compile.ops import EAGER
+from bhvit.models import build_model
+from bhvit.models.layers import LearnableShift
+
+
+def _perturbed(**kw) -> nn.Module:
+    """A test_bhvit whose shifts, BN statistics and affine parameters are not at their init values."""
+    torch.manual_seed(0)
+    model = build_model("test_bhvit", **kw)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.2)
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize("kw", [dict(precision="binary"), dict(precision="fp32"),
+                                dict(precision="binary", fp_downsample=True)], ids=["binary", "fp32", "fpds"])
+@pytest.mark.parametrize("ops", ["custom", "eager"])
+def test_deploy_form_matches_model(kw, ops):
+    model = _perturbed(**kw)
+    deploy = to_deploy(model) if ops == "custom" else to_deploy(model, EAGER)
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        ref, got = model(x), deploy(x)
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+    assert (got.argmax(1) == ref.argmax(1)).all()
+
+
+def test_binary_glue_is_folded():
+    deploy = to_deploy(_perturbed(precision="binary"))
+    linears = [m for m in deploy.modules() if isinstance(m, DeployLinear)]
+    convs = [m for m in deploy.modules() if isinstance(m, DeployConv2d)]
+    assert linears and convs and sum(isinstance(m, DeployAttentionProducts) for m in deploy.modules()) == 2
+    assert all(m.shift is not None and m.bias is not None for m in linears)  # shift -> pack, BN -> epilogue
+    assert all(m.shift is not None for m in convs)
+    # the folded shifts and BNs are gone from the FP graph
+    folded = [n for n, m in deploy.named_modules()
+              if n.endswith(("mlp.shift1", "mlp.shift2", "mlp.norm1", "mlp.norm2", "proj", ".shift"))
+              and isinstance(m, (LearnableShift, nn.BatchNorm1d, nn.BatchNorm2d))]
+    assert folded == []
+
+
+def test_fp32_model_is_left_as_is():
+    model = _perturbed(precision="fp32")
+    deploy = to_deploy(model)
+    assert not any(isinstance(m, (DeployLinear, DeployConv2d, DeployAttentionProducts)) for m in deploy.modules())
