@@ -6,7 +6,18 @@ from torch import nn
 
 from .elementwise import LayerScale
 
-__all__ = ["AxisShiftMean", "ChannelGroupShift", "ShiftBranches"]
+__all__ = ["circular_shift", "AxisShiftMean", "ChannelGroupShift", "ShiftBranches"]
+
+
+def circular_shift(x: torch.Tensor, shift: int, dim: int) -> torch.Tensor:
+    """``torch.roll(x, shift, dim)`` written as two slices and a concat.
+
+    Same values; exported graphs get plain slices instead of the gather that ``roll`` lowers to.
+    """
+    shift %= x.shape[dim]
+    if shift == 0:
+        return x
+    return torch.cat([x.narrow(dim, x.shape[dim] - shift, shift), x.narrow(dim, 0, x.shape[dim] - shift)], dim)
 
 
 class AxisShiftMean(nn.Module):
@@ -17,8 +28,10 @@ class AxisShiftMean(nn.Module):
         self.reach, self.dim = reach, dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rolls = [x] + [torch.roll(x, s * d, self.dim) for d in range(1, self.reach + 1) for s in (1, -1)]
-        return torch.stack(rolls).mean(0)
+        total = x
+        for d in range(1, self.reach + 1):
+            total = total + circular_shift(x, d, self.dim) + circular_shift(x, -d, self.dim)
+        return total * (1.0 / (2 * self.reach + 1))
 
 
 class ChannelGroupShift(nn.Module):
@@ -31,8 +44,8 @@ class ChannelGroupShift(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = x.chunk(4, dim=1)
         s = self.step
-        return torch.cat([torch.roll(g[0], s, 2), torch.roll(g[1], -s, 2),
-                          torch.roll(g[2], s, 3), torch.roll(g[3], -s, 3)], dim=1)
+        return torch.cat([circular_shift(g[0], s, 2), circular_shift(g[1], -s, 2),
+                          circular_shift(g[2], s, 3), circular_shift(g[3], -s, 3)], dim=1)
 
 
 class ShiftBranches(nn.Module):

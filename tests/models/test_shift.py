@@ -1,0 +1,33 @@
+import pytest
+import torch
+
+from bhvit.models.layers.shift import AxisShiftMean, ChannelGroupShift, ShiftBranches, circular_shift
+
+
+@pytest.mark.parametrize("shift", [-9, -2, -1, 0, 1, 2, 7])
+@pytest.mark.parametrize("dim", [2, 3])
+def test_circular_shift_equals_torch_roll(shift, dim):
+    x = torch.randn(2, 8, 7, 5)
+    assert torch.equal(circular_shift(x, shift, dim), torch.roll(x, shift, dim))
+
+
+@pytest.mark.parametrize("reach", [1, 2])
+def test_axis_shift_mean_averages_circular_neighbours(reach):
+    x = torch.randn(1, 4, 6, 6)
+    expected = torch.stack([torch.roll(x, s, 2) for s in range(-reach, reach + 1)]).mean(0)
+    assert torch.allclose(AxisShiftMean(reach, 2)(x), expected, atol=1e-6)
+
+
+def test_channel_group_shift_moves_each_quarter_its_own_way():
+    x = torch.arange(8 * 5 * 5, dtype=torch.float32).reshape(1, 8, 5, 5)
+    y = ChannelGroupShift(2)(x)
+    assert torch.equal(y[:, 0:2], torch.roll(x[:, 0:2], 2, 2))
+    assert torch.equal(y[:, 2:4], torch.roll(x[:, 2:4], -2, 2))
+    assert torch.equal(y[:, 4:6], torch.roll(x[:, 4:6], 2, 3))
+    assert torch.equal(y[:, 6:8], torch.roll(x[:, 6:8], -2, 3))
+
+
+def test_shift_branches_start_switched_off():
+    z = torch.randn(2, 8, 4, 4)
+    assert torch.count_nonzero(ShiftBranches(8)(z)) == 0
+    assert len(ShiftBranches(8, shift3=True, shift5=False).ops) == 3
