@@ -99,18 +99,23 @@ def _run_search(model: str, budget_spec: str, common: dict, as_json: bool, plot:
         raise click.UsageError(str(e)) from None
     front = pareto_front(found)
     rows = [{"hidden_width": c.hidden_width, "intermediate_width": c.intermediate_width, "variant": c.variant,
-             **c.cost.row(), "macs": c.macs, "pareto": c in front} for c in found]
+             **c.cost.row(), "macs": c.macs, "pareto": c in front,
+             **({"predicted_ms": budget.latency_model.predict(c.cost)} if budget.latency_model else {})}
+            for c in found]
     if as_json:
         for r in rows:
             click.echo(json.dumps(r))
     else:
-        click.echo(f"budget: {budget.label} = {budget.memory_mib:.2f} MiB, {budget.mops:.1f} MOPs; "
-                   f"{len(found)} candidates fit, {len(front)} on the Pareto front (*)")
-        click.echo(f"{'hid':>5} {'int':>5} {'variant':18} {'memory MiB':>10} {'MOPs':>8} {'deploy MiB':>10}")
+        click.echo(f"budget: {budget.label} = {budget.memory_mib:.2f} MiB, {budget.mops:.1f} MOPs"
+                   + (f", {budget.latency_ms:.1f} ms" if budget.latency_model else "")
+                   + f"; {len(found)} candidates fit, {len(front)} on the Pareto front (*)")
+        latency = budget.latency_model is not None
+        click.echo(f"{'hid':>5} {'int':>5} {'variant':18} {'memory MiB':>10} {'MOPs':>8} {'deploy MiB':>10}"
+                   + (f" {'pred. ms':>8}" if latency else ""))
         for r in rows:
             click.echo(f"{r['hidden_width']:5g} {r['intermediate_width']:5g} {r['variant']:18} "
                        f"{r['memory_mib']:10.2f} {r['mops']:8.1f} {r['deployable_mib']:10.2f}"
-                       + (" *" if r["pareto"] else ""))
+                       + (f" {r['predicted_ms']:8.1f}" if latency else "") + (" *" if r["pareto"] else ""))
     if plot:
         _plot_search(plot, found, front, budget)
         click.echo(f"Saved plot to {plot}", err=True)
@@ -162,7 +167,9 @@ def _plot_search(path: str, found: list, front: list, budget) -> None:
               help="Enumerate stage/MLP widths and precision variants (all binary, FP downsampling, FP stage-3 "
                    "attention, FP first block) and list those that fit --budget, cheapest first.")
 @click.option("--budget", default="fp32:w1", show_default=True,
-              help="Budget for --search: fp32:wN (the FP32 model of width N) or MIB:MOPS (e.g. 13.7:400).")
+              help="Budget for --search: fp32:wN (the FP32 model of width N), MIB:MOPS (e.g. 13.7:400), or "
+                   "latency:BENCH.json[:MS] (latency predicted from the TVM rows of a scripts/bench_host.py --json "
+                   "file; the limit defaults to its measured ORT FP32 w=1).")
 def main(model, precision, width, hidden_width, intermediate_width, fp_downsample, num_classes, img_size, per_layer,
          as_json, plot, do_search, budget):
     """Print the cost model of BHViT variants (spec section 6). With no model option: the thesis sweep."""

@@ -30,3 +30,39 @@ def test_pareto_front_has_no_dominated_member():
     for c in front:
         assert not any(o.cost.memory_mib < c.cost.memory_mib and o.cost.mops < c.cost.mops and o.macs > c.macs
                        for o in found)
+
+
+def _bench_file(tmp_path, per_mflop=0.01, per_mbop=0.002, overhead=3.0):
+    from bhvit.models import resolve_config
+    from bhvit.models.cost import config_cost
+
+    rows = [{"model": "ort-fp32-w1", "median_ms": 100.0}]
+    for key, kw in (("tvm-fp32-w1", {"precision": "fp32"}), ("tvm-binary-w1", {}), ("tvm-binary-w3", {"width": 3}),
+                    ("tvm-binary-w3-fpds", {"width": 3, "fp_downsample": True})):
+        c = config_cost(resolve_config("bhvit_tiny", **kw))
+        rows.append({"model": key, "median_ms": per_mflop * c.flops / 1e6 + per_mbop * c.bops / 1e6 + overhead})
+    path = tmp_path / "bench.json"
+    path.write_text(__import__("json").dumps(rows))
+    return path
+
+
+def test_latency_budget_fits_measured_models_and_filters_by_prediction(tmp_path):
+    path = _bench_file(tmp_path)
+    budget = parse_budget(f"latency:{path}")
+    assert budget.latency_ms == 100.0 and "ORT FP32" in budget.label
+    lm = budget.latency_model
+    assert lm.ms_per_mflop == pytest.approx(0.01, rel=1e-6) and lm.ms_per_mbop == pytest.approx(0.002, rel=1e-6)
+    assert lm.overhead_ms == pytest.approx(3.0, rel=1e-6)
+    tight = parse_budget(f"latency:{path}:20")
+    found = search(tight, widths=(1.0, 2.0, 3.0), variants=("binary",))
+    assert found and all(tight.latency_model.predict(c.cost) <= 20 for c in found)
+    assert len(found) < len(search(budget, widths=(1.0, 2.0, 3.0), variants=("binary",)))
+
+
+def test_latency_budget_needs_enough_measured_models(tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text('[{"model": "tvm-binary-w1", "median_ms": 20}]')
+    with pytest.raises(ConfigError, match="at least 3"):
+        parse_budget(f"latency:{path}:50")
+    with pytest.raises(ConfigError, match="ort-fp32-w1"):
+        parse_budget(f"latency:{path}")
