@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Install the kit with every extra. On x86 the torch pair comes first, as pinned (other versions pull gigabytes).
+# --qemu also builds the arm64 root for the emulated Pi check (needs root and Debian's mirror; skipped with a
+# warning where that fails, and the qemu test then reports itself skipped with the reason).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PIP="python -m pip install -q --disable-pip-version-check"
@@ -7,3 +9,6 @@ if [ "$(uname -m)" = "x86_64" ]; then
   $PIP "torch==2.14.1" "torchvision==0.29.1"
 fi
 $PIP -e ".[all]"
+if [ "${1:-}" = "--qemu" ]; then
+  bash scripts/qemu_setup.sh || echo "WARNING: could not build the arm64 root; the emulated Pi test will be skipped" >&2
+fi
