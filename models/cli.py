@@ -10,7 +10,7 @@ import click
 from .config import ConfigError
 from .cost import ModelCost, config_cost
 from .factory import list_models, resolve_config
-from .search import DEFAULT_WIDTHS, VARIANTS, pareto_front, parse_budget, search
+from .search import DEFAULT_WIDTHS, VARIANTS, pareto_front, parse_budget, search, study_rows
 
 # The thesis' Table 3 sweep, printed when no model option is given.
 THESIS_SWEEP = (
@@ -91,7 +91,7 @@ def _plot(path: str, model: str, common: dict) -> None:
 
 
 def _run_search(model: str, budget_spec: str, common: dict, as_json: bool, plot: str | None,
-                widths: tuple[float, ...]) -> None:
+                widths: tuple[float, ...], rows_file: str | None) -> None:
     try:
         budget = parse_budget(budget_spec, model, **common)
         found = search(budget, model, widths, **common)
@@ -119,6 +119,10 @@ def _run_search(model: str, budget_spec: str, common: dict, as_json: bool, plot:
     if plot:
         _plot_search(plot, found, front, budget)
         click.echo(f"Saved plot to {plot}", err=True)
+    if rows_file:
+        with open(rows_file, "w") as f:
+            f.write(study_rows(front, model))
+        click.echo(f"Saved the Pareto front as study rows to {rows_file} (paste into a scripts/studies/*.toml)", err=True)
 
 
 def _plot_search(path: str, found: list, front: list, budget) -> None:
@@ -166,16 +170,19 @@ def _plot_search(path: str, found: list, front: list, budget) -> None:
 @click.option("--search", "do_search", is_flag=True,
               help="Enumerate stage/MLP widths and precision variants (all binary, FP downsampling, FP stage-3 "
                    "attention, FP first block) and list those that fit --budget, cheapest first.")
+@click.option("--study-rows", "study_rows_file", type=click.Path(dir_okay=False), default=None,
+              help="With --search: write the Pareto-front candidates as [[row]] tables for a study file, so "
+                   "scripts/study.py can train them.")
 @click.option("--budget", default="fp32:w1", show_default=True,
               help="Budget for --search: fp32:wN (the FP32 model of width N), MIB:MOPS (e.g. 13.7:400), or "
                    "latency:BENCH.json[:MS] (latency predicted from the TVM rows of a scripts/bench_host.py --json "
                    "file; the limit defaults to its measured ORT FP32 w=1).")
 def main(model, precision, width, hidden_width, intermediate_width, fp_downsample, num_classes, img_size, per_layer,
-         as_json, plot, do_search, budget):
+         as_json, plot, do_search, study_rows_file, budget):
     """Print the cost model of BHViT variants (spec section 6). With no model option: the thesis sweep."""
     common = {"num_classes": num_classes, "img_size": img_size}
     if do_search:
-        _run_search(model, budget, common, as_json, plot, tuple(width) or DEFAULT_WIDTHS)
+        _run_search(model, budget, common, as_json, plot, tuple(width) or DEFAULT_WIDTHS, study_rows_file)
         return
     custom = precision or width or hidden_width or intermediate_width or fp_downsample
     try:

@@ -20,7 +20,7 @@ from .cost import ModelCost, config_cost
 from .factory import resolve_config
 
 __all__ = ["Budget", "Candidate", "LatencyModel", "VARIANTS", "parse_budget", "search", "pareto_front",
-           "fit_latency"]
+           "fit_latency", "study_rows"]
 
 DEFAULT_WIDTHS = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 # name -> config overrides; the FP-downsampling variant also changes the downsampling structure (spec 2.6).
@@ -146,3 +146,17 @@ def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
                                                                                          c.cost.mops, c.macs)
                    for o in candidates)
     return [c for c in candidates if not dominated(c)]
+
+
+def study_rows(candidates: list[Candidate], model: str = "bhvit_tiny") -> str:
+    """The candidates as ``[[row]]`` tables of a study file (``scripts/studies/*.toml``), ready to train."""
+    blocks = []
+    for c in candidates:
+        overrides = VARIANTS[c.variant]
+        lines = ["[[row]]", f'name = "{c.variant.replace("+", "-")}-h{c.hidden_width:g}-i{c.intermediate_width:g}"',
+                 'tables = ["search"]', f'model = "{model}"', f"hidden_width = {c.hidden_width}",
+                 f"intermediate_width = {c.intermediate_width}", f'precision = "{overrides["precision"]}"']
+        if overrides.get("fp_downsample"):
+            lines.append("fp_downsample = true")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"

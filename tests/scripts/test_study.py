@@ -125,3 +125,22 @@ def test_mini_study_reduced_runs_both_phases_and_tabulates(tmp_path):
     # re-running is safe: everything is skipped
     again = CliRunner().invoke(study.main, [str(MINI), "--epochs", "1", "--only", "binary-w1", "--out", str(tmp_path)])
     assert again.exit_code == 0 and again.output.count("done, skipped") == 2
+
+
+def test_search_front_becomes_study_rows_that_plan(tmp_path):
+    from bhvit.models.cli import main as cost_main
+
+    rows = tmp_path / "rows.toml"
+    result = CliRunner().invoke(cost_main, ["--search", "--budget", "10:300", "--width", "1", "--width", "2",
+                                            "--study-rows", str(rows)])
+    assert result.exit_code == 0, result.output
+    spec = tmp_path / "search.toml"
+    spec.write_text('[study]\nname = "search"\n[train]\nepochs = 3\n\n' + rows.read_text())
+    s = study.load_study(spec, out=tmp_path / "out")
+    assert s.rows and all(r.tables == ("search",) for r in s.rows)
+    jobs = study.plan(s)
+    p2 = [j for j in jobs if j.phase == 2]
+    assert len(p2) == len(s.rows)
+    first = p2[0].args
+    assert first[first.index("--hidden-width") + 1] in ("1.0", "2.0")
+    assert "--precision" in first and "--init-from" in first
