@@ -8,7 +8,9 @@ The FP glue is folded where the math is exact or nearly so:
 * a binary layer's own FP bias joins that ``bias``.
 
 Which shift/layer/norm triples may fold is read from the block structure in :data:`FOLDS`; every other binary
-layer is replaced as is (no shift, ``scale = alpha``). The input model is not modified.
+layer is replaced as is (no shift, ``scale = alpha``). FP convs whose kernel equals their stride (the stem, FP
+downsampling) become a patch reshape and a matmul: the same function, but the tiled matmul schedule runs it several
+times faster than the generic conv schedule. The input model is not modified.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from bhvit.models.layers import BinaryConv2d, LearnableShift, QuantLayer
 
 from .ops import CUSTOM, BinaryOps
 
-__all__ = ["DeployLinear", "DeployConv2d", "DeployAttentionProducts", "to_deploy", "FOLDS"]
+__all__ = ["DeployLinear", "DeployConv2d", "DeployAttentionProducts", "PatchifyConv", "to_deploy", "FOLDS"]
 
 # parent type -> (shift attribute, binary layer attribute (a module or a ModuleList), BN attribute or None).
 # The parent's forward must apply them back to back: norm(layer(shift(x))), with the shift feeding nothing else.
@@ -81,6 +83,31 @@ class DeployAttentionProducts(nn.Module):
         return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
 
 
+class PatchifyConv(nn.Module):
+    """An FP conv with kernel == stride, no padding, one group and no dilation, as patch reshape + matmul."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.k = conv.kernel_size[0]
+        self.weight = nn.Parameter(conv.weight.detach().flatten(1).t().contiguous(), requires_grad=False)
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
+
+    @staticmethod
+    def applies(conv: nn.Module) -> bool:
+        return (isinstance(conv, nn.Conv2d) and not (isinstance(conv, QuantLayer) and conv.is_binary)
+                and conv.kernel_size[0] == conv.kernel_size[1] == conv.stride[0] == conv.stride[1]
+                and conv.padding in ((0, 0), 0) and conv.groups == 1 and conv.dilation == (1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        k, gh, gw = self.k, h // self.k, w // self.k
+        patches = x.reshape(b, c, gh, k, gw, k).permute(0, 2, 4, 1, 3, 5).reshape(b, gh * gw, c * k * k)
+        y = patches @ self.weight
+        if self.bias is not None:
+            y = y + self.bias
+        return y.transpose(1, 2).reshape(b, -1, gh, gw)
+
+
 def _bn_affine(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """Eval BatchNorm as ``x * s + t``."""
     s = torch.rsqrt(bn.running_var + bn.eps)
@@ -125,6 +152,8 @@ def _replace_children(ops: BinaryOps, module: nn.Module) -> None:
             setattr(module, name, _deploy_layer(ops, child, None, None))
         elif isinstance(child, AttentionProducts) and child.is_binary:
             setattr(module, name, DeployAttentionProducts(ops, child))
+        elif PatchifyConv.applies(child):
+            setattr(module, name, PatchifyConv(child))
         else:
             _replace_children(ops, child)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from bhvit.compile.deploy import DeployAttentionProducts, DeployConv2d, DeployLinear, to_deploy
+from bhvit.compile.deploy import DeployAttentionProducts, DeployConv2d, DeployLinear, PatchifyConv, to_deploy
 from bhvit.compile.ops import EAGER
 from bhvit.models import build_model
 from bhvit.models.layers import LearnableShift
@@ -57,3 +57,20 @@ def test_fp32_model_is_left_as_is():
     model = _perturbed(precision="fp32")
     deploy = to_deploy(model)
     assert not any(isinstance(m, (DeployLinear, DeployConv2d, DeployAttentionProducts)) for m in deploy.modules())
+
+
+@pytest.mark.parametrize("conv", [nn.Conv2d(3, 8, 4, stride=4), nn.Conv2d(8, 16, 2, stride=2, bias=False)])
+def test_patchify_conv_equals_the_strided_conv(conv):
+    x = torch.randn(2, conv.in_channels, 12, 16)
+    assert PatchifyConv.applies(conv)
+    with torch.no_grad():
+        assert torch.allclose(PatchifyConv(conv)(x), conv(x), atol=1e-5)
+    assert not PatchifyConv.applies(nn.Conv2d(8, 8, 3, padding=1))
+    assert not PatchifyConv.applies(nn.Conv2d(8, 8, 2, stride=2, groups=2))
+
+
+def test_stem_and_fp_downsampling_become_matmuls():
+    deploy = to_deploy(_perturbed(fp_downsample=True))
+    assert isinstance(deploy.stem.conv, PatchifyConv)
+    assert all(isinstance(d.conv, PatchifyConv) for d in deploy.downsamples)
+    assert isinstance(to_deploy(_perturbed()).downsamples[0].conv, DeployConv2d)  # binary ones keep the kernel
