@@ -217,9 +217,9 @@ def collect(study: Study) -> list[dict]:
         cost = config_cost(resolve_config(arch.pop("model", "bhvit_tiny"), precision=row.precision,
                                           img_size=study.train_args.get("img_size"), **arch))
         top1 = [r["test_top1"] for r in results]
+        mean, std = _mean_std(top1) if top1 else (math.nan, math.nan)
         entry = {"tables": row.tables, "row": row.name, "precision": row.precision, "seeds": len(top1),
-                 "top1_mean": _mean_std(top1)[0] if top1 else math.nan,
-                 "top1_std": _mean_std(top1)[1] if top1 else math.nan, **cost.row()}
+                 "top1_mean": mean, "top1_std": std, **cost.row()}
         bench = study.out / "bench" / f"{row.name}.json"
         if bench.exists():
             b = json.loads(bench.read_text())

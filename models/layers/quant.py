@@ -81,6 +81,9 @@ class WeightQuantizer(nn.Module):
         return sign_pm1(flat - flat.mean(1, keepdim=True)).view_as(w)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if not (torch.is_grad_enabled() and w.requires_grad):
+            # Outside autograd only the forward value matters; the straight-through proxies shape gradients only.
+            return self.scale(w).view(-1, *([1] * (w.dim() - 1))) * self.sign(w)
         flat = w.flatten(1)
         centred = flat - flat.mean(1, keepdim=True)
         if self.recu:

@@ -83,3 +83,14 @@ def test_attention_quantizer_lsq_gradient_scale():
     g = 1 / math.sqrt(x.numel() * 3)
     # d/d alpha of level*alpha with STE rounding: round(y) + alpha * d(y)/d alpha = 1 + (-x/alpha^2)*alpha = 1 - 1.2
     assert q.alpha.grad.item() == pytest.approx(4 * (1 - 1.2) * g, rel=1e-5)
+
+
+@pytest.mark.parametrize("recu", [False, True])
+def test_weight_quantizer_inference_path_equals_training_forward(recu):
+    torch.manual_seed(0)
+    w = torch.randn(6, 3, 3, 3, requires_grad=True)
+    q = WeightQuantizer(recu=recu)
+    trained = q(w)
+    with torch.no_grad():
+        inferred = q(w)
+    assert inferred.grad_fn is None and torch.equal(inferred, trained.detach())
