@@ -16,7 +16,6 @@ from .targets import TARGET_NAMES, TargetError, resolve_target
 
 __all__ = ["main"]
 
-logger = logging.getLogger(__name__)
 
 
 def _fail(message: str) -> None:
@@ -29,14 +28,15 @@ def _fail(message: str) -> None:
               help="rpi5/rpi4: cross-built for the Pi (aarch64, needs aarch64-linux-gnu-gcc); host: this CPU's best "
                    "x86 variant read from /proc/cpuinfo; znver4/x86-64-v4/x86-64-v3/x86-64: a named x86 level.")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Artifact directory. Default: ./artifacts/<model>.<precision>.<target>, and ./artifacts/latest "
-                   "then points at it.")
+              help="Artifact directory. Default: ./artifacts/<model>.<precision>.<target> (plus .onnx or .onnx-int8 "
+                   "for those formats), and ./artifacts/latest then points at it.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Threads the device should run with (and TVM's num-cores). Default: 4 on a Pi, else this "
                    "machine's cores.")
 @click.option("--verify/--no-verify", default=None,
               help="Compare the compiled model with PyTorch on random inputs (same top-1, logits within "
-                   "tolerance). Default: on; cross targets verify a host build of the same graph.")
+                   "tolerance). Default: on; cross targets verify a host build of the same graph. onnx-int8 is "
+                   "approximate by design: its result is recorded in the metadata but does not fail the command.")
 @click.option("--format", "fmt", type=click.Choice(["tvm", "onnx", "onnx-int8"]), default="tvm", show_default=True,
               help="tvm: bit-packed XNOR/popcount kernels; onnx: FP32 ONNX of the same function; onnx-int8: "
                    "onnxruntime dynamic INT8 (per-channel weights).")

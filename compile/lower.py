@@ -8,7 +8,6 @@ imported by TVM's own converters and stays FP (scheduled later by :mod:`bhvit.co
 """
 from __future__ import annotations
 
-import logging
 
 import numpy as np
 import torch
@@ -21,7 +20,6 @@ from .kernels import relax_ops as _kernels
 
 __all__ = ["export_program", "BinaryConverters", "to_relax", "lower"]
 
-logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()

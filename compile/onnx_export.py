@@ -8,7 +8,6 @@ in int8; activations are quantised per tensor at run time).
 """
 from __future__ import annotations
 
-import logging
 import warnings
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from .ops import EAGER
 
 __all__ = ["export_onnx", "quantize_int8", "OPSET", "INPUT_NAME", "OUTPUT_NAME"]
 
-logger = logging.getLogger(__name__)
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "input", "logits"

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from bhvit.device.artifact import PreprocessCfg
-from bhvit.models import BHViT, ConfigError, build_model
+from bhvit.models import BHViT, BHViTCfg, ConfigError, build_model, model_cfgs
 
 __all__ = ["ModelSource", "SourceError", "from_checkpoint", "random_init", "model_label"]
 
@@ -36,18 +36,17 @@ class ModelSource:
         return (1, cfg.in_chans, cfg.img_size, cfg.img_size)
 
 
+_LABEL_TAGS = (("width", "w{:g}"), ("hidden_width", "h{:g}"), ("intermediate_width", "i{:g}"),
+               ("fp_downsample", "fpds"), ("img_size", "{}"), ("num_classes", "c{}"))
+
+
 def model_label(name: str, model: BHViT) -> str:
-    """``<arch>.<precision tag>``, e.g. ``bhvit_tiny_w3_fpds.w1a1`` (the house naming: precision in the tag)."""
+    """``<arch>.<precision tag>``, e.g. ``bhvit_tiny_w3_fpds.w1a1``: the registered name plus a tag for every
+    labelled field that differs from that name's config, so different models never share a default output."""
     cfg = model.cfg
-    arch = name
-    for field_name, tag in (("width", "w"), ("hidden_width", "h"), ("intermediate_width", "i")):
-        value = getattr(cfg, field_name)
-        if value not in (None, 1, 1.0) and f"_{tag}" not in name:
-            arch += f"_{tag}{value:g}"
-    if cfg.fp_downsample and "fpds" not in arch:
-        arch += "_fpds"
-    if cfg.img_size != 224 and name != "test_bhvit":
-        arch += f"_{cfg.img_size}"
+    default = model_cfgs.get(name, BHViTCfg())
+    arch = name + "".join("_" + tag.format(getattr(cfg, f)) for f, tag in _LABEL_TAGS
+                          if getattr(cfg, f) != getattr(default, f))
     precision = "w1a1" if cfg.precision.default == "binary" and not cfg.precision.overrides else (
         "fp32" if not cfg.is_binary else "mixed")
     return f"{arch}.{precision}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from bhvit.device.host import cpu_features, host_arch, parse_cpuinfo_features
@@ -53,9 +53,6 @@ class TargetSpec:
     def runs_here(self) -> bool:
         """True when this machine can load and run code built for the target."""
         return self.arch == host_arch() and set(self.cpu_features) <= cpu_features()
-
-    def with_threads(self, threads: int) -> "TargetSpec":
-        return replace(self, threads=threads)
 
 
 # x86 variants, best first: (mcpu, /proc/cpuinfo flags it needs).

@@ -23,7 +23,8 @@ __all__ = ["Classifier", "FrameResult", "RunStats", "classify_frames", "top_k"]
 def top_k(logits: np.ndarray, class_names: Sequence[str], k: int) -> tuple[tuple[str, float], ...]:
     """The k most probable (label, softmax probability) pairs; unnamed classes are called ``class_<i>``."""
     z = logits.astype(np.float64) - logits.max()
-    probs = np.exp(z) / np.exp(z).sum()
+    e = np.exp(z)
+    probs = e / e.sum()
     order = np.argsort(-probs, kind="stable")[:k]
     return tuple((class_names[i] if i < len(class_names) else f"class_{i}", float(probs[i])) for i in order)
 

@@ -96,6 +96,8 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple
         width, height = (int(v) for v in value.lower().split("x"))
     except ValueError:
         raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT, e.g. 640x480") from None
+    if min(width, height) < 1:
+        raise click.BadParameter(f"{value!r}: width and height must be positive")
     return width, height
 
 
@@ -179,7 +181,7 @@ def _print_summary(summary: dict, as_json: bool) -> None:
               help=f"Per-frame log, CSV or JSONL by extension ({', '.join(LOG_FORMATS)}).  "
                    f"[default: {RUNS_ROOT}/NNN/frames.csv, a new numbered folder]")
 @click.option("--retries", type=click.IntRange(1), default=5,
-              help="Attempts to open or read a camera before giving up (back-off 0.2 s, doubling, max 2 s).")
+              help="Attempts to open or read --camera/--webcam before giving up (back-off 0.2 s, doubling, max 2 s).")
 @json_option
 def classify(artifact: Path, camera: bool, camera_num: int, resolution: tuple[int, int], preview: bool,
              webcam: int | None, video: Path | None, image_opts: tuple[Path, ...], more_images: tuple[Path, ...],

@@ -7,6 +7,7 @@ float32 NCHW tensor and returns logits, possibly wrapped in a 1-tuple.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -15,13 +16,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .artifact import Artifact, ArtifactError
+from .artifact import LIBRARY_SUFFIX, Artifact, ArtifactError
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["RUNTIMES", "Model", "OnnxModel", "TvmModel", "load_model"]
 
-RUNTIMES = ("tvm", "onnxruntime")
+RUNTIMES = tuple(LIBRARY_SUFFIX)
 
 
 class Model(Protocol):
@@ -43,7 +44,7 @@ def _import_tvm_runtime() -> Any:
             # on a development machine); it tolerates ImportError, and the device never needs torch.
             sys.modules["torch"] = None
             try:
-                import tvm
+                importlib.import_module("tvm")
             finally:
                 del sys.modules["torch"]
     import tvm
@@ -109,9 +110,7 @@ _MODELS = {"tvm": TvmModel, "onnxruntime": OnnxModel}
 def load_model(artifact: Artifact, runtime: str | None = None, threads: int | None = None) -> Model:
     """Load the artifact's library for ``runtime`` (default: its own) with ``threads`` (default: its own)."""
     runtime = runtime or artifact.meta.runtime
-    if runtime not in _MODELS:
-        raise ArtifactError(f"unknown runtime {runtime!r}: expected one of {list(RUNTIMES)}")
-    library = artifact.library_for(runtime)
+    library = artifact.library_for(runtime)  # refuses an unknown runtime
     threads = threads or artifact.meta.threads
     logger.info("loading %s with %s (%d threads)", library, runtime, threads)
     return _MODELS[runtime](library, threads)

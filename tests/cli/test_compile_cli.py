@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -24,11 +25,19 @@ def _assert_refused(result, needle: str, code: int = 1):
 def test_help_documents_every_option():
     result = _run("--help")
     assert result.exit_code == 0
-    for option in ("--target", "--output", "--threads", "--verify", "--format", "--tune-db", "--random-init",
-                   "--width", "--precision", "--hidden-width", "--intermediate-width", "--fp-downsample",
-                   "--num-classes", "--img-size", "--model", "--overwrite"):
-        assert option in result.output
+    undocumented = [p.name for p in main.params if isinstance(p, click.Option) and not p.help]
+    assert undocumented == []
     assert "default: tvm" in result.output
+
+
+def test_default_artifact_names_differ_for_different_models():
+    from bhvit.compile.source import random_init
+
+    names = {random_init(m, **kw).name for m, kw in [("bhvit_tiny_w3", {}), ("bhvit_tiny_w3", {"width": 2.0}),
+                                                     ("test_bhvit", {}), ("test_bhvit", {"img_size": 32}),
+                                                     ("test_bhvit", {"num_classes": 3}),
+                                                     ("test_bhvit", {"precision": "fp32"})]}
+    assert len(names) == 6 and "bhvit_tiny_w3.w1a1" in names
 
 
 def test_unknown_target_is_a_usage_error(tmp_path):

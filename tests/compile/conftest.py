@@ -1,12 +1,10 @@
 """Session-cached compiles of the tiny ``test_bhvit`` model (each takes ~10-25 s on the 2-core CI machine)."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-HAS_AARCH64_CC = shutil.which("aarch64-linux-gnu-gcc") is not None
 
 
 class Compiled:

@@ -5,10 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from bhvit.compile.deploy import DeployAttentionProducts, DeployConv2d, DeployLinear, PatchifyConv, to_deploy
+from bhvit.compile.deploy import FOLDS, DeployAttentionProducts, DeployConv2d, DeployLinear, PatchifyConv, to_deploy
 from bhvit.compile.ops import EAGER
 from bhvit.models import build_model
-from bhvit.models.layers import LearnableShift
 
 
 def _perturbed(**kw) -> nn.Module:
@@ -46,11 +45,14 @@ def test_binary_glue_is_folded():
     assert linears and convs and sum(isinstance(m, DeployAttentionProducts) for m in deploy.modules()) == 2
     assert all(m.shift is not None and m.bias is not None for m in linears)  # shift -> pack, BN -> epilogue
     assert all(m.shift is not None for m in convs)
-    # the folded shifts and BNs are gone from the FP graph
-    folded = [n for n, m in deploy.named_modules()
-              if n.endswith(("mlp.shift1", "mlp.shift2", "mlp.norm1", "mlp.norm2", "proj", ".shift"))
-              and isinstance(m, (LearnableShift, nn.BatchNorm1d, nn.BatchNorm2d))]
-    assert folded == []
+    # every shift and BN that FOLDS names is gone from the FP graph
+    parents = [m for m in deploy.modules() if type(m) in FOLDS]
+    assert len(parents) == 2 * 2 + 2 * 5 + 3  # 2 MSGDC blocks + their MLPs, 2 MSMHA MLPs + q/k/v/out, downsamples
+    for parent in parents:
+        for shift_name, _, norm_name in FOLDS[type(parent)]:
+            assert isinstance(getattr(parent, shift_name), nn.Identity)
+            if norm_name is not None:
+                assert isinstance(getattr(parent, norm_name), nn.Identity)
 
 
 def test_fp32_model_is_left_as_is():
