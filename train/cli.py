@@ -68,8 +68,9 @@ def _opt(*decls, **kw):
 @_opt("--aa", default=_D.aa, help="timm AutoAugment/RandAugment policy ('' for none).")
 @_opt("--color-jitter", type=float, default=_D.color_jitter, help="Colour-jitter strength.")
 @_opt("--reprob", type=float, default=_D.reprob, help="Random-erasing probability.")
-@_opt("--remode", default=_D.remode, help="Random-erasing mode.")
-@_opt("--interpolation", default=_D.interpolation, help="Resize interpolation (train and eval).")
+@_opt("--remode", type=click.Choice(["pixel", "rand", "const"]), default=_D.remode, help="Random-erasing mode.")
+@_opt("--interpolation", type=click.Choice(["bicubic", "bilinear", "nearest"]), default=_D.interpolation,
+      help="Resize interpolation (train and eval).")
 @_opt("--crop-pct", type=float, default=_D.crop_pct, help="Eval centre-crop fraction (224 <- 256).")
 @_opt("--mixup", type=float, default=_D.mixup, help="Mixup alpha (0 with --cutmix 0 disables both).")
 @_opt("--cutmix", type=float, default=_D.cutmix, help="CutMix alpha.")

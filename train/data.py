@@ -211,4 +211,4 @@ def build_loader(samples: list[Sample], cfg: TrainCfg, train: bool, rank: int = 
         sampler = list(range(rank, len(samples), world))
     return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
                       collate_fn=collate_skipping, drop_last=train, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=False)
+                      persistent_workers=cfg.workers > 0)

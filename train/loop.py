@@ -19,6 +19,7 @@ from timm.data import Mixup
 from timm.data.mixup import mixup_target
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
+from timm.utils import random_seed
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -201,8 +202,10 @@ def run_phase(cfg: TrainCfg, phase: PhaseSpec, splits: DataSplits, teacher: Teac
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"])  # rank 0's saved state
         start, best = state["epoch"], state["best"]
+        if env.rank:  # other ranks must not replay rank 0's Mixup / drop-path / worker streams
+            random_seed(cfg.seed + 1000 * phase.number + start, env.rank)
     elif binary:
         recalibrate(model, train_loader, cfg.recalibrate_batches, env)
 
