@@ -31,8 +31,8 @@ from torch import nn
 from .config import TrainError
 
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "LoadReport", "model_from_spec", "save_checkpoint",
-           "read_meta", "load_checkpoint", "load_state_dict", "load_matching", "load_train_state", "rng_state",
-           "set_rng_state", "atomic_write", "write_json"]
+           "read_meta", "config_diff", "load_checkpoint", "load_state_dict", "load_matching", "load_train_state",
+           "rng_state", "set_rng_state", "atomic_write", "write_json"]
 
 log = logging.getLogger(__name__)
 
@@ -243,9 +243,24 @@ class LoadReport:
         return {"loaded": self.loaded, "missing": self.missing, "mismatched": self.mismatched, "unused": self.unused}
 
 
-def _check_architecture(path: Path, spec: dict) -> None:
+def config_diff(checkpoint: dict, run: dict) -> list[str]:
+    """``"field: <checkpoint value> in the checkpoint, <run value> in this run"`` for every field that differs.
+
+    Values are compared as a checkpoint header stores them (JSON: tuples are lists); a missing field is ``None``.
+    """
+    checkpoint, run = json.loads(json.dumps(checkpoint)), json.loads(json.dumps(run))
+    return [f"{k}: {checkpoint.get(k)!r} in the checkpoint, {run.get(k)!r} in this run"
+            for k in dict.fromkeys([*checkpoint, *run]) if checkpoint.get(k) != run.get(k)]
+
+
+def _architecture(config: dict) -> dict:
     from bhvit.models import BHViTCfg
 
+    cfg = BHViTCfg.from_dict(config)
+    return {k: getattr(cfg, k) for k in _ARCH_FIELDS}
+
+
+def _check_architecture(path: Path, spec: dict) -> None:
     try:
         meta = read_meta(path)
     except CheckpointError:
@@ -254,9 +269,7 @@ def _check_architecture(path: Path, spec: dict) -> None:
         raise CheckpointError(f"{path} holds a {meta['family']} {meta['model']} model, this run trains "
                               f"{spec['family']} {spec['model']}")
     if spec["family"] == "bhvit":
-        theirs, ours = BHViTCfg.from_dict(meta["config"]), BHViTCfg.from_dict(spec["config"])
-        diff = [f"{k}: checkpoint {getattr(theirs, k)} vs run {getattr(ours, k)}" for k in _ARCH_FIELDS
-                if getattr(theirs, k) != getattr(ours, k)]
+        diff = config_diff(_architecture(meta["config"]), _architecture(spec["config"]))
         if diff:
             raise CheckpointError(f"{path} is a BHViT of another architecture or width ({'; '.join(diff)}); "
                                   f"use a checkpoint trained with the same --width/--hidden-width/"

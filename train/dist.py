@@ -27,13 +27,12 @@ class DistEnv:
         if self.world > 1:
             dist.barrier()
 
-    def sum(self, values: list[float]) -> list[float]:
-        """Element-wise sum over processes."""
-        if self.world == 1:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return t.tolist()
+    def sum(self, values: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Sum of each scalar over processes, read back to the host in one transfer."""
+        t = torch.stack(list(values.values()))
+        if self.world > 1:
+            dist.all_reduce(t)
+        return dict(zip(values, t.tolist()))
 
     def sync_buffers(self, module: torch.nn.Module) -> None:
         """Copy rank 0's buffers (BN statistics drift apart between DDP forwards) to every rank."""

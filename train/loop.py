@@ -12,6 +12,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -22,10 +23,11 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import random_seed
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import update_bn
 from tqdm import tqdm
 
-from .checkpoint import (CheckpointError, load_matching, load_state_dict, load_train_state, model_from_spec,
-                         read_meta, rng_state, save_checkpoint, set_rng_state, write_json)
+from .checkpoint import (CheckpointError, config_diff, load_matching, load_state_dict, load_train_state,
+                         model_from_spec, read_meta, rng_state, save_checkpoint, set_rng_state, write_json)
 from .config import TrainCfg, TrainError
 from .data import DataSplits, build_loader, preprocess_meta
 from .dist import DistEnv
@@ -57,12 +59,20 @@ def _autocast(env: DistEnv, amp: bool):
     return torch.autocast(env.device.type, dtype=torch.float16, enabled=amp)
 
 
+def _counters(env: DistEnv, *names: str) -> dict[str, torch.Tensor]:
+    """Running float64 sums kept on the device, so that a batch adds to them without a host sync."""
+    return {k: torch.zeros((), dtype=torch.float64, device=env.device) for k in names}
+
+
 def train_one_epoch(model: nn.Module, student: nn.Module, loader, loss_fn: TrainLoss, optimizer, scaler,
                     mixup: Mixup | None, num_classes: int, smoothing: float, epoch: int, env: DistEnv,
                     amp: bool) -> dict:
-    """One pass over ``loader``; ``model`` may be DDP-wrapped, ``student`` is the bare module (for L_re)."""
+    """One pass over ``loader``; ``model`` may be DDP-wrapped, ``student`` is the bare module (for L_re).
+
+    The sums stay on the device and are read once, at the end; a non-finite loss is reported then.
+    """
     model.train()
-    sums = {"loss": 0.0, "ce": 0.0, "distill": 0.0, "reg": 0.0, "correct": 0.0, "n": 0.0, "skipped": 0.0}
+    sums = _counters(env, "loss", "ce", "distill", "reg", "correct", "n", "skipped")
     for images, targets, skipped in _bar(loader, env, desc=f"epoch {epoch}", leave=False, unit="batch"):
         sums["skipped"] += skipped
         if len(images) % 2:  # Mixup pairs samples; a skipped image can leave an odd batch
@@ -77,19 +87,18 @@ def train_one_epoch(model: nn.Module, student: nn.Module, loader, loss_fn: Train
         with _autocast(env, amp):
             logits = model(mixed)
             loss, parts = loss_fn(student, logits, mixed, soft, epoch)
-        if not math.isfinite(loss.item()):
-            raise TrainError(f"the loss became {loss.item()} in epoch {epoch}; lower --lr or check the data")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         n = len(images)
-        sums["loss"] += loss.item() * n
-        for k, v in parts.items():
-            sums[k] += v * n
-        sums["correct"] += (logits.argmax(-1) == targets).sum().item()
+        for k, v in {"loss": loss.detach(), **parts}.items():
+            sums[k] += v.double() * n
+        sums["correct"] += (logits.argmax(-1) == targets).sum()
         sums["n"] += n
-    total = dict(zip(sums, env.sum(list(sums.values()))))
+    total = env.sum(sums)
+    if not math.isfinite(total["loss"]):
+        raise TrainError(f"the loss became {total['loss']} in epoch {epoch}; lower --lr or check the data")
     n = max(total["n"], 1)
     return {"train_loss": total["loss"] / n, **{f"loss_{k}": total[k] / n for k in ("ce", "distill", "reg")},
             "train_top1": 100 * total["correct"] / n, "train_images": int(total["n"]),
@@ -100,44 +109,32 @@ def train_one_epoch(model: nn.Module, student: nn.Module, loader, loss_fn: Train
 def evaluate(model: nn.Module, loader, env: DistEnv, amp: bool = False) -> dict:
     """Top-1 / top-5 (%) and mean CE on ``loader``, exact over all processes (each reads its own shard)."""
     model.eval()
-    sums = [0.0] * 5  # loss, top1, top5, n, skipped
+    sums = _counters(env, "loss", "top1", "top5", "n", "skipped")
     for images, targets, skipped in loader:
-        sums[4] += skipped
+        sums["skipped"] += skipped
         if len(images) == 0:
             continue
         images, targets = images.to(env.device), targets.to(env.device)
         with _autocast(env, amp):
             logits = model(images).float()
         top = logits.topk(min(5, logits.shape[-1]), -1).indices
-        sums[0] += nn.functional.cross_entropy(logits, targets, reduction="sum").item()
-        sums[1] += (top[:, 0] == targets).sum().item()
-        sums[2] += (top == targets[:, None]).any(-1).sum().item()
-        sums[3] += len(images)
-    loss, top1, top5, n, skipped = env.sum(sums)
-    n = max(n, 1)
-    return {"top1": 100 * top1 / n, "top5": 100 * top5 / n, "loss": loss / n, "skipped_images": int(skipped)}
+        sums["loss"] += nn.functional.cross_entropy(logits, targets, reduction="sum").double()
+        sums["top1"] += (top[:, 0] == targets).sum()
+        sums["top5"] += (top == targets[:, None]).any(-1).sum()
+        sums["n"] += len(images)
+    total = env.sum(sums)
+    n = max(total["n"], 1)
+    return {"top1": 100 * total["top1"] / n, "top5": 100 * total["top5"] / n, "loss": total["loss"] / n,
+            "skipped_images": int(total["skipped"])}
 
 
-@torch.no_grad()
 def recalibrate(model: nn.Module, loader, batches: int, env: DistEnv) -> None:
     """Re-estimate every BatchNorm's running statistics (the inputs of the RPReLUs) on ``batches`` training batches.
 
     Used when a binary phase starts: statistics learned on FP activations do not describe binarised ones. The same
     forward passes initialise the attention quantisers. Only running statistics change, no learned parameter.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the calibration batches
-    model.train()
-    for i, (images, _, _) in enumerate(loader):
-        if i >= batches:
-            break
-        if len(images):
-            model(images.to(env.device))
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
+    update_bn((images for images, _, _ in islice(loader, batches) if len(images)), model, env.device)
 
 
 def _read_metrics(path: Path, before_epoch: int) -> list[str]:
@@ -155,10 +152,7 @@ def _read_metrics(path: Path, before_epoch: int) -> list[str]:
 def _check_resume(path: Path, spec: dict, class_names: list[str]) -> None:
     """Refuse to resume a checkpoint whose model or classes differ from what this invocation builds."""
     meta = read_meta(path)
-    theirs = {"model": meta["model"], **meta["config"]}
-    ours = json.loads(json.dumps({"model": spec["model"], **spec["config"]}))  # tuples -> lists, as stored
-    diff = [f"{k}: run has {theirs.get(k)!r}, options give {ours.get(k)!r}" for k in sorted(set(theirs) | set(ours))
-            if theirs.get(k) != ours.get(k)]
+    diff = config_diff({"model": meta["model"], **meta["config"]}, {"model": spec["model"], **spec["config"]})
     if diff:
         raise CheckpointError(f"cannot resume {path}: it was trained with other model options ({'; '.join(diff)}); "
                               f"pass the options of the original run")

@@ -127,16 +127,19 @@ class TrainLoss(nn.Module):
         return LossWeights(1.0 - lam - beta, lam, beta)
 
     def forward(self, model: nn.Module, logits: torch.Tensor, images: torch.Tensor, targets: torch.Tensor,
-                epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """``targets`` are Mixup's soft targets; the teacher sees the same (mixed) ``images``."""
+                epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``targets`` are Mixup's soft targets; the teacher sees the same (mixed) ``images``.
+
+        Returns the loss and its unweighted parts (detached, still on the device: no host sync).
+        """
         w = self.weights(epoch)
         logits = logits.float()
         ce = self.soft_ce(logits, targets)
-        loss, parts = w.ce * ce, {"ce": ce.item()}
+        loss, parts = w.ce * ce, {"ce": ce.detach()}
         if w.distill:
             dis = self.soft_ce(logits, self.teacher(images))
-            loss, parts["distill"] = loss + w.distill * dis, dis.item()
+            loss, parts["distill"] = loss + w.distill * dis, dis.detach()
         if w.reg:
             reg = model.regularization_loss()
-            loss, parts["reg"] = loss + w.reg * reg, reg.item()
+            loss, parts["reg"] = loss + w.reg * reg, reg.detach()
         return loss, parts

@@ -1,12 +1,14 @@
 """Checkpoint format: safetensors + JSON header, atomic writes, resume-state codec, warm starts."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from bhvit.models import build_model
-from bhvit.train.checkpoint import (CheckpointError, atomic_write, load_checkpoint, load_matching,
+from bhvit.train.checkpoint import (CheckpointError, atomic_write, config_diff, load_checkpoint, load_matching,
                                     load_train_state, read_meta, save_checkpoint)
 from safetensors.torch import save_file
 
@@ -114,6 +116,16 @@ def test_checkpoint_load_matching_refuses_other_width(tmp_path):
     wide = build_model("test_bhvit", width=2, num_classes=3)
     with pytest.raises(CheckpointError, match="another architecture or width"):
         load_matching(wide, tmp_path / "w1.safetensors", _spec(wide))
+
+
+def test_config_diff_lists_each_differing_field():
+    config = build_model("test_bhvit", num_classes=3).cfg.to_dict()
+    assert config_diff(json.loads(json.dumps(config)), config) == []  # stored lists equal the run's tuples
+    assert config_diff(config, {**config, "width": 2.0, "base_dims": (8, 16, 32, 64)}) == [
+        "width: 1.0 in the checkpoint, 2.0 in this run",
+        "base_dims: [16, 32, 64, 128] in the checkpoint, [8, 16, 32, 64] in this run"]
+    assert config_diff({"model": "a"}, {"model": "a", "recu": False}) == [
+        "recu: None in the checkpoint, False in this run"]
 
 
 def test_checkpoint_load_matching_plain_file_reports_head_mismatch(tmp_path):

@@ -33,6 +33,8 @@ def test_train_loss_value_combines_ce_distill_and_reg():
     logits = torch.randn(4, 3)
     targets = torch.softmax(torch.randn(4, 3), -1)
     loss, parts = loss_fn(model, logits, torch.zeros(4, 3, 64, 64), targets, epoch=9)
+    assert all(not p.requires_grad for p in parts.values())  # detached, left on the device
+    parts = {k: v.item() for k, v in parts.items()}
     expected = 0.1 * parts["ce"] + 0.8 * parts["distill"] + 0.1 * parts["reg"]
     assert loss.item() == pytest.approx(expected, rel=1e-6)
     assert parts["reg"] == pytest.approx(model.regularization_loss().item())
