@@ -12,10 +12,10 @@ import numpy as np
 
 from .artifact import PreprocessCfg
 from .metrics import LatencyRecorder, peak_rss_mb, rss_mb, ru_maxrss_mb
-from .preprocess import preprocess
+from .preprocess import Preprocessor
 from .runtime import Model
 from .signals import GracefulStop
-from .sources import Frame
+from .sources import Frame, FrameSource
 
 __all__ = ["Classifier", "FrameResult", "RunStats", "classify_frames", "top_k"]
 
@@ -59,14 +59,14 @@ class Classifier:
 
     def __init__(self, model: Model, preprocess_cfg: PreprocessCfg, class_names: Sequence[str], k: int = 3) -> None:
         self.model = model
-        self.cfg = preprocess_cfg
+        self.preprocess = Preprocessor(preprocess_cfg)
         self.class_names = tuple(class_names)
         self.k = k
 
     def __call__(self, image: object) -> tuple[tuple[tuple[str, float], ...], float, float, float]:
         """(top-k, preprocess ms, inference ms, postprocess ms) for one image."""
         t0 = time.perf_counter()
-        x = preprocess(image, self.cfg)
+        x = self.preprocess(image)
         t1 = time.perf_counter()
         logits = self.model(x)
         t2 = time.perf_counter()
@@ -77,19 +77,18 @@ class Classifier:
 
 def classify_frames(frames: Iterable[Frame], classifier: Classifier, every: int = 1, max_frames: int | None = None,
                     stop: GracefulStop | None = None) -> Iterator[FrameResult]:
-    """Classify every ``every``-th frame until the source ends, ``max_frames`` are done or a stop is requested."""
-    iterator = iter(frames)
+    """Classify every ``every``-th frame until the source ends, ``max_frames`` are done or a stop is requested.
+
+    A :class:`FrameSource` passes over the skipped frames without decoding them (``capture_ms`` includes that).
+    """
+    iterator = frames.frames(every) if isinstance(frames, FrameSource) else itertools.islice(frames, 0, None, every)
     done = 0
     last = time.perf_counter()
-    for seen in itertools.count():
-        if (stop is not None and stop.requested) or (max_frames is not None and done >= max_frames):
-            return
+    while (stop is None or not stop.requested) and (max_frames is None or done < max_frames):
         t0 = time.perf_counter()
         frame = next(iterator, None)
         if frame is None:
             return
-        if seen % every:
-            continue
         capture_ms = (time.perf_counter() - t0) * 1e3
         labels, pre_ms, inf_ms, post_ms = classifier(frame.image)
         now = time.perf_counter()

@@ -9,7 +9,7 @@ from PIL import Image
 
 from .artifact import PreprocessCfg
 
-__all__ = ["center_crop_box", "preprocess", "resized_size", "to_rgb"]
+__all__ = ["Preprocessor", "center_crop_box", "preprocess", "resized_size", "to_rgb"]
 
 _RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
              "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
@@ -58,13 +58,30 @@ def center_crop_box(width: int, height: int, crop: int) -> tuple[int, int, int, 
     return left, top, left + crop, top + crop
 
 
+class Preprocessor:
+    """``cfg``'s transform, with ``(x / 255 - mean) / std`` folded into a per-channel scale and offset computed
+    once: ``x * (1 / (255 * std)) - mean / std``."""
+
+    def __init__(self, cfg: PreprocessCfg) -> None:
+        self.cfg = cfg
+        mean, std = np.asarray(cfg.mean, np.float64), np.asarray(cfg.std, np.float64)
+        self._scale = (1.0 / (255.0 * std)).astype(np.float32)[:, None, None]
+        self._offset = (-mean / std).astype(np.float32)[:, None, None]
+
+    def __call__(self, image: Image.Image | np.ndarray) -> np.ndarray:
+        """An RGB image or frame as a (1, 3, crop, crop) float32 NCHW tensor."""
+        cfg = self.cfg
+        rgb = to_rgb(image)
+        size = resized_size(*rgb.size, cfg.resize)
+        if size != rgb.size:
+            rgb = rgb.resize(size, _RESAMPLE[cfg.interpolation])
+        rgb = rgb.crop(center_crop_box(*rgb.size, cfg.crop))
+        x = np.empty((1, 3, cfg.crop, cfg.crop), np.float32)
+        np.multiply(np.asarray(rgb).transpose(2, 0, 1), self._scale, out=x[0])
+        x += self._offset
+        return x
+
+
 def preprocess(image: Image.Image | np.ndarray, cfg: PreprocessCfg) -> np.ndarray:
-    """An RGB image or frame as a (1, 3, crop, crop) float32 NCHW tensor, normalised with cfg.mean/std."""
-    rgb = to_rgb(image)
-    size = resized_size(*rgb.size, cfg.resize)
-    if size != rgb.size:
-        rgb = rgb.resize(size, _RESAMPLE[cfg.interpolation])
-    rgb = rgb.crop(center_crop_box(*rgb.size, cfg.crop))
-    x = np.asarray(rgb, dtype=np.float32) / np.float32(255)
-    x = (x - np.asarray(cfg.mean, np.float32)) / np.asarray(cfg.std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+    """One image through ``Preprocessor(cfg)``; build a :class:`Preprocessor` once for a stream of frames."""
+    return Preprocessor(cfg)(image)

@@ -1,12 +1,15 @@
 """Frame sources behind one interface: Pi camera (picamera2), OpenCV webcam or video file, image files.
 
-Every source is a context manager that yields :class:`Frame` objects holding RGB images. Live sources
-(cameras) retry failed opens and reads with exponential back-off and then end the iteration cleanly,
-recording why in ``stop_reason``. ``picamera2`` and ``cv2`` are imported only when such a source is opened.
+Every source is a context manager that yields :class:`Frame` objects holding RGB images; ``frames(every)``
+passes over skipped frames without decoding them. Live sources (cameras) retry failed opens and reads with
+exponential back-off; a source that fails ends the iteration cleanly, recording why in ``stop_reason``.
+``picamera2`` and ``cv2`` are imported only when such a source is opened.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -21,7 +24,7 @@ from PIL import Image
 logger = logging.getLogger(__name__)
 
 __all__ = ["IMAGE_SUFFIXES", "SAMPLES_DIR", "Frame", "FrameSource", "ImageFiles", "PiCamera", "RetryPolicy",
-           "SourceError", "VideoCapture", "find_images", "load_image", "sample_images"]
+           "SourceError", "StreamSource", "VideoCapture", "find_images", "load_image", "sample_images"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 SAMPLES_DIR = Path(__file__).parent / "samples"
@@ -39,7 +42,11 @@ def _sleep(seconds: float) -> bool:
 
 
 class SourceError(Exception):
-    """A source that cannot be opened; the message says how to fix it."""
+    """A source that cannot be opened or read; the message names it and, where it can, says how to fix it."""
+
+
+class _EndOfStream(Exception):
+    """A video file has no more frames."""
 
 
 @dataclass(frozen=True)
@@ -106,8 +113,49 @@ class FrameSource(ABC):
     def close(self) -> None:
         """Release it (default: nothing to do)."""
 
+    def __iter__(self) -> Iterator[Frame]:
+        return self.frames()
+
     @abstractmethod
-    def __iter__(self) -> Iterator[Frame]: ...
+    def frames(self, every: int = 1) -> Iterator[Frame]:
+        """Every ``every``-th frame (``Frame.index`` counts all of them); the others are not decoded."""
+
+
+class StreamSource(FrameSource):
+    """A source read one frame at a time (camera, webcam, video file); subclasses implement ``_read``.
+
+    The one frame loop: reads are retried per ``retry``; a read that still fails ends the iteration with
+    ``stop_reason`` set, the end of a video file ends it without.
+    """
+
+    def __init__(self, name: str, live: bool, retry: RetryPolicy, wait: Wait) -> None:
+        super().__init__()
+        self.name = name
+        self.live = live
+        self.retry = retry
+        self.wait = wait
+
+    @abstractmethod
+    def _read(self, decode: bool) -> np.ndarray | None:
+        """The next frame as RGB, or (``decode`` False) skip it as cheaply as the device allows and return None.
+
+        Raises :class:`SourceError` naming the source when it fails, ``_EndOfStream`` after a file's last frame.
+        """
+
+    def frames(self, every: int = 1) -> Iterator[Frame]:
+        for index in itertools.count():
+            keep = index % every == 0
+            try:
+                image = _retry(functools.partial(self._read, keep), self.retry, self.wait, f"reading {self.name}")
+            except _EndOfStream:
+                logger.info("%s ended after %d frames", self.name, index)
+                return
+            except SourceError as err:
+                self.stop_reason = f"{err} after {self.retry.attempts} attempts" if self.live else str(err)
+                logger.error("%s; stopping", self.stop_reason)
+                return
+            if keep:
+                yield Frame(index, self.name, image)
 
 
 def find_images(directory: Path) -> list[Path]:
@@ -133,15 +181,17 @@ def load_image(path: Path, min_side: int = 256) -> Image.Image:
 
 
 class ImageFiles(FrameSource):
-    """Image files in order. Unreadable ones are skipped with a warning; huge JPEGs decode at reduced scale."""
+    """Image files in order (``frames(every)`` opens only every ``every``-th). Unreadable ones are skipped with a
+    warning; huge JPEGs decode at reduced scale."""
 
     def __init__(self, paths: Sequence[Path], min_side: int = 256) -> None:
         super().__init__()
         self.paths = [Path(p) for p in paths]
         self.min_side = min_side
 
-    def __iter__(self) -> Iterator[Frame]:
-        for index, path in enumerate(self.paths):
+    def frames(self, every: int = 1) -> Iterator[Frame]:
+        for index in range(0, len(self.paths), every):
+            path = self.paths[index]
             try:
                 image = load_image(path, self.min_side)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
@@ -151,20 +201,19 @@ class ImageFiles(FrameSource):
             yield Frame(index, str(path), image)
 
 
-class VideoCapture(FrameSource):
-    """OpenCV ``VideoCapture``: a video file (ends at its last frame) or a webcam index (live, retried)."""
+class VideoCapture(StreamSource):
+    """OpenCV ``VideoCapture``: a video file (ends at its last frame) or a webcam index (live, retried).
+
+    Skipped frames are only grabbed (``cap.grab()``), not decoded.
+    """
 
     def __init__(self, target: str | int, retry: RetryPolicy = DEFAULT_RETRY, wait: Wait = _sleep) -> None:
-        super().__init__()
+        live = isinstance(target, int)
+        super().__init__(f"webcam:{target}" if live else str(target), live,
+                         retry if live else RetryPolicy(attempts=1), wait)  # a file that fails will not recover
         self.target = target
-        self.live = isinstance(target, int)
-        self.retry = retry if self.live else RetryPolicy(attempts=1)  # a file that fails will not recover
-        self.wait = wait
         self._cap: Any = None
-
-    @property
-    def name(self) -> str:
-        return f"webcam:{self.target}" if self.live else str(self.target)
+        self._cv2_errors: tuple[type[Exception], ...] = ()  # (cv2.error,) once opened
 
     def _open_once(self, cv2: Any) -> Any:
         cap = cv2.VideoCapture(self.target)
@@ -178,6 +227,7 @@ class VideoCapture(FrameSource):
             import cv2
         except ImportError as err:
             raise SourceError(NO_OPENCV) from err
+        self._cv2_errors = (cv2.error,)
         try:
             self._cap = _retry(lambda: self._open_once(cv2), self.retry, self.wait, f"opening {self.name}")
         except SourceError as err:
@@ -189,42 +239,33 @@ class VideoCapture(FrameSource):
             self._cap.release()
             self._cap = None
 
-    def _read(self) -> np.ndarray:
-        ok, bgr = self._cap.read()
-        if not ok or bgr is None:
-            raise SourceError(f"{self.name} delivered no frame")
-        return bgr
-
-    def __iter__(self) -> Iterator[Frame]:
-        index = 0
-        while True:
-            try:
-                bgr = _retry(self._read, self.retry, self.wait, f"reading {self.name}")
-            except SourceError as err:
-                if self.live:
-                    self.stop_reason = f"{err} after {self.retry.attempts} attempts"
-                    logger.error("%s; stopping", self.stop_reason)
-                else:
-                    logger.info("%s ended after %d frames", self.name, index)
-                return
-            rgb = bgr[..., ::-1] if bgr.ndim == 3 and bgr.shape[2] == 3 else bgr
-            yield Frame(index, self.name, rgb)
-            index += 1
+    def _read(self, decode: bool) -> np.ndarray | None:
+        try:
+            ok, bgr = self._cap.read() if decode else (self._cap.grab(), None)
+        except self._cv2_errors as err:
+            raise SourceError(f"{self.name}: OpenCV cannot read a frame ({' '.join(str(err).split())})") from err
+        if not ok or (decode and bgr is None):
+            if self.live:
+                raise SourceError(f"{self.name} delivered no frame")
+            raise _EndOfStream
+        if not decode:
+            return None
+        return bgr[..., ::-1] if bgr.ndim == 3 and bgr.shape[2] == 3 else bgr
 
 
-class PiCamera(FrameSource):
-    """Raspberry Pi camera through picamera2, main stream ``RGB888`` (B,G,R in memory, swapped to RGB here)."""
+class PiCamera(StreamSource):
+    """Raspberry Pi camera through picamera2, main stream ``RGB888`` (B,G,R in memory, swapped to RGB here).
+
+    Skipped frames are captured (to keep pace with the camera) but not converted.
+    """
 
     def __init__(self, camera_num: int = 0, size: tuple[int, int] = (640, 480), preview: bool = False,
                  capture_timeout_s: float = 5.0, retry: RetryPolicy = DEFAULT_RETRY, wait: Wait = _sleep) -> None:
-        super().__init__()
+        super().__init__(f"camera:{camera_num}", True, retry, wait)
         self.camera_num = camera_num
         self.size = size
         self.preview = preview
         self.capture_timeout_s = capture_timeout_s
-        self.retry = retry
-        self.wait = wait
-        self.name = f"camera:{camera_num}"
         self._cam: Any = None
 
     def _open_once(self, Picamera2: Any) -> Any:  # noqa: N803  (the class from the lazily imported module)
@@ -263,16 +304,9 @@ class PiCamera(FrameSource):
                 self._cam.close()
                 self._cam = None
 
-    def __iter__(self) -> Iterator[Frame]:
-        index = 0
-        while True:
-            try:
-                bgr = _retry(lambda: self._cam.capture_array("main", wait=self.capture_timeout_s), self.retry,
-                             self.wait, f"capturing from {self.name}")
-            except Exception as err:
-                self.stop_reason = f"{self.name} stopped delivering frames ({err!r}) after {self.retry.attempts} " \
-                                   f"attempts"
-                logger.error("%s; stopping", self.stop_reason)
-                return
-            yield Frame(index, self.name, bgr[..., 2::-1])
-            index += 1
+    def _read(self, decode: bool) -> np.ndarray | None:
+        try:
+            bgr = self._cam.capture_array("main", wait=self.capture_timeout_s)
+        except Exception as err:  # picamera2 raises TimeoutError when ``wait`` expires, libcamera RuntimeError
+            raise SourceError(f"{self.name} stopped delivering frames ({err!r})") from err
+        return bgr[..., 2::-1] if decode else None

@@ -1,4 +1,5 @@
-"""The classification loop: top-k, frame selection, graceful stop on signals, flat memory over long runs."""
+"""The classification loop: top-k, frame selection (skipped video frames grabbed, not decoded), graceful stop on
+signals, flat memory over long runs."""
 
 from __future__ import annotations
 
@@ -42,6 +43,28 @@ def test_classify_every_and_max_frames_select_frames(small_classifier):
     assert r.fps > 0 and r.rss_mb > 0
     record = r.to_record()
     assert record["label"] == r.topk[0][0] and set(record) >= {"time", "capture_ms", "inference_ms", "fps"}
+
+
+def test_classify_every_nth_video_frame_decodes_only_those(small_classifier, tmp_path, monkeypatch):
+    cv2 = pytest.importorskip("cv2")
+    video = testlib.write_video(tmp_path / "clip.avi", np.zeros((10, 48, 64, 3), np.uint8))
+    real, reads = cv2.VideoCapture, []
+
+    class Counting:  # a wrapper: Python subclasses of cv2.VideoCapture crash the interpreter (OpenCV 5.0.0)
+        def __init__(self, target):
+            self._cap = real(target)
+
+        def read(self):
+            reads.append(1)
+            return self._cap.read()
+
+        def __getattr__(self, name):
+            return getattr(self._cap, name)
+
+    monkeypatch.setattr(cv2, "VideoCapture", Counting)
+    with VideoCapture(str(video)) as source:
+        results = list(classify_frames(source, small_classifier, every=3))
+    assert len(results) == 4 and len(reads) == 4  # frames 0, 3, 6, 9; the other six are only grabbed
 
 
 def test_classify_stops_after_current_frame_on_sigterm(small_classifier):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from bhvit.device.artifact import PreprocessCfg
-from bhvit.device.preprocess import center_crop_box, preprocess, resized_size, to_rgb
+from bhvit.device.preprocess import Preprocessor, center_crop_box, preprocess, resized_size, to_rgb
 from bhvit.device.sources import SAMPLES_DIR
 from PIL import Image
 
@@ -24,6 +24,21 @@ def test_preprocess_matches_torchvision_on_real_photos(name):
     ours = preprocess(image, CFG)
     assert ours.shape == (1, 3, 224, 224) and ours.dtype == np.float32 and ours.flags.c_contiguous
     np.testing.assert_allclose(ours, reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("cfg", [CFG, PreprocessCfg(input_size=64, resize=73, crop=64, mean=(0.5, 0.25, 0.0),
+                                                       std=(0.5, 0.125, 2.0))], ids=["imagenet", "custom"])
+def test_folded_normalisation_equals_the_straightforward_formula(cfg):
+    """Every 0..255 level in every channel, no resize (the image is resize x resize), so only the crop applies."""
+    rgb = np.random.default_rng(0).integers(0, 256, (cfg.resize, cfg.resize, 3), dtype=np.uint8)
+    left, top, right, bottom = center_crop_box(cfg.resize, cfg.resize, cfg.crop)
+    rgb[top:top + 16, left:left + 16] = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)
+    crop = rgb[top:bottom, left:right]
+    reference = ((crop / 255.0 - np.asarray(cfg.mean)) / np.asarray(cfg.std)).transpose(2, 0, 1)[None]
+    ours = Preprocessor(cfg)(rgb)
+    assert ours.shape == (1, 3, cfg.crop, cfg.crop) and ours.dtype == np.float32 and ours.flags.c_contiguous
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(preprocess(rgb, cfg), ours)
 
 
 def test_preprocess_of_rgb_array_equals_pil_image():

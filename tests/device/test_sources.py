@@ -1,8 +1,10 @@
-"""Frame sources: images (corrupt, huge), lossless video (exact RGB frames, end), webcam and Pi camera
-(stand-in picamera2: colour order, missing camera, stalls with retry and back-off, release)."""
+"""Frame sources: images (corrupt, huge), lossless video (exact RGB frames, end, OpenCV read errors), webcam and
+Pi camera (stand-in picamera2: colour order, missing camera, stalls with retry and back-off, release), and
+``frames(every)`` passing over skipped frames without decoding them."""
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import bhvit_device_testlib as testlib  # registered by conftest.py
 import numpy as np
 import pytest
+from bhvit.device import cli, sources
 from bhvit.device.sources import (
     ImageFiles,
     PiCamera,
@@ -20,6 +23,7 @@ from bhvit.device.sources import (
     load_image,
     sample_images,
 )
+from click.testing import CliRunner
 from PIL import Image
 
 FAST = RetryPolicy(attempts=3, delay_s=0.01)
@@ -146,3 +150,103 @@ def test_video_without_opencv_explains_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "cv2", None)
     with pytest.raises(SourceError, match="pip install opencv-python-headless"):
         VideoCapture(0).open()
+
+
+class _BrokenCapture:
+    """A ``cv2.VideoCapture`` stand-in that opens but whose ``read`` raises cv2.error (multi-line, as OpenCV's are)."""
+
+    def __init__(self, target: object) -> None:
+        self.released = False
+
+    def isOpened(self) -> bool:  # noqa: N802  (OpenCV's name)
+        return True
+
+    def read(self):
+        import cv2
+
+        raise cv2.error("OpenCV(5.0.0) cap_ffmpeg.cpp:1234: error: (-2:Unspecified error) decoder failed\n"
+                        "in function 'read'\n")
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_opencv_error_while_reading_a_video_stops_it_with_a_source_error(monkeypatch):
+    cv2 = pytest.importorskip("cv2")
+    monkeypatch.setattr(cv2, "VideoCapture", _BrokenCapture)
+    with VideoCapture("clip.avi") as source:
+        assert list(source) == []
+    assert source.stop_reason == ("clip.avi: OpenCV cannot read a frame (OpenCV(5.0.0) cap_ffmpeg.cpp:1234: error: "
+                                  "(-2:Unspecified error) decoder failed in function 'read')")
+
+
+def test_opencv_error_from_a_webcam_is_retried_then_stops_it(monkeypatch):
+    cv2 = pytest.importorskip("cv2")
+    monkeypatch.setattr(cv2, "VideoCapture", _BrokenCapture)
+    waits = []
+    with VideoCapture(0, FAST, wait=lambda s: waits.append(s) or False) as source:
+        assert list(source) == []
+    assert waits == [0.01, 0.02]
+    assert source.stop_reason.startswith("webcam:0: OpenCV cannot read a frame (")
+    assert source.stop_reason.endswith("decoder failed in function 'read') after 3 attempts")
+
+
+def test_cli_reports_an_opencv_read_error_in_one_line_and_exits_1(artifacts, tmp_path, monkeypatch):
+    cv2 = pytest.importorskip("cv2")
+    video = testlib.write_video(tmp_path / "clip.avi", _noise_frames(2))
+    monkeypatch.setattr(cv2, "VideoCapture", _BrokenCapture)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli.main, ["classify", "--video", str(video), "--artifact",
+                                           str(artifacts.get(size=32))], catch_exceptions=False)
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [f"Error: {video}: OpenCV cannot read a frame (OpenCV(5.0.0) cap_ffmpeg.cpp:1234: error: "
+                      "(-2:Unspecified error) decoder failed in function 'read')"]
+    assert "frames     0" in result.stdout
+
+
+def test_video_every_nth_frame_grabs_the_skipped_frames_without_decoding(tmp_path, monkeypatch):
+    cv2 = pytest.importorskip("cv2")
+    frames = _noise_frames(10)
+    path = testlib.write_video(tmp_path / "clip.avi", frames)
+    calls = {"read": 0, "grab": 0}
+    real = cv2.VideoCapture
+
+    class Counting:  # a wrapper: Python subclasses of cv2.VideoCapture crash the interpreter (OpenCV 5.0.0)
+        def __init__(self, target):
+            self._cap = real(target)
+
+        def __getattr__(self, name):
+            calls[name] = calls.get(name, 0) + 1
+            return getattr(self._cap, name)
+
+    monkeypatch.setattr(cv2, "VideoCapture", Counting)
+    with VideoCapture(str(path)) as source:
+        got = list(source.frames(every=3))
+    assert [f.index for f in got] == [0, 3, 6, 9]
+    np.testing.assert_array_equal(np.stack([f.image for f in got]), frames[::3])
+    assert calls["read"] == 4 and calls["grab"] == 7  # grabs: frames 1, 2, 4, 5, 7, 8 and the end after frame 9
+    assert source.stop_reason is None
+
+
+def test_image_files_every_nth_loads_only_the_kept_images(tmp_path, monkeypatch):
+    paths = []
+    for i in range(7):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (8, 8), (i, i, i)).save(paths[-1])
+    loaded = []
+    real = sources.load_image
+    monkeypatch.setattr(sources, "load_image", lambda path, min_side: loaded.append(path) or real(path, min_side))
+    got = list(ImageFiles(paths).frames(every=3))
+    assert loaded == paths[::3]
+    assert [(f.index, f.name) for f in got] == [(i, str(paths[i])) for i in (0, 3, 6)]
+
+
+def test_picamera_every_nth_frame_captures_to_keep_pace_and_yields_the_kept_ones(fake_camera):
+    colours = [np.full((8, 8, 3), 10 * i, np.uint8) for i in range(7)]
+    module = fake_camera(colours)
+    with PiCamera(size=(8, 8)) as source:
+        got = list(itertools.islice(source.frames(every=3), 3))
+    assert [f.index for f in got] == [0, 3, 6]
+    np.testing.assert_array_equal(np.stack([f.image for f in got]), np.stack(colours[::3]))
+    assert module.instances[0].captures == 7
