@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from bhvit.device.artifact import ArtifactMeta, load_artifact, save_artifact, write_artifact_metadata
+from bhvit.device.weights import WeightsInfo, save_weights
 from bhvit.models.cost import model_cost
 
 from . import pipeline
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 # --format -> (runtime, library file name)
 FORMATS = {"tvm": ("tvm", "model.so"), "onnx": ("onnxruntime", "model.onnx"),
            "onnx-int8": ("onnxruntime", "model.onnx")}
+WEIGHTS_FILE = "weights.bin"
 ARTIFACTS_DIR = Path("artifacts")
 
 
@@ -61,35 +63,42 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _build_tvm(source: ModelSource, options: CompileOptions, library: Path) -> Verification | None:
-    """Lower, build and export the TVM library; for cross targets verify a host build of the same graph."""
-    from .lower import lower
+def _build_tvm(source: ModelSource, options: CompileOptions, library: Path
+               ) -> tuple[WeightsInfo, Verification | None]:
+    """Lower, build and export the TVM library and its weights file; for cross targets verify a host build of the
+    same exported graph."""
+    from .lower import export_program, to_relax
 
     spec = options.target
     t0 = time.perf_counter()
-    mod = lower(source.model, spec, source.input_shape)
+    program = export_program(source.model, source.input_shape)
+    mod = to_relax(program, spec.tvm_target())
     logger.info("lowered to Relax in %.1f s", time.perf_counter() - t0)
     if options.tune_trials:
         pipeline.tune(mod, spec, options.tune_db, options.tune_trials)
     t0 = time.perf_counter()
-    pipeline.export_library(pipeline.build(mod, spec, options.tune_db), spec, library)
+    executable, weights = pipeline.build(mod, spec, options.tune_db)
+    pipeline.export_library(executable, spec, library)
+    info = save_weights(library.with_name(WEIGHTS_FILE), weights)
     logger.info("built %s for %s in %.1f s", library.name, spec.name, time.perf_counter() - t0)
     if spec.runs_here or options.verify is False:
-        return None  # verified from the artifact itself
+        return info, None  # verified from the artifact itself
     twin = resolve_target("host", threads=spec.threads)
     logger.info("verifying a host (%s) build of the same graph", twin.detected)
-    return verify(source.model, _vm_predict(pipeline.build(lower(source.model, twin, source.input_shape), twin)),
-                  source.input_shape, runs_on=f"host {twin.detected} build of the same graph")
+    predict = _vm_predict(*pipeline.build(to_relax(program, twin.tvm_target()), twin))
+    return info, verify(source.model, predict, source.input_shape,
+                        runs_on=f"host {twin.detected} build of the same graph")
 
 
-def _vm_predict(executable):
+def _vm_predict(executable, weights: list[np.ndarray]):
     import tvm
     from tvm import relax
 
     vm = relax.VirtualMachine(executable, tvm.cpu())
+    params = [tvm.runtime.tensor(w) for w in weights]
 
     def predict(x: np.ndarray) -> np.ndarray:
-        out = vm["main"](tvm.runtime.tensor(x))
+        out = vm["main"](tvm.runtime.tensor(x), *params)
         return (out if hasattr(out, "numpy") else out[0]).numpy()
 
     return predict
@@ -121,13 +130,13 @@ def compile_model(source: ModelSource, options: CompileOptions) -> tuple[Path, A
     check_output(out, source.name, options.target.name, runtime, options.overwrite)
     with staging(out) as tmp:
         library = tmp / library_name
-        verification = None
+        verification = weights = None
         if options.format == "tvm":
-            verification = _build_tvm(source, options, library)
+            weights, verification = _build_tvm(source, options, library)
         else:
             _build_onnx(source, options, library)
         cost = model_cost(source.model).row()
-        cost["artifact_mib"] = library.stat().st_size / 2 ** 20
+        cost["artifact_mib"] = sum(f.stat().st_size for f in tmp.iterdir()) / 2 ** 20
         cfg = source.model.cfg
         meta = write_artifact_metadata(
             tmp, runtime=runtime, library=library_name, target=target_info(options.target),
@@ -136,7 +145,7 @@ def compile_model(source: ModelSource, options: CompileOptions) -> tuple[Path, A
                    "precision": source.name.rsplit(".", 1)[-1], "format": options.format, "source": source.origin,
                    **source.extra},
             threads=options.target.threads, cost=cost, versions=_versions(),
-            verification=None if verification is None else verification.to_dict())
+            verification=None if verification is None else verification.to_dict(), weights=weights)
         runnable = options.target.runs_here or options.format != "tvm"
         if verification is None and runnable and options.verify is not False:
             verification = _verify_artifact(source, tmp)

@@ -3,12 +3,14 @@
 The pipeline is TVM's CPU pipeline (``relax.backend.cpu_generic``) with two additions between fusion and
 lowering: an optional MetaSchedule database (``--tune-db``) and :class:`~bhvit.compile.schedule.GenericCpuSchedule`
 for every PrimFunc still unscheduled. Kernels from the kernels helper arrive scheduled and opaque and are left alone.
+The lowered ``main`` gets its weights as parameters (:func:`~bhvit.compile.weights.lift_weights`).
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu
@@ -16,6 +18,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu
 from .fold import NumpyFoldConstant
 from .schedule import GenericCpuSchedule, cpu_schedule_cfg, needs_schedule
 from .targets import TargetSpec
+from .weights import lift_weights
 
 __all__ = ["passes", "build", "export_library", "tune"]
 
@@ -35,12 +38,15 @@ def passes(target: tvm.target.Target, tune_db: Path | None = None) -> list:
             *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target)]
 
 
-def build(mod: tvm.IRModule, spec: TargetSpec, tune_db: Path | None = None):
-    """Compile a Relax module for ``spec``: a ``relax.VMExecutable``."""
+def build(mod: tvm.IRModule, spec: TargetSpec, tune_db: Path | None = None) -> tuple[relax.VMExecutable,
+                                                                                     list[np.ndarray]]:
+    """Compile a Relax module for ``spec``: a ``relax.VMExecutable`` whose ``main`` takes ``(x, *weights)``,
+    and the weights."""
     target = spec.tvm_target()
     with target:
         lowered = tvm.transform.Sequential(passes(target, tune_db))(mod)
-    return tvm.compile(lowered, target=target, relax_pipeline=None)
+    lowered, weights = lift_weights(lowered)
+    return tvm.compile(lowered, target=target, relax_pipeline=None), weights
 
 
 def export_library(executable, spec: TargetSpec, path: Path) -> None:

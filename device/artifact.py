@@ -1,8 +1,9 @@
 """The artifact contract between ``bhvit-compile`` (writes) and ``bhvit-device`` (reads).
 
-An artifact is a directory with the compiled library (``model.so`` for TVM, ``model.onnx`` for onnxruntime)
-and ``metadata.json`` describing it: target, preprocessing, class names, cost row and the sha256 of every
-other file. ``load_artifact`` checks format, checksums, architecture and CPU features before anything is
+An artifact is a directory with the compiled library (``model.so`` for TVM, ``model.onnx`` for onnxruntime),
+for TVM the weights file (``weights.bin``, see :mod:`.weights`), and ``metadata.json`` describing them: target,
+preprocessing, class names, cost row, weights layout and the sha256 of every other file. Version 1 artifacts
+(TVM weights inside the library) are refused: rebuild them. ``load_artifact`` checks format, checksums, architecture and CPU features before anything is
 loaded, so a tampered artifact or one built for another CPU is refused with a one-line reason.
 """
 
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .host import cpu_features, host_arch, normalize_arch
+from .weights import WeightsInfo
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "IMAGENET_MEAN", "IMAGENET_STD", "LIBRARY
            "write_artifact_metadata"]
 
 FORMAT = "bhvit-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: TVM weights in their own file
 METADATA_FILE = "metadata.json"
 LIBRARY_SUFFIX = {"tvm": ".so", "onnxruntime": ".onnx"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -97,7 +99,7 @@ class TargetInfo:
 
 @dataclass(frozen=True)
 class ArtifactMeta:
-    """Contents of ``metadata.json`` (format version 1)."""
+    """Contents of ``metadata.json`` (format version 2)."""
 
     runtime: str
     library: str
@@ -110,6 +112,7 @@ class ArtifactMeta:
     files: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     verification: dict[str, Any] | None = None
+    weights: WeightsInfo | None = None  # None: no weights file (ONNX)
     created: str = ""
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -145,6 +148,8 @@ class ArtifactMeta:
             kwargs = {k: v for k, v in data.items() if k in known}
             kwargs["target"] = TargetInfo(**data["target"])
             kwargs["preprocess"] = PreprocessCfg(**data.get("preprocess", {}))
+            if data.get("weights") is not None:
+                kwargs["weights"] = WeightsInfo.from_dict(data["weights"])
             return cls(**kwargs)
         except (KeyError, TypeError) as err:
             raise ArtifactError(f"malformed metadata: {err}") from err
@@ -228,12 +233,12 @@ def save_artifact(directory: str | os.PathLike, meta: ArtifactMeta) -> ArtifactM
 def write_artifact_metadata(directory: str | os.PathLike, *, runtime: str, library: str, target: TargetInfo,
                             class_names: list[str] | tuple[str, ...], preprocess: PreprocessCfg,
                             model: dict[str, Any], threads: int = 4, cost: dict[str, Any] | None = None,
-                            versions: dict[str, str] | None = None,
-                            verification: dict[str, Any] | None = None) -> ArtifactMeta:
+                            versions: dict[str, str] | None = None, verification: dict[str, Any] | None = None,
+                            weights: WeightsInfo | None = None) -> ArtifactMeta:
     """Build the metadata from its parts and save it with :func:`save_artifact`."""
     meta = ArtifactMeta(runtime=runtime, library=library, target=target, class_names=tuple(class_names),
                         preprocess=preprocess, model=model, threads=threads, cost=cost or {},
-                        versions=versions or {}, verification=verification)
+                        versions=versions or {}, verification=verification, weights=weights)
     return save_artifact(directory, meta)
 
 
@@ -255,6 +260,9 @@ def check_artifact(directory: str | os.PathLike, meta: ArtifactMeta) -> list[Che
     directory = Path(directory)
     checks = [Check("library", meta.library in meta.files, f"files {sorted(meta.files)}",
                     f"{meta.library!r} among them")]
+    if meta.weights is not None:
+        checks.append(Check("weights", meta.weights.file in meta.files, f"files {sorted(meta.files)}",
+                            f"{meta.weights.file!r} among them"))
     for name, expected in meta.files.items():
         path = directory / name
         actual = file_sha256(path) if path.is_file() else "missing file"

@@ -1,28 +1,35 @@
-"""Run a compiled artifact: TVM in runtime-only mode, or onnxruntime. Both are imported lazily, here only.
+"""Run a compiled artifact: TVM's runtime through ``tvm_ffi`` alone, or onnxruntime. Both are imported lazily.
 
-TVM: ``TVM_USE_RUNTIME_LIB=1`` is set before the first ``import tvm`` so that only ``libtvm_runtime`` is
-mapped (no compiler, no ``tvm.relax``); the library is a Relax executable whose VM ``main`` takes one
-float32 NCHW tensor and returns logits, possibly wrapped in a 1-tuple.
+TVM: the ``tvm`` Python package is not imported at all (even in runtime-only mode it costs about 35 MB of RSS on
+top of ``tvm_ffi``); its ``libtvm_runtime`` is loaded next to ``tvm_ffi`` and the library's Relax VM is driven
+through its packed functions (``vm_load_executable``, ``vm_initialization``, ``main``). These are internal names,
+stable for the pinned TVM. ``main`` takes one float32 NCHW tensor, then the artifact's weights (format 2), and
+returns logits, possibly wrapped in a 1-tuple.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib
+import importlib.util
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
 from .artifact import LIBRARY_SUFFIX, Artifact, ArtifactError
+from .weights import ALIGNMENT, aligned_empty, map_weights
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["RUNTIMES", "Model", "OnnxModel", "TvmModel", "load_model"]
 
 RUNTIMES = tuple(LIBRARY_SUFFIX)
+_CPU = 1  # DLDeviceType kDLCPU
+_POOLED_ALLOCATOR = 2  # the VM keeps freed storage for the next call instead of returning it to the OS
 
 
 class Model(Protocol):
@@ -34,52 +41,70 @@ class Model(Protocol):
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
 
 
-def _import_tvm_runtime() -> Any:
-    if "tvm" not in sys.modules:
-        os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")
-        # tvm_ffi would otherwise build/load a torch DLPack bridge when torch happens to be installed.
-        os.environ.setdefault("TVM_FFI_DISABLE_TORCH_C_DLPACK", "1")
-        if "torch" not in sys.modules:
-            # tvm_ffi also imports torch eagerly when it is installed (about 500 MB of RSS and seconds of start-up
-            # on a development machine); it tolerates ImportError, and the device never needs torch.
-            sys.modules["torch"] = None
-            try:
-                importlib.import_module("tvm")
-            finally:
-                del sys.modules["torch"]
-    import tvm
-    import tvm.runtime.vm  # noqa: F401  (not imported by `import tvm` in runtime-only mode)
+def _import_hiding_torch(name: str) -> Any:
+    """Import ``name`` with torch hidden: tvm_ffi imports torch eagerly when it is installed (about 500 MB of RSS
+    and seconds of start-up on a development machine); it tolerates ImportError, and the device never needs torch."""
+    if "torch" in sys.modules:
+        return importlib.import_module(name)
+    sys.modules["torch"] = None
+    try:
+        return importlib.import_module(name)
+    finally:
+        del sys.modules["torch"]
 
-    return tvm
+
+def _tvm_ffi() -> Any:
+    """``tvm_ffi`` with TVM's runtime library loaded (no ``tvm`` package, no compiler)."""
+    # tvm_ffi would otherwise build/load a torch DLPack bridge when torch happens to be installed.
+    os.environ.setdefault("TVM_FFI_DISABLE_TORCH_C_DLPACK", "1")
+    try:
+        ffi = _import_hiding_torch("tvm_ffi")
+        spec = importlib.util.find_spec("tvm")
+    except ImportError as err:
+        raise ArtifactError(f"runtime tvm is not installed: {err}; need `pip install apache-tvm`") from err
+    if "tvm" not in sys.modules:  # `import tvm` (the compiler) has loaded the runtime already
+        if spec is None or not spec.submodule_search_locations:
+            raise ArtifactError("runtime tvm is not installed: found no tvm package, need `pip install apache-tvm`")
+        library = Path(next(iter(spec.submodule_search_locations))) / "lib" / "libtvm_runtime.so"
+        try:
+            ctypes.CDLL(str(library), ctypes.RTLD_GLOBAL)
+        except OSError as err:
+            raise ArtifactError(f"cannot load TVM's runtime library: {err}") from err
+    return ffi
 
 
 def _first_tensor(value: Any) -> Any:
     """Unwrap a VM result: a tensor, or a (nested) 1-tuple/Array holding one."""
-    while not hasattr(value, "numpy"):
+    while not hasattr(value, "__dlpack__"):
         value = value[0]
     return value
 
 
 class TvmModel:
-    """A Relax VM executable exported with ``export_library``."""
+    """A Relax VM executable exported with ``export_library``, with its weights passed after the input."""
 
     runtime = "tvm"
 
-    def __init__(self, library: Path, threads: int) -> None:
+    def __init__(self, library: Path, threads: int, weights: Sequence[np.ndarray] = ()) -> None:
         os.environ["TVM_NUM_THREADS"] = str(threads)  # read when TVM's thread pool starts
-        tvm = _import_tvm_runtime()
-        configure = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
+        ffi = _tvm_ffi()
+        configure = ffi.get_global_func("runtime.config_threadpool", allow_missing=True)
         if configure is not None:  # the pool may already exist in this process
             configure(1, threads)
         self.threads = threads
-        self._tvm = tvm
-        self._device = tvm.cpu()
-        self._vm = tvm.runtime.vm.VirtualMachine(tvm.runtime.load_module(str(library)), self._device)
+        self._ffi = ffi
+        self._vm = ffi.load_module(str(library))["vm_load_executable"]()
+        self._vm["vm_initialization"](_CPU, 0, _POOLED_ALLOCATOR)
         self._main = self._vm["main"]
+        self._weights = [ffi.from_dlpack(w, require_alignment=ALIGNMENT) for w in weights]
+        self._input: np.ndarray | None = None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        out = self._main(self._tvm.runtime.tensor(x, self._device))
-        return _first_tensor(out).numpy().reshape(-1)
+        if self._input is None or self._input.shape != x.shape:
+            self._input = aligned_empty(x.shape, "float32")
+        np.copyto(self._input, x)
+        out = self._main(self._ffi.from_dlpack(self._input), *self._weights)
+        return np.from_dlpack(_first_tensor(out)).reshape(-1).copy()
 
 
 class OnnxModel:
@@ -104,13 +129,17 @@ class OnnxModel:
         return self._session.run(None, {self._input: x})[0].reshape(-1)
 
 
-_MODELS = {"tvm": TvmModel, "onnxruntime": OnnxModel}
-
-
 def load_model(artifact: Artifact, runtime: str | None = None, threads: int | None = None) -> Model:
     """Load the artifact's library for ``runtime`` (default: its own) with ``threads`` (default: its own)."""
     runtime = runtime or artifact.meta.runtime
     library = artifact.library_for(runtime)  # refuses an unknown runtime
     threads = threads or artifact.meta.threads
     logger.info("loading %s with %s (%d threads)", library, runtime, threads)
-    return _MODELS[runtime](library, threads)
+    if runtime != "tvm":
+        return OnnxModel(library, threads)
+    weights = artifact.meta.weights
+    try:
+        mapped = [] if weights is None else map_weights(artifact.path / weights.file, weights)
+    except (OSError, ValueError) as err:
+        raise ArtifactError(f"{artifact.path}: unreadable weights ({err}); rebuild the artifact") from err
+    return TvmModel(library, threads, mapped)

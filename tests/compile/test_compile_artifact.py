@@ -48,15 +48,20 @@ def test_artifact_metadata_complete_and_checksums_right(compiled):
     for key in ("format", "format_version", "runtime", "library", "target", "threads", "model", "class_names",
                 "preprocess", "cost", "files", "versions", "verification", "created"):
         assert key in data, key
-    assert data["format"] == "bhvit-artifact" and data["format_version"] == 1 and data["runtime"] == "tvm"
+    assert data["format"] == "bhvit-artifact" and data["format_version"] == 2 and data["runtime"] == "tvm"
     assert data["target"]["arch"] == "x86_64" and data["target"]["tvm"]["kind"] == "llvm"
     assert data["model"]["name"] == "test_bhvit.w1a1" and data["model"]["config"]["num_classes"] == 10
     assert len(data["class_names"]) == 10 and data["preprocess"]["input_size"] == 64
-    assert set(data["files"]) == {"model.so"}
+    assert set(data["files"]) == {"model.so", "weights.bin"}
     assert data["files"]["model.so"] == file_sha256(out / "model.so")
+    assert data["weights"]["file"] == "weights.bin"
+    layout = data["weights"]["tensors"]
+    assert layout and all(t["offset"] % 64 == 0 for t in layout)
+    assert (out / "weights.bin").stat().st_size == max(t["offset"] + np.dtype(t["dtype"]).itemsize
+                                                       * int(np.prod(t["shape"])) for t in layout)
     assert {"deployable_mib", "mops", "artifact_mib"} <= set(data["cost"])
     assert {"torch", "tvm", "bhvit"} <= set(data["versions"])
-    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.so"]  # no temp files left
+    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.so", "weights.bin"]  # no temp files
 
 
 @pytest.mark.skipif(not __import__("shutil").which("aarch64-linux-gnu-gcc"),
