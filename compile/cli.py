@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from bhvit.models import list_models
 
@@ -16,6 +17,15 @@ from .targets import TARGET_NAMES, TargetError, resolve_target
 
 __all__ = ["main"]
 
+# Options that only shape the --random-init model.
+_RANDOM_INIT_OPTIONS = ("model", "precision", "width", "hidden_width", "intermediate_width", "fp_downsample",
+                        "num_classes", "img_size", "seed")
+
+
+def _given_random_init_options(ctx: click.Context) -> list[str]:
+    """The random-init options the user set (not left at their defaults), as spelled on the command line."""
+    return [p.opts[0] for p in ctx.command.params if p.name in _RANDOM_INIT_OPTIONS
+            and ctx.get_parameter_source(p.name) is not ParameterSource.DEFAULT]
 
 
 def _fail(message: str) -> None:
@@ -68,6 +78,8 @@ def main(checkpoint, target, output, threads, verify, fmt, tune_db, tune_trials,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if (checkpoint is None) == (not random_init):
         raise click.UsageError("give either CHECKPOINT or --random-init (not both)")
+    if checkpoint is not None and (given := _given_random_init_options(click.get_current_context())):
+        raise click.UsageError(f"{', '.join(given)} only apply to --random-init; CHECKPOINT brings its own model")
     if tune_trials and tune_db is None:
         raise click.UsageError("--tune-trials needs --tune-db DIR to write the tuning records to")
     if tune_db is not None and not tune_trials and not tune_db.is_dir():
@@ -79,9 +91,9 @@ def main(checkpoint, target, output, threads, verify, fmt, tune_db, tune_trials,
         spec = resolve_target(target, threads=threads, check_tools=fmt == "tvm")
         if random_init:
             source = sources.random_init(model, seed=seed, precision=precision, width=width,
-                                              hidden_width=hidden_width, intermediate_width=intermediate_width,
-                                              fp_downsample=fp_downsample or None, num_classes=num_classes,
-                                              img_size=img_size)
+                                         hidden_width=hidden_width, intermediate_width=intermediate_width,
+                                         fp_downsample=fp_downsample or None, num_classes=num_classes,
+                                         img_size=img_size)
         else:
             source = sources.from_checkpoint(checkpoint)
         out, meta = compile_model(source, CompileOptions(spec, output, fmt, verify, overwrite, tune_db, tune_trials))

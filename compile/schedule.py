@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import tvm
 from tvm import tirx
 from tvm.s_tir import Schedule
+from tvm.target import codegen
 
 __all__ = ["CpuScheduleCfg", "cpu_schedule_cfg", "schedule_primfunc", "needs_schedule", "GenericCpuSchedule"]
 
@@ -44,12 +45,11 @@ class CpuScheduleCfg:
 
 
 def cpu_schedule_cfg(target: tvm.target.Target) -> CpuScheduleCfg:
-    """Tile sizes for a TVM llvm target: 512-bit vectors on AVX-512 x86, 256-bit on AVX2, 128-bit otherwise."""
-    mcpu = str(target.attrs.get("mcpu", ""))
-    mattr = " ".join(str(a) for a in target.attrs.get("mattr", []))
-    if mcpu in ("znver4", "x86-64-v4") or "avx512" in mattr or "skylake-avx512" in mcpu:
+    """Tile sizes for a TVM llvm target's features: 512-bit vectors with AVX-512, 256-bit with AVX2, else 128-bit
+    (SSE2 on x86-64, NEON on aarch64)."""
+    if codegen.target_has_features(["avx512f"], target):
         return CpuScheduleCfg(lanes=16)
-    if mcpu in ("x86-64-v3", "znver3", "znver2", "haswell"):
+    if codegen.target_has_features(["avx2"], target):
         return CpuScheduleCfg(lanes=8)
     return CpuScheduleCfg(lanes=4, tile_rows=(4, 7, 3, 2), tile_vectors=4)
 

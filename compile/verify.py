@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Verification", "verify", "RTOL", "NUM_INPUTS"]
+__all__ = ["Verification", "verify", "compare", "RTOL", "NUM_INPUTS"]
 
 RTOL = 1e-3
 NUM_INPUTS = 8
@@ -34,6 +34,14 @@ class Verification:
         return asdict(self)
 
 
+def compare(ref: np.ndarray, got: np.ndarray, runs_on: str, rtol: float = RTOL) -> Verification:
+    """Check ``(n, classes)`` logits ``got`` against the reference ``ref``: same top-1 and within the tolerance."""
+    err = float(np.abs(got - ref).max())
+    tol = rtol * max(1.0, float(np.abs(ref).max()))
+    agree = float((got.argmax(1) == ref.argmax(1)).mean())
+    return Verification(bool(err <= tol and agree == 1.0), err, agree, tol, len(ref), runs_on)
+
+
 @torch.no_grad()
 def verify(model: nn.Module, predict: Callable[[np.ndarray], np.ndarray], input_shape: tuple[int, ...],
            runs_on: str, n: int = NUM_INPUTS, seed: int = 0, rtol: float = RTOL) -> Verification:
@@ -42,7 +50,4 @@ def verify(model: nn.Module, predict: Callable[[np.ndarray], np.ndarray], input_
     xs = torch.randn((n, *input_shape[1:]), generator=gen)
     ref = model.eval()(xs).numpy()
     got = np.stack([np.asarray(predict(x[None].numpy())).reshape(-1) for x in xs])
-    err = float(np.abs(got - ref).max())
-    tol = rtol * max(1.0, float(np.abs(ref).max()))
-    agree = float((got.argmax(1) == ref.argmax(1)).mean())
-    return Verification(bool(err <= tol and agree == 1.0), err, agree, tol, n, runs_on)
+    return compare(ref, got, runs_on, rtol)

@@ -22,6 +22,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from bhvit.compile.source import from_checkpoint
+from bhvit.compile.verify import RTOL, compare
+from bhvit.models import BHViT, BHViTCfg
 
 GUEST = r"""
 import os, sys, numpy as np
@@ -41,11 +46,6 @@ print("emulated run done:", len(out), "inputs")
 
 def reference(meta: dict, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Random inputs and PyTorch logits of the artifact's model."""
-    import torch
-
-    from bhvit.compile.source import from_checkpoint
-    from bhvit.models import BHViT, BHViTCfg
-
     model_meta = meta["model"]
     if model_meta.get("source") == "random-init":
         torch.manual_seed(model_meta.get("seed", 0))
@@ -65,7 +65,7 @@ def main() -> int:
     ap.add_argument("--site", default="/opt/site", help="site-packages inside the root (default: %(default)s)")
     ap.add_argument("--cpu", default="cortex-a76", help="QEMU_CPU (default: %(default)s)")
     ap.add_argument("--inputs", type=int, default=4, help="random inputs (default: %(default)s)")
-    ap.add_argument("--rtol", type=float, default=1e-3, help="tolerance relative to max |logit| (default: %(default)s)")
+    ap.add_argument("--rtol", type=float, default=RTOL, help="tolerance relative to max |logit| (default: %(default)s)")
     args = ap.parse_args()
 
     meta = json.loads((args.artifact / "metadata.json").read_text())
@@ -91,13 +91,10 @@ def main() -> int:
             print(f"emulated run failed with exit code {run.returncode}", file=sys.stderr)
             return 1
         got = np.load(work / "got.npy")
-    err = float(np.abs(got - ref).max())
-    tol = args.rtol * max(1.0, float(np.abs(ref).max()))
-    agree = float((got.argmax(1) == ref.argmax(1)).mean())
-    ok = err <= tol and agree == 1.0
-    print(f"qemu {args.cpu}: max |logit err| {err:.3g} (tolerance {tol:.3g}), top-1 agreement {agree:.0%}: "
-          f"{'PASSED' if ok else 'FAILED'}")
-    return 0 if ok else 1
+    result = compare(ref, got, f"qemu {args.cpu}", args.rtol)
+    print(f"{result.runs_on}: max |logit err| {result.max_abs_err:.3g} (tolerance {result.tolerance:.3g}), top-1 "
+          f"agreement {result.top1_agree:.0%}: {'PASSED' if result.passed else 'FAILED'}")
+    return 0 if result.passed else 1
 
 
 if __name__ == "__main__":

@@ -49,6 +49,14 @@ def test_needs_checkpoint_or_random_init():
     _assert_refused(_run("--target", "host"), "CHECKPOINT or --random-init", code=2)
 
 
+def test_random_init_options_with_a_checkpoint_are_a_usage_error(tmp_path):
+    result = _run(tmp_path / "m.safetensors", "--target", "host", "--width", "2", "--fp-downsample",
+                  "--precision", "binary", "-o", tmp_path / "a")
+    _assert_refused(result, "--precision, --width, --fp-downsample only apply to --random-init", code=2)
+    assert "--model" not in result.output and "--seed" not in result.output  # defaults the user did not set
+    assert not (tmp_path / "a").exists()
+
+
 def test_missing_checkpoint_file(tmp_path):
     _assert_refused(_run(tmp_path / "nope.safetensors", "--target", "host", "-o", tmp_path / "a"), "does not exist")
     assert not (tmp_path / "a").exists()

@@ -65,3 +65,23 @@ def test_opaque_kernels_are_left_alone():
     func = _legalized(CASES["add"]).with_attr("op_pattern", 8)
     mod = GenericCpuSchedule(CpuScheduleCfg())(tvm.IRModule({"k": func}))
     assert "T.parallel" not in mod["k"].script() and "tirx.is_scheduled" not in (mod["k"].attrs or {})
+
+
+@pytest.mark.parametrize("name, lanes", [("znver4", 16), ("x86-64-v4", 16), ("x86-64-v3", 8), ("x86-64", 4),
+                                         ("rpi5", 4), ("rpi4", 4)])
+def test_vector_lanes_follow_target_features(name, lanes):
+    from bhvit.compile.schedule import cpu_schedule_cfg
+    from bhvit.compile.targets import resolve_target
+
+    assert cpu_schedule_cfg(resolve_target(name, check_tools=False).tvm_target()).lanes == lanes
+
+
+def test_host_gets_the_lanes_of_its_detected_variant():
+    from bhvit.compile.schedule import cpu_schedule_cfg
+    from bhvit.compile.targets import resolve_target
+    from bhvit.device.host import host_arch
+
+    if host_arch() != "x86_64":
+        pytest.skip("target 'host' is x86-64 only")
+    host = resolve_target("host", check_tools=False)
+    assert cpu_schedule_cfg(host.tvm_target()) == cpu_schedule_cfg(resolve_target(host.detected).tvm_target())
