@@ -5,7 +5,9 @@ The FP glue is folded where the math is exact or nearly so:
 * a learned shift ``x + b`` right before a binary layer moves into the kernel's pack step (exact);
 * ``alpha`` and the eval BatchNorm right after a binary layer become one ``scale``/``bias`` per output channel
   of the kernel epilogue (FP32 reassociation only);
-* a binary layer's own FP bias joins that ``bias``.
+* a binary layer's own FP bias joins that ``bias``;
+* in a :class:`BinaryMLP` whose fc1 and fc2 both fold, the shortcut adds and RPReLUs after them move into the two
+  dense epilogues as well (:class:`DeployMLP`), so the product is written once, already activated.
 
 Which shift/layer/norm triples may fold is read from the block structure in :data:`FOLDS`; every other binary
 layer is replaced as is (no shift, ``scale = alpha``). FP convs whose kernel equals their stride (the stem, FP
@@ -21,11 +23,12 @@ import torch
 from torch import nn
 
 from bhvit.models.bhvit import AttentionProducts, BinaryMLP, Downsample, MSGDCBlock, _DenseBranch
-from bhvit.models.layers import BinaryConv2d, LearnableShift, QuantLayer
+from bhvit.models.layers import BinaryConv2d, LearnableShift, QuantLayer, RPReLU
 
 from .ops import CUSTOM, BinaryOps
 
-__all__ = ["DeployLinear", "DeployConv2d", "DeployAttentionProducts", "PatchifyConv", "to_deploy", "FOLDS"]
+__all__ = ["DeployLinear", "DeployConv2d", "DeployAttentionProducts", "DeployMLP", "PatchifyConv", "to_deploy",
+           "FOLDS"]
 
 # parent type -> (shift attribute, binary layer attribute (a module or a ModuleList), BN attribute or None).
 # The parent's forward must apply them back to back: norm(layer(shift(x))), with the shift feeding nothing else.
@@ -51,8 +54,10 @@ class _DeployBinary(nn.Module):
 
 
 class DeployLinear(_DeployBinary):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ops.linear(x, self.signs, self.shift, self.scale, self.bias)
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None,
+                act: torch.Tensor | None = None) -> torch.Tensor:
+        """The folded linear; ``residual`` (tiled) and the RPReLU ``act`` (3, N) as in ``ops.binary_linear``."""
+        return self.ops.linear(x, self.signs, self.shift, self.scale, self.bias, residual, act)
 
 
 class DeployConv2d(_DeployBinary):
@@ -81,6 +86,36 @@ class DeployAttentionProducts(nn.Module):
         levels, alpha = self.quantizer.quantize(attn * self.levels)
         out = self.ops.av(levels, v) * alpha
         return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
+
+
+def _rprelu_rows(act: RPReLU) -> torch.Tensor:
+    """An RPReLU's parameters as the (3, C) ``act`` argument of ``ops.linear``."""
+    return torch.stack([act.shift_in, act.slope, act.shift_out]).detach().float().contiguous()
+
+
+class DeployMLP(nn.Module):
+    """A folded binary :class:`BinaryMLP`: ``fc1(z) + tile(z)`` and ``fc2(h) + pool(h)``, each with its RPReLU, run
+    as the epilogues of the two binary linears."""
+
+    def __init__(self, mlp: BinaryMLP):
+        super().__init__()
+        self.ratio, self.fc1, self.fc2 = mlp.ratio, mlp.fc1, mlp.fc2
+        self.register_buffer("act1", _rprelu_rows(mlp.act1))
+        self.register_buffer("act2", _rprelu_rows(mlp.act2))
+        self.scale, self.drop_path = mlp.scale, mlp.drop_path
+
+    @staticmethod
+    def applies(mlp: nn.Module) -> bool:
+        """A BinaryMLP whose shifts and norms folded into two deploy linears, with RPReLU activations."""
+        return (isinstance(mlp, BinaryMLP) and isinstance(mlp.fc1, DeployLinear) and isinstance(mlp.fc2, DeployLinear)
+                and all(isinstance(getattr(mlp, n), nn.Identity) for n in ("shift1", "norm1", "shift2", "norm2"))
+                and isinstance(mlp.act1, RPReLU) and isinstance(mlp.act2, RPReLU))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(z, z, self.act1)
+        b, n, i = h.shape
+        pooled = h.reshape(b, n, i // self.ratio, self.ratio).mean(-1)
+        return self.drop_path(self.scale(self.fc2(h, pooled, self.act2)))
 
 
 class PatchifyConv(nn.Module):
@@ -154,6 +189,8 @@ def _replace_children(ops: BinaryOps, module: nn.Module) -> None:
             setattr(module, name, DeployAttentionProducts(ops, child))
         elif PatchifyConv.applies(child):
             setattr(module, name, PatchifyConv(child))
+        elif DeployMLP.applies(child):
+            setattr(module, name, DeployMLP(child))
         else:
             _replace_children(ops, child)
 

@@ -44,10 +44,13 @@ class BinaryConverters:
         return None if arg is None else self._values[arg.name].detach().cpu().numpy()
 
     def linear(self, node: fx.Node, importer):
-        x, signs, shift, scale, bias = node.args
+        # torch.export drops trailing arguments left at their default (None)
+        x, signs, shift, scale, bias, residual, act = (*node.args, None, None)[:7]
         return _kernels.emit_binary_dense(importer.block_builder, importer.env[x], weight_signs=self.const(signs),
                                           threshold=self.const(shift), scale=self.const(scale),
-                                          bias=self.const(bias), target=self.target)
+                                          bias=self.const(bias), target=self.target,
+                                          residual=None if residual is None else importer.env[residual],
+                                          act=self.const(act))
 
     def conv2d(self, node: fx.Node, importer):
         x, signs, shift, scale, bias, stride, padding, dilation, groups = node.args

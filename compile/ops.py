@@ -3,8 +3,10 @@
 Each op is one node in ``torch.export`` graphs (the converters in :mod:`bhvit.compile.lower` turn it into the
 bit-packed kernels) and its eager implementation is the exact function the kernels compute:
 
-* ``binary_linear(x, signs[N,K], shift[K]?, scale[N], bias[N]?)`` =
-  ``(sign(x + shift) @ signs^T) * scale + bias`` with ``sign(v) = +1`` iff ``v >= 0`` (the kernels' ``threshold``);
+* ``binary_linear(x, signs[N,K], shift[K]?, scale[N], bias[N]?, residual[...,R]?, act[3,N]?)`` =
+  ``rprelu((sign(x + shift) @ signs^T) * scale + bias + tile(residual), act)`` with ``sign(v) = +1`` iff ``v >= 0``
+  (the kernels' ``threshold``), ``tile(r)[..., n] = r[..., n % R]`` (``R`` divides ``N``) and ``act`` the
+  ``shift_in``, ``slope``, ``shift_out`` rows of an RPReLU (each optional term is skipped when ``None``);
 * ``binary_conv2d`` the same with ``conv2d(sign(x + shift), signs)``, zero padding applied after the sign;
 * ``binary_qk(q, k)`` = ``sign(q) @ sign(k)^T`` and ``binary_av(levels, v)`` = ``levels @ sign(v)``.
 """
@@ -37,16 +39,27 @@ def _epilogue(y: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, c
     return y if bias is None else y + bias.view(shape)
 
 
+def _rprelu(y: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """RPReLU on the last axis with ``act`` = (shift_in, slope, shift_out) rows of shape (3, C)."""
+    shift_in, slope, shift_out = act
+    y = y - shift_in
+    return torch.where(y >= 0, y, y * slope) + shift_out
+
+
 def linear_eager(x: torch.Tensor, signs: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor,
-                  bias: torch.Tensor | None) -> torch.Tensor:
-    return _epilogue(F.linear(shifted_sign(x, shift, -1), signs), scale, bias, -1)
+                  bias: torch.Tensor | None, residual: torch.Tensor | None = None,
+                  act: torch.Tensor | None = None) -> torch.Tensor:
+    y = _epilogue(F.linear(shifted_sign(x, shift, -1), signs), scale, bias, -1)
+    if residual is not None:
+        y = y + residual.repeat(*[1] * (residual.dim() - 1), y.shape[-1] // residual.shape[-1])
+    return y if act is None else _rprelu(y, act)
 
 
 binary_linear = torch.library.custom_op("bhvit::binary_linear", linear_eager, mutates_args=())
 
 
 @binary_linear.register_fake
-def _(x, signs, shift, scale, bias):
+def _(x, signs, shift, scale, bias, residual=None, act=None):
     return x.new_empty((*x.shape[:-1], signs.shape[0]))
 
 

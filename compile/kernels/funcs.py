@@ -47,8 +47,10 @@ def pack_levels(p: AttentionParams, target: Target) -> tirx.PrimFunc:
     return _scheduled([levels, battention.pack_levels(levels)], target)
 
 
-def dense(p: DenseParams, with_bias: bool, target: Target) -> tirx.PrimFunc:
-    return _scheduled(bdense.bdense(p, with_bias), target)
+def dense(p: DenseParams, with_bias: bool, target: Target, residual_width: int | None = None,
+          with_act: bool = False) -> tirx.PrimFunc:
+    """Packed (M, Kw), weights, scale [, bias] [, residual (M, R)] [, act (3, N)] -> (M, N) float32."""
+    return _scheduled(bdense.bdense(p, with_bias, residual_width, with_act), target)
 
 
 def conv2d(p: Conv2dParams, layout: str, with_bias: bool, target: Target) -> tirx.PrimFunc:

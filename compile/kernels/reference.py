@@ -12,7 +12,7 @@ from .packing import pack_bits
 from .params import Conv2dParams
 
 __all__ = ["sign", "pack_rows", "pack_channels", "pack_tokens", "pack_levels",
-           "dense", "conv2d", "qk", "av"]
+           "rprelu", "dense", "conv2d", "qk", "av"]
 
 LEVELS = 3
 
@@ -58,11 +58,24 @@ def _affine(dot: np.ndarray, scale: np.ndarray, bias: np.ndarray | None, shape) 
     return y if bias is None else y + np.asarray(bias, np.float32).reshape(shape)
 
 
+def rprelu(y: np.ndarray, act: np.ndarray) -> np.ndarray:
+    """RPReLU on the last axis, ``act`` = (shift_in, slope, shift_out) rows of shape (3, C), in float32."""
+    shift_in, slope, shift_out = np.asarray(act, np.float32)
+    y = y - shift_in
+    return np.where(y >= 0, y, y * slope) + shift_out
+
+
 def dense(x: np.ndarray, weight_signs: np.ndarray, threshold: np.ndarray | None,
-          scale: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-    """(..., K) float32 -> (..., N): (sign(x + threshold) @ weight_signs.T) * scale + bias."""
+          scale: np.ndarray, bias: np.ndarray | None, residual: np.ndarray | None = None,
+          act: np.ndarray | None = None) -> np.ndarray:
+    """(..., K) float32 -> (..., N): rprelu((sign(x + threshold) @ weight_signs.T) * scale + bias + tile(residual)),
+    ``tile`` repeating the (..., R) residual N / R times along the last axis."""
     dot = sign(x, threshold) @ np.asarray(weight_signs, np.int64).T
-    return _affine(dot, scale, bias, (-1,))
+    y = _affine(dot, scale, bias, (-1,))
+    if residual is not None:
+        residual = np.asarray(residual, np.float32)
+        y = y + np.tile(residual, (1,) * (residual.ndim - 1) + (y.shape[-1] // residual.shape[-1],))
+    return y if act is None else rprelu(y, act)
 
 
 def conv2d(x: np.ndarray, weight_signs: np.ndarray, threshold: np.ndarray | None, scale: np.ndarray,

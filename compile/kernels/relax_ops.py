@@ -1,7 +1,8 @@
 """Emit the binary kernels into a Relax graph (``relax.BlockBuilder``).
 
 Each ``emit_*`` adds a pack PrimFunc (float -> sign words, thresholds fused) and the product
-PrimFunc (popcounts, with the ``scale``/``bias`` epilogue fused) to the builder's module, both
+PrimFunc (popcounts, with the ``scale``/``bias`` epilogue fused; the dense one optionally adds a
+tiled residual and applies an RPReLU there too) to the builder's module, both
 scheduled for ``target`` and marked opaque, and returns the float32 result expression. Weights
 are packed here, once, to 1 bit per weight constants.
 """
@@ -49,23 +50,34 @@ def _suffix(threshold, bias) -> str:
     return ("_t" if threshold is not None else "") + ("_b" if bias is not None else "")
 
 
+def _rows(bb: relax.BlockBuilder, x: relax.Expr, m: int) -> relax.Expr:
+    """``x`` (..., C) as an (m, C) matrix (no reshape when it is one already)."""
+    shape = _shape(x)
+    return x if len(shape) == 2 else bb.emit(relax.op.reshape(x, (m, shape[-1])))
+
+
 def emit_binary_dense(bb: relax.BlockBuilder, x: relax.Expr, *, weight_signs: np.ndarray,
                       threshold: np.ndarray | None, scale: np.ndarray, bias: np.ndarray | None,
-                      target) -> relax.Expr:
-    """y[..., n] = (sum_k sign(x[..., k] + threshold[k]) * weight_signs[n, k]) * scale[n] + bias[n].
+                      target, residual: relax.Expr | None = None, act: np.ndarray | None = None) -> relax.Expr:
+    """y[..., n] = rprelu((sum_k sign(x[..., k] + threshold[k]) * weight_signs[n, k]) * scale[n] + bias[n]
+    + residual[..., n % R]).
 
-    ``x`` float32 (..., K); ``weight_signs`` (N, K) of ±1; returns float32 (..., N).
+    ``x`` float32 (..., K); ``weight_signs`` (N, K) of ±1; ``residual`` float32 (..., R) with the leading shape of
+    ``x`` and R | N; ``act`` (3, N): the RPReLU's shift_in, slope, shift_out. Returns float32 (..., N).
     """
     target = _target(target)
     *lead, k = _shape(x)
     n = int(weight_signs.shape[0])
     p = DenseParams(prod(lead), k, n)
-    x2 = bb.emit(relax.op.reshape(x, (p.m, k))) if len(lead) != 1 else x
+    r = None if residual is None else _shape(residual)[-1]
+    if residual is not None and _shape(residual)[:-1] != lead:
+        raise ValueError(f"residual shape {_shape(residual)} does not match the input's leading shape {lead}")
     xp = _call(bb, funcs.pack_rows((p.m, k), threshold is not None, target), f"bpack_rows_{p.m}x{k}{_suffix(threshold, None)}",
-               [x2, *_opt(threshold)], (p.m, p.k_words), "uint64")
-    args = [xp, _const(packing.dense_weight(weight_signs), "uint64"), _const(scale, "float32"), *_opt(bias)]
-    y = _call(bb, funcs.dense(p, bias is not None, target), f"bdense_{p.m}x{k}x{n}{_suffix(None, bias)}",
-              args, (p.m, n), "float32")
+               [_rows(bb, x, p.m), *_opt(threshold)], (p.m, p.k_words), "uint64")
+    args = [xp, _const(packing.dense_weight(weight_signs), "uint64"), _const(scale, "float32"), *_opt(bias),
+            *([] if residual is None else [_rows(bb, residual, p.m)]), *_opt(act)]
+    name = f"bdense_{p.m}x{k}x{n}{_suffix(None, bias)}" + (f"_r{r}" if r else "") + ("_a" if act is not None else "")
+    y = _call(bb, funcs.dense(p, bias is not None, target, r, act is not None), name, args, (p.m, n), "float32")
     return bb.emit(relax.op.reshape(y, (*lead, n))) if len(lead) != 1 else y
 
 

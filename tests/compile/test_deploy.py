@@ -5,9 +5,14 @@ import pytest
 import torch
 from torch import nn
 
-from bhvit.compile.deploy import FOLDS, DeployAttentionProducts, DeployConv2d, DeployLinear, PatchifyConv, to_deploy
+from bhvit.compile.deploy import (FOLDS, DeployAttentionProducts, DeployConv2d, DeployLinear, DeployMLP, PatchifyConv,
+                                  to_deploy)
 from bhvit.compile.ops import EAGER
 from bhvit.models import build_model
+from bhvit.models.bhvit import BinaryMLP
+from bhvit.models.config import PrecisionCfg
+
+FP_FC2 = PrecisionCfg("binary", (("*.mlp.fc2", "fp32"),))  # fc1 binary, fc2 FP: the MLP keeps its FP glue
 
 
 def _perturbed(**kw) -> nn.Module:
@@ -26,7 +31,8 @@ def _perturbed(**kw) -> nn.Module:
 
 
 @pytest.mark.parametrize("kw", [dict(precision="binary"), dict(precision="fp32"),
-                                dict(precision="binary", fp_downsample=True)], ids=["binary", "fp32", "fpds"])
+                                dict(precision="binary", fp_downsample=True), dict(precision=FP_FC2)],
+                         ids=["binary", "fp32", "fpds", "fp-fc2"])
 @pytest.mark.parametrize("ops", ["custom", "eager"])
 def test_deploy_form_matches_model(kw, ops):
     model = _perturbed(**kw)
@@ -45,14 +51,40 @@ def test_binary_glue_is_folded():
     assert linears and convs and sum(isinstance(m, DeployAttentionProducts) for m in deploy.modules()) == 2
     assert all(m.shift is not None and m.bias is not None for m in linears)  # shift -> pack, BN -> epilogue
     assert all(m.shift is not None for m in convs)
-    # every shift and BN that FOLDS names is gone from the FP graph
+    # every shift and BN that FOLDS names is gone from the FP graph; the MLPs went further (DeployMLP)
     parents = [m for m in deploy.modules() if type(m) in FOLDS]
-    assert len(parents) == 2 * 2 + 2 * 5 + 3  # 2 MSGDC blocks + their MLPs, 2 MSMHA MLPs + q/k/v/out, downsamples
+    assert len(parents) == 2 + 2 * 4 + 3  # 2 MSGDC blocks, 2 MSMHA q/k/v/out, downsamples
+    assert sum(isinstance(m, DeployMLP) for m in deploy.modules()) == 4
     for parent in parents:
         for shift_name, _, norm_name in FOLDS[type(parent)]:
             assert isinstance(getattr(parent, shift_name), nn.Identity)
             if norm_name is not None:
                 assert isinstance(getattr(parent, norm_name), nn.Identity)
+
+
+def _binary_linear_nodes(model: nn.Module) -> list[torch.fx.Node]:
+    graph = torch.export.export(to_deploy(model), (torch.zeros(1, 3, 64, 64),)).graph
+    return [n for n in graph.nodes if n.op == "call_function" and "binary_linear" in str(n.target)]
+
+
+def test_binary_mlp_shortcut_and_act_run_in_the_dense_epilogue():
+    nodes = _binary_linear_nodes(_perturbed(precision="binary"))
+    fused = [n for n in nodes if len(n.args) > 6 and n.args[5] is not None and n.args[6] is not None]
+    assert len(fused) == 2 * 4  # fc1 and fc2 of each of the 4 MLPs
+    fc1 = [n for n in fused if "binary_linear" not in str(n.args[0].target)]  # fc2 reads fc1's output
+    assert len(fc1) == 4
+    for node in fc1:  # h feeds fc2 (its pack) and the pooling only: no FP add/RPReLU pass in between
+        assert {str(u.target).split(".")[1] for u in node.users} <= {"binary_linear", "view", "reshape"}
+
+
+def test_mlp_with_an_fp_linear_keeps_its_fp_glue():
+    model = _perturbed(precision=FP_FC2)
+    deploy = to_deploy(model)
+    assert not any(isinstance(m, DeployMLP) for m in deploy.modules())
+    mlps = [m for m in deploy.modules() if isinstance(m, BinaryMLP)]
+    assert len(mlps) == 4 and all(isinstance(m.fc1, DeployLinear) and not isinstance(m.fc2, DeployLinear)
+                                  for m in mlps)
+    assert not any(len(n.args) > 5 for n in _binary_linear_nodes(model))
 
 
 def test_fp32_model_is_left_as_is():

@@ -81,6 +81,29 @@ def test_dense_matches_reference(m, k, n, with_bias, target):
     np.testing.assert_array_equal(ones, ref.dense(x, w, th, np.ones(n), None))  # integers: exact
 
 
+@TARGETS
+@pytest.mark.parametrize("m,k,n,r,with_act", [(21, 150, 40, 20, True), (21, 150, 40, 40, True), (35, 100, 96, 32, True),
+                                              (35, 100, 96, 32, False), (9, 70, 24, None, True)])
+def test_dense_residual_and_act_match_reference(m, k, n, r, with_act, target):
+    rng = np.random.default_rng(6)
+    x, w, th = rng.standard_normal((m, k)).astype(np.float32), _signs(rng, n, k), rng.standard_normal(k).astype(np.float32)
+    scale, bias = rng.random(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+    residual = None if r is None else (rng.standard_normal((m, r)) * 8).astype(np.float32)
+    act = np.stack([rng.standard_normal(n), rng.random(n), rng.standard_normal(n)]).astype(np.float32) if with_act else None
+    args = [ref.pack_rows(x, th), packing.dense_weight(w), scale, bias, *(t for t in (residual, act) if t is not None)]
+    out = _run(funcs.dense(DenseParams(m, k, n), True, target, r, with_act), args, (m, n), "float32", target)
+    expected = ref.dense(x, w, th, scale, bias, residual, act)
+    assert (expected < 0).mean() > 0.2  # the RPReLU's negative branch is exercised
+    _close(out, expected)
+
+
+def test_x86_dense_epilogue_loads_the_tiled_residual_as_vectors():
+    """R = 64 is a multiple of the tile's NR x 8 lanes: n % R folds into the vector index (no per-lane loads)."""
+    ll = tvm.tirx.build(tvm.IRModule({"main": funcs.dense(DenseParams(28, 512, 128), True, ZNVER4, 64, True)}),
+                        target=ZNVER4).inspect_source("ll")
+    assert "load <8 x float>" in ll and "load float," not in ll and "select <8 x i1>" in ll
+
+
 CONVS = {
     "g4_d1_c64": dict(batch=2, in_channels=64, out_channels=64, height=7, width=7, kernel=(3, 3), padding=(1, 1), groups=4),
     "g4_d3_c192": dict(batch=1, in_channels=192, out_channels=192, height=9, width=11, kernel=(3, 3), padding=(3, 3),
@@ -177,7 +200,8 @@ def test_relax_emitters_run_in_vm():
     dsw = _signs(rng, 24, 12, 2, 2)
     q, k = (rng.standard_normal((1, 2, 53, 64)).astype(np.float32) for _ in range(2))
     levels = rng.integers(0, 4, (1, 2, 53, 53)).astype(np.float32)
-    inputs = {"x": x, "c": c, "d": d, "q": q, "k": k, "levels": levels}
+    res, act = rng.standard_normal((2, 5, 12)).astype(np.float32), rng.standard_normal((3, 24)).astype(np.float32)
+    inputs = {"x": x, "c": c, "d": d, "q": q, "k": k, "levels": levels, "res": res}
     params = {name: relax.Var(name, relax.TensorType(a.shape, "float32")) for name, a in inputs.items()}
     bb = relax.BlockBuilder()
     with bb.function("main", list(params.values())):
@@ -191,6 +215,8 @@ def test_relax_emitters_run_in_vm():
                                              bias=None, stride=2, padding=0, dilation=1, groups=1, target=HOST),
                 relax_ops.emit_binary_qk(bb, params["q"], params["k"], target=HOST),
                 relax_ops.emit_binary_av(bb, params["levels"], params["k"], target=HOST),
+                relax_ops.emit_binary_dense(bb, params["x"], weight_signs=dw, threshold=dth, scale=dscale, bias=dbias,
+                                            target=HOST, residual=params["res"], act=act),
             ]
             result = bb.emit_output(relax.Tuple(outs))
         bb.emit_func_output(result)
@@ -203,3 +229,4 @@ def test_relax_emitters_run_in_vm():
     np.testing.assert_array_equal(got[2], ref.conv2d(d, dsw, None, np.ones(24), None, down))
     np.testing.assert_array_equal(got[3], ref.qk(q, k))
     np.testing.assert_array_equal(got[4], ref.av(levels, k))
+    _close(got[5], ref.dense(x, dw, dth, dscale, dbias, res, act))  # same m x k x n as got[0]: a distinct kernel

@@ -18,6 +18,12 @@ def affine(dot: PrimExpr, scale: PrimExpr, bias: PrimExpr | None) -> PrimExpr:
     return y if bias is None else y + bias
 
 
+def rprelu(y: PrimExpr, shift_in: PrimExpr, slope: PrimExpr, shift_out: PrimExpr) -> PrimExpr:
+    """``where(y - shift_in >= 0, y - shift_in, (y - shift_in) * slope) + shift_out`` (branch-free select)."""
+    y = y - shift_in
+    return tirx.Select(y >= tirx.const(0, "float32"), y, y * slope) + shift_out
+
+
 def int_const(value: int) -> PrimExpr:
     return tirx.const(value, ACC_DTYPE)
 

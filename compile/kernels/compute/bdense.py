@@ -2,28 +2,43 @@
 
 Inputs: ``a`` (M, Kw) uint64, the activations packed along K by :func:`bitpack.pack_rows`;
 ``w`` (Kw, N) uint64, weight sign bits packed along K with N contiguous (bit 1 = +1); ``scale``
-and ``bias`` (N,) float32. Pad bits past K are 0 in both, so
-``y[m, n] = (K - 2 * sum_k popcount(a[m, k] ^ w[k, n])) * scale[n] + bias[n]``.
+and ``bias`` (N,) float32; optionally ``residual`` (M, R) float32 with R | N and ``act`` (3, N) float32
+(RPReLU shift_in, slope, shift_out). Pad bits past K are 0 in both, so with ``dot = K - 2 * sum_k popcount(a ^ w)``
+``y[m, n] = rprelu(dot[m, n] * scale[n] + bias[n] + residual[m, n % R])``.
 Blocks: ``"acc"`` (int64 popcount sums, tile axes m, n) and ``"out"`` (float32 epilogue).
 """
 from __future__ import annotations
 
-from tvm import te
+from tvm import te, tirx
 
 from ..params import DenseParams
-from ._common import affine, int_const, placeholder, popcount
+from ._common import affine, int_const, placeholder, popcount, rprelu
 
 __all__ = ["bdense"]
 
 
-def bdense(p: DenseParams, with_bias: bool = True) -> list[te.Tensor]:
-    """Return ``[a, w, scale, (bias,) out]`` for ``te.create_prim_func``."""
+def bdense(p: DenseParams, with_bias: bool = True, residual_width: int | None = None,
+           with_act: bool = False) -> list[te.Tensor]:
+    """Return ``[a, w, scale, (bias,) (residual,) (act,) out]`` for ``te.create_prim_func``.
+
+    ``residual_width`` R (a divisor of N) adds ``residual[m, n % R]``; ``with_act`` applies the RPReLU after it.
+    """
+    if residual_width is not None and p.n % residual_width:
+        raise ValueError(f"residual width {residual_width} does not divide N = {p.n}")
     a = placeholder((p.m, p.k_words), "uint64", "a")
     w = placeholder((p.k_words, p.n), "uint64", "w")
     scale = placeholder((p.n,), "float32", "scale")
     bias = placeholder((p.n,), "float32", "bias") if with_bias else None
+    residual = placeholder((p.m, residual_width), "float32", "residual") if residual_width is not None else None
+    act = placeholder((3, p.n), "float32", "act") if with_act else None
     k = te.reduce_axis((0, p.k_words), name="k")
     acc = te.compute((p.m, p.n), lambda m, n: te.sum(popcount(a[m, k] ^ w[k, n]), axis=k), name="acc")
-    out = te.compute((p.m, p.n), lambda m, n: affine(int_const(p.k) - 2 * acc[m, n], scale[n],
-                                                      None if bias is None else bias[n]), name="out")
-    return [a, w, scale, *([bias] if with_bias else []), out]
+
+    def epilogue(m, n):
+        y = affine(int_const(p.k) - 2 * acc[m, n], scale[n], None if bias is None else bias[n])
+        if residual is not None:
+            y = y + residual[m, tirx.floormod(n, residual_width)]
+        return y if act is None else rprelu(y, act[0, n], act[1, n], act[2, n])
+
+    out = te.compute((p.m, p.n), epilogue, name="out")
+    return [a, w, scale, *(t for t in (bias, residual, act) if t is not None), out]
