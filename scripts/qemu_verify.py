@@ -3,8 +3,9 @@
 
 Opt-in check of the cross build (pi-testing.md section 1.4 fast path): the artifact's model is rebuilt in PyTorch
 on this host (from the checkpoint recorded in its metadata, or the same random init), logits for a few random
-inputs are computed here, then an emulated Cortex-A76 (``QEMU_CPU=cortex-a76``, 16 KiB pages) loads ``model.so``
-with the aarch64 TVM wheel in runtime-only mode and must reproduce them.
+inputs are computed here, then an emulated Cortex-A76 (``QEMU_CPU=cortex-a76``, 16 KiB pages) loads the whole
+artifact with this checkout's ``bhvit.device`` (checksums, CPU features, weights file, TVM runtime through
+``tvm_ffi``) on the aarch64 wheels and must reproduce them.
 
 Needs an arm64 Debian root with python3.11 and the aarch64 ``apache-tvm``/``numpy`` wheels in ``ROOT/opt/site``
 (built by the pi-testing.md section 1.4 script). Exit code 0: match; 1: mismatch; 2: setup missing.
@@ -24,24 +25,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bhvit import device
 from bhvit.compile.source import from_checkpoint
 from bhvit.compile.verify import RTOL, compare
 from bhvit.models import BHViT, BHViTCfg
 
 GUEST = r"""
 import os, sys, numpy as np
-os.environ["TVM_USE_RUNTIME_LIB"] = "1"
-import tvm, tvm.runtime.vm
 d = sys.argv[1]
-data = np.load(os.path.join(d, "io.npz"))
-vm = tvm.runtime.vm.VirtualMachine(tvm.runtime.load_module(os.path.join(d, "model.so")), tvm.cpu())
-out = []
-for x in data["inputs"]:
-    y = vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x[None])))
-    out.append((y if hasattr(y, "numpy") else y[0]).numpy().reshape(-1))
+sys.path.insert(0, os.path.join(d, "pkg"))
+from bhvit.device.artifact import load_artifact
+from bhvit.device.runtime import load_model
+model = load_model(load_artifact(os.path.join(d, "artifact")))
+out = [model(np.ascontiguousarray(x[None])) for x in np.load(os.path.join(d, "io.npz"))["inputs"]]
 np.save(os.path.join(d, "got.npy"), np.stack(out))
 print("emulated run done:", len(out), "inputs")
 """
+
+
+def _stage_device_package(pkg: Path) -> None:
+    """This checkout's ``bhvit.device`` (numpy-only for loading and running) as ``pkg/bhvit/device``."""
+    (pkg / "bhvit").mkdir(parents=True)
+    (pkg / "bhvit" / "__init__.py").write_text("")
+    shutil.copytree(Path(device.__file__).parent, pkg / "bhvit" / "device",
+                    ignore=shutil.ignore_patterns("__pycache__", "samples"))
 
 
 def reference(meta: dict, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -81,7 +88,8 @@ def main() -> int:
     inputs, ref = reference(meta, args.inputs, seed=1)
     with tempfile.TemporaryDirectory(dir=args.root / "tmp") as work:
         work = Path(work)
-        shutil.copy(args.artifact / "model.so", work / "model.so")
+        shutil.copytree(args.artifact, work / "artifact")
+        _stage_device_package(work / "pkg")
         np.savez(work / "io.npz", inputs=inputs)
         (work / "guest.py").write_text(GUEST)
         env = {"QEMU_CPU": args.cpu, "QEMU_PAGESIZE": "16384", "PYTHONPATH": str(args.root / args.site.lstrip("/")),
