@@ -7,7 +7,8 @@ The FP glue is folded where the math is exact or nearly so:
   of the kernel epilogue (FP32 reassociation only);
 * a binary layer's own FP bias joins that ``bias``;
 * in a :class:`BinaryMLP` whose fc1 and fc2 both fold, the shortcut adds and RPReLUs after them move into the two
-  dense epilogues as well (:class:`DeployMLP`), so the product is written once, already activated.
+  dense epilogues as well (:class:`DeployMLP`), so the product is written once, already activated; likewise the
+  ``rprelu(proj(t) + t)`` of each dense q/k/v branch (:class:`DeployDenseBranch`).
 
 Which shift/layer/norm triples may fold is read from the block structure in :data:`FOLDS`; every other binary
 layer is replaced as is (no shift, ``scale = alpha``). FP convs whose kernel equals their stride (the stem, FP
@@ -27,8 +28,8 @@ from bhvit.models.layers import BinaryConv2d, LearnableShift, QuantLayer, RPReLU
 
 from .ops import CUSTOM, BinaryOps
 
-__all__ = ["DeployLinear", "DeployConv2d", "DeployAttentionProducts", "DeployMLP", "PatchifyConv", "to_deploy",
-           "FOLDS"]
+__all__ = ["DeployLinear", "DeployConv2d", "DeployAttentionProducts", "DeployDenseBranch", "DeployMLP",
+           "PatchifyConv", "to_deploy", "FOLDS"]
 
 # parent type -> (shift attribute, binary layer attribute (a module or a ModuleList), BN attribute or None).
 # The parent's forward must apply them back to back: norm(layer(shift(x))), with the shift feeding nothing else.
@@ -93,6 +94,29 @@ def _rprelu_rows(act: RPReLU) -> torch.Tensor:
     return torch.stack([act.shift_in, act.slope, act.shift_out]).detach().float().contiguous()
 
 
+def _fusable(module: nn.Module, linears: tuple[str, ...], acts: tuple[str, ...], folded: tuple[str, ...]) -> bool:
+    """Whether ``linears`` are deploy linears, ``acts`` RPReLUs and the ``folded`` shifts/norms gone (Identity)."""
+    return (all(isinstance(getattr(module, n), DeployLinear) for n in linears)
+            and all(isinstance(getattr(module, n), RPReLU) for n in acts)
+            and all(isinstance(getattr(module, n), nn.Identity) for n in folded))
+
+
+class DeployDenseBranch(nn.Module):
+    """A folded binary q/k/v branch: ``rprelu(proj(t) + t)`` as one binary linear with its epilogue."""
+
+    def __init__(self, branch: _DenseBranch):
+        super().__init__()
+        self.proj = branch.proj
+        self.register_buffer("act", _rprelu_rows(branch.act))
+
+    @staticmethod
+    def applies(branch: nn.Module) -> bool:
+        return isinstance(branch, _DenseBranch) and _fusable(branch, ("proj",), ("act",), ("shift", "norm"))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.proj(t, t, self.act)
+
+
 class DeployMLP(nn.Module):
     """A folded binary :class:`BinaryMLP`: ``fc1(z) + tile(z)`` and ``fc2(h) + pool(h)``, each with its RPReLU, run
     as the epilogues of the two binary linears."""
@@ -107,9 +131,8 @@ class DeployMLP(nn.Module):
     @staticmethod
     def applies(mlp: nn.Module) -> bool:
         """A BinaryMLP whose shifts and norms folded into two deploy linears, with RPReLU activations."""
-        return (isinstance(mlp, BinaryMLP) and isinstance(mlp.fc1, DeployLinear) and isinstance(mlp.fc2, DeployLinear)
-                and all(isinstance(getattr(mlp, n), nn.Identity) for n in ("shift1", "norm1", "shift2", "norm2"))
-                and isinstance(mlp.act1, RPReLU) and isinstance(mlp.act2, RPReLU))
+        return isinstance(mlp, BinaryMLP) and _fusable(mlp, ("fc1", "fc2"), ("act1", "act2"),
+                                                       ("shift1", "norm1", "shift2", "norm2"))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.fc1(z, z, self.act1)
@@ -191,6 +214,8 @@ def _replace_children(ops: BinaryOps, module: nn.Module) -> None:
             setattr(module, name, PatchifyConv(child))
         elif DeployMLP.applies(child):
             setattr(module, name, DeployMLP(child))
+        elif DeployDenseBranch.applies(child):
+            setattr(module, name, DeployDenseBranch(child))
         else:
             _replace_children(ops, child)
 

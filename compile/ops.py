@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch.nn import functional as F
 
-from bhvit.models.layers import sign_pm1
+from bhvit.models.layers import rprelu, sign_pm1
 
 __all__ = ["binary_linear", "binary_conv2d", "binary_qk", "binary_av", "shifted_sign", "BinaryOps", "CUSTOM", "EAGER"]
 
@@ -39,20 +39,13 @@ def _epilogue(y: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, c
     return y if bias is None else y + bias.view(shape)
 
 
-def _rprelu(y: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-    """RPReLU on the last axis with ``act`` = (shift_in, slope, shift_out) rows of shape (3, C)."""
-    shift_in, slope, shift_out = act
-    y = y - shift_in
-    return torch.where(y >= 0, y, y * slope) + shift_out
-
-
 def linear_eager(x: torch.Tensor, signs: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor,
                   bias: torch.Tensor | None, residual: torch.Tensor | None = None,
                   act: torch.Tensor | None = None) -> torch.Tensor:
     y = _epilogue(F.linear(shifted_sign(x, shift, -1), signs), scale, bias, -1)
     if residual is not None:
         y = y + residual.repeat(*[1] * (residual.dim() - 1), y.shape[-1] // residual.shape[-1])
-    return y if act is None else _rprelu(y, act)
+    return y if act is None else rprelu(y, *act)  # act rows: shift_in, slope, shift_out on the last axis
 
 
 binary_linear = torch.library.custom_op("bhvit::binary_linear", linear_eager, mutates_args=())

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["LearnableShift", "RPReLU", "LayerScale"]
+__all__ = ["LearnableShift", "RPReLU", "LayerScale", "rprelu"]
 
 
 def _shape(x: torch.Tensor, channel_dim: int) -> tuple[int, ...]:
@@ -28,6 +28,12 @@ class LearnableShift(nn.Module):
         return x + self.bias.view(_shape(x, self.channel_dim))
 
 
+def rprelu(x: torch.Tensor, shift_in: torch.Tensor, slope: torch.Tensor, shift_out: torch.Tensor) -> torch.Tensor:
+    """``PReLU(x - shift_in; slope) + shift_out`` with parameters broadcast against ``x``."""
+    y = x - shift_in
+    return torch.where(y >= 0, y, y * slope) + shift_out
+
+
 class RPReLU(nn.Module):
     """``RPReLU(x) = PReLU_c(x - mu_c) + zeta_c`` (ReActNet), mu = zeta = 0 and slope 0.25 at init."""
 
@@ -40,8 +46,7 @@ class RPReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = _shape(x, self.channel_dim)
-        y = x - self.shift_in.view(s)
-        return torch.where(y >= 0, y, y * self.slope.view(s)) + self.shift_out.view(s)
+        return rprelu(x, self.shift_in.view(s), self.slope.view(s), self.shift_out.view(s))
 
 
 class LayerScale(nn.Module):

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from bhvit.compile.deploy import (FOLDS, DeployAttentionProducts, DeployConv2d, DeployLinear, DeployMLP, PatchifyConv,
-                                  to_deploy)
+from bhvit.compile.deploy import (FOLDS, DeployAttentionProducts, DeployConv2d, DeployDenseBranch, DeployLinear,
+                                  DeployMLP, PatchifyConv, to_deploy)
 from bhvit.compile.ops import EAGER
 from bhvit.models import build_model
 from bhvit.models.bhvit import BinaryMLP
@@ -51,10 +51,11 @@ def test_binary_glue_is_folded():
     assert linears and convs and sum(isinstance(m, DeployAttentionProducts) for m in deploy.modules()) == 2
     assert all(m.shift is not None and m.bias is not None for m in linears)  # shift -> pack, BN -> epilogue
     assert all(m.shift is not None for m in convs)
-    # every shift and BN that FOLDS names is gone from the FP graph; the MLPs went further (DeployMLP)
+    # every shift and BN that FOLDS names is gone from the FP graph; the MLPs and q/k/v/out branches went further
     parents = [m for m in deploy.modules() if type(m) in FOLDS]
-    assert len(parents) == 2 + 2 * 4 + 3  # 2 MSGDC blocks, 2 MSMHA q/k/v/out, downsamples
+    assert len(parents) == 2 + 3  # 2 MSGDC blocks, downsamples
     assert sum(isinstance(m, DeployMLP) for m in deploy.modules()) == 4
+    assert sum(isinstance(m, DeployDenseBranch) for m in deploy.modules()) == 2 * 4  # 2 MSMHA blocks, q/k/v/out
     for parent in parents:
         for shift_name, _, norm_name in FOLDS[type(parent)]:
             assert isinstance(getattr(parent, shift_name), nn.Identity)
@@ -67,11 +68,11 @@ def _binary_linear_nodes(model: nn.Module) -> list[torch.fx.Node]:
     return [n for n in graph.nodes if n.op == "call_function" and "binary_linear" in str(n.target)]
 
 
-def test_binary_mlp_shortcut_and_act_run_in_the_dense_epilogue():
+def test_binary_mlp_and_branch_shortcuts_and_acts_run_in_the_dense_epilogue():
     nodes = _binary_linear_nodes(_perturbed(precision="binary"))
     fused = [n for n in nodes if len(n.args) > 6 and n.args[5] is not None and n.args[6] is not None]
-    assert len(fused) == 2 * 4  # fc1 and fc2 of each of the 4 MLPs
-    fc1 = [n for n in fused if "binary_linear" not in str(n.args[0].target)]  # fc2 reads fc1's output
+    assert len(fused) == len(nodes) == 2 * 4 + 2 * 4  # fc1 and fc2 of the 4 MLPs, q/k/v/out of the 2 MSMHA
+    fc1 = [n for n in fused if n.meta["val"].shape[-1] > n.args[0].meta["val"].shape[-1]]  # the expanding ones
     assert len(fc1) == 4
     for node in fc1:  # h feeds fc2 (its pack) and the pooling only: no FP add/RPReLU pass in between
         assert {str(u.target).split(".")[1] for u in node.users} <= {"binary_linear", "view", "reshape"}
@@ -84,7 +85,8 @@ def test_mlp_with_an_fp_linear_keeps_its_fp_glue():
     mlps = [m for m in deploy.modules() if isinstance(m, BinaryMLP)]
     assert len(mlps) == 4 and all(isinstance(m.fc1, DeployLinear) and not isinstance(m.fc2, DeployLinear)
                                   for m in mlps)
-    assert not any(len(n.args) > 5 for n in _binary_linear_nodes(model))
+    fused = [n for n in _binary_linear_nodes(model) if len(n.args) > 5]
+    assert len(fused) == 2 * 4 and all(n.meta["val"].shape == n.args[0].meta["val"].shape for n in fused)  # q/k/v/out
 
 
 def test_fp32_model_is_left_as_is():
