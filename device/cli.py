@@ -314,7 +314,9 @@ def info(ctx: click.Context, artifact: Path, as_json: bool) -> None:
             f"artifact   {artifact}",
             f"model      {model.get('name', '?')} (precision {model.get('precision', '?')}, width "
             f"{model.get('width', '?')}), {len(meta.class_names)} classes",
-            f"runtime    {meta.runtime}, library {meta.library}, {meta.threads} threads",
+            f"runtime    {meta.runtime}, library {meta.library}"
+            + (f", weights {meta.weights.file} ({len(meta.weights.tensors)} tensors)" if meta.weights else "")
+            + f", {meta.threads} threads",
             f"target     {meta.target.name} ({meta.target.arch}; CPU features: "
             f"{', '.join(meta.target.cpu_features) or 'none'})",
             f"preprocess resize {p.resize} {p.interpolation}, crop {p.crop}, mean {list(p.mean)}, std {list(p.std)}",

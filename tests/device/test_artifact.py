@@ -52,12 +52,22 @@ def test_artifact_metadata_round_trips(tmp_path):
     assert data["preprocess"]["mean"] == [0.485, 0.456, 0.406]
 
 
-def test_artifact_with_tampered_library_is_refused(artifacts, tmp_path):
+@pytest.mark.parametrize("name", ["model.so", "weights.bin"])
+def test_artifact_with_tampered_file_is_refused(artifacts, tmp_path, name):
     path = artifacts.copy(tmp_path / "a")
-    with open(path / "model.so", "r+b") as fh:
+    with open(path / name, "r+b") as fh:
         fh.seek(100)
         fh.write(b"\x00\xff")
-    with pytest.raises(ArtifactError, match=r"sha256 model.so: found [0-9a-f]{16}, need [0-9a-f]{16}"):
+    with pytest.raises(ArtifactError, match=rf"sha256 {name}: found [0-9a-f]{{16}}, need [0-9a-f]{{16}}"):
+        load_artifact(path)
+
+
+def test_artifact_whose_weights_file_is_not_listed_is_refused(artifacts, tmp_path):
+    path = artifacts.copy(tmp_path / "a")
+    data = json.loads((path / "metadata.json").read_text())
+    del data["files"]["weights.bin"]
+    (path / "metadata.json").write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=r"weights: found files \['model.so'\], need 'weights.bin' among them"):
         load_artifact(path)
 
 
@@ -111,7 +121,8 @@ def test_artifact_library_for_other_runtime_is_found_or_refused(artifacts):
     both = load_artifact(artifacts.get("tvm", both=True))
     assert both.library_for("onnxruntime").name == "model.onnx"
     only_tvm = load_artifact(artifacts.get("tvm"))
-    with pytest.raises(ArtifactError, match=r"no onnxruntime library: found \['model.so'\], need a \*.onnx file"):
+    with pytest.raises(ArtifactError,
+                       match=r"no onnxruntime library: found \['model.so', 'weights.bin'\], need a \*.onnx file"):
         only_tvm.library_for("onnxruntime")
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from bhvit.device.artifact import PreprocessCfg, TargetInfo, write_artifact_metadata
 from bhvit.device.host import host_arch
+from bhvit.device.weights import WeightsInfo, save_weights
 
 PETS = ("Abyssinian", "Bengal", "Birman", "beagle", "pug")
 SAMPLES = Path(__file__).parents[2] / "device" / "samples"
@@ -39,9 +40,12 @@ def reference_logits(x: np.ndarray, w: dict[str, np.ndarray]) -> np.ndarray:
     return y @ w["fc"] + w["bias"]
 
 
-def build_tvm(path: Path, size: int, w: dict[str, np.ndarray], tuple_output: bool = False) -> None:
+def build_tvm(path: Path, size: int, w: dict[str, np.ndarray], tuple_output: bool = False) -> WeightsInfo:
+    """The library at ``path`` and, as bhvit-compile writes them, its weights in ``weights.bin`` beside it."""
     import tvm
     from tvm import relax
+
+    from bhvit.compile.weights import lift_weights
 
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, 3, size, size), "float32"))
@@ -52,7 +56,9 @@ def build_tvm(path: Path, size: int, w: dict[str, np.ndarray], tuple_output: boo
             y = bb.emit(relax.op.add(relax.op.matmul(y, relax.const(w["fc"])), relax.const(w["bias"])))
             out = bb.emit_output(relax.Tuple([y]) if tuple_output else y)
         bb.emit_func_output(out)
-    tvm.compile(bb.get(), target=tvm.target.Target({"kind": "llvm"})).export_library(str(path))
+    mod, arrays = lift_weights(bb.get())
+    tvm.compile(mod, target=tvm.target.Target({"kind": "llvm"})).export_library(str(path))
+    return save_weights(path.with_name("weights.bin"), arrays)
 
 
 def build_onnx(path: Path, size: int, w: dict[str, np.ndarray]) -> None:
@@ -88,16 +94,16 @@ class ArtifactFactory:
         if key not in self._cache:
             path = self.root / "-".join(map(str, key))
             path.mkdir(parents=True)
-            w = weights()
+            w, info = weights(), None
             if runtime == "tvm":
-                build_tvm(path / "model.so", size, w, tuple_output)
+                info = build_tvm(path / "model.so", size, w, tuple_output)
             if runtime == "onnxruntime" or both:
                 build_onnx(path / "model.onnx", size, w)
             write_artifact_metadata(
                 path, runtime=runtime, library="model.so" if runtime == "tvm" else "model.onnx",
                 target=TargetInfo(name="host", arch=host_arch(), tvm={"kind": "llvm"}), class_names=PETS,
                 preprocess=preprocess_cfg(size), model={"name": "tiny_test", "precision": "fp32", "width": 1.0},
-                threads=1, cost={"params": 0, "bops": 0}, verification={"passed": True})
+                threads=1, cost={"params": 0, "bops": 0}, verification={"passed": True}, weights=info)
             self._cache[key] = path
         return self._cache[key]
 
