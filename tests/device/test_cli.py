@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import bhvit_device_testlib as testlib  # registered by conftest.py
 import click
