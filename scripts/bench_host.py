@@ -53,13 +53,18 @@ def _source(key: str, img_size: int):
 
 
 def build(key: str, root: Path, threads: int, img_size: int) -> Path | None:
-    """Compile the artifact of ``key`` into ``root`` unless it is there already."""
+    """Compile the artifact of ``key`` into ``root`` unless a readable one is there already."""
+    from bhvit.device.artifact import ArtifactError, read_metadata
+
     fmt = MODELS[key][0]
     if fmt == "torch":
         return None
     out = root / key
-    if (out / "metadata.json").is_file():
+    try:
+        read_metadata(out)
         return out
+    except ArtifactError:  # none yet, or an older artifact format: rebuild
+        pass
     from bhvit.compile.compiler import CompileOptions, compile_model
     from bhvit.compile.targets import resolve_target
 
