@@ -7,8 +7,9 @@ The FP glue is folded where the math is exact or nearly so:
   of the kernel epilogue (FP32 reassociation only);
 * a binary layer's own FP bias joins that ``bias``;
 * in a :class:`BinaryMLP` whose fc1 and fc2 both fold, the shortcut adds and RPReLUs after them move into the two
-  dense epilogues as well (:class:`DeployMLP`), so the product is written once, already activated; likewise the
-  ``rprelu(proj(t) + t)`` of each dense q/k/v branch (:class:`DeployDenseBranch`).
+  dense epilogues as well and the whole MLP is one ``binary_mlp`` op (:class:`DeployMLP`): fc1's kernel writes
+  fc2's packed input and the pooled shortcut, never its float output; likewise the ``rprelu(proj(t) + t)`` of each
+  dense q/k/v branch (:class:`DeployDenseBranch`).
 
 Which shift/layer/norm triples may fold is read from the block structure in :data:`FOLDS`; every other binary
 layer is replaced as is (no shift, ``scale = alpha``). FP convs whose kernel equals their stride (the stem, FP
@@ -118,12 +119,12 @@ class DeployDenseBranch(nn.Module):
 
 
 class DeployMLP(nn.Module):
-    """A folded binary :class:`BinaryMLP`: ``fc1(z) + tile(z)`` and ``fc2(h) + pool(h)``, each with its RPReLU, run
-    as the epilogues of the two binary linears."""
+    """A folded binary :class:`BinaryMLP` as one ``binary_mlp`` op: ``fc1(z) + tile(z)`` and ``fc2(h) + pool(h)``,
+    each with its RPReLU, run as the epilogues of the two binary linears."""
 
-    def __init__(self, mlp: BinaryMLP):
+    def __init__(self, ops: BinaryOps, mlp: BinaryMLP):
         super().__init__()
-        self.ratio, self.fc1, self.fc2 = mlp.ratio, mlp.fc1, mlp.fc2
+        self.ops, self.ratio, self.fc1, self.fc2 = ops, mlp.ratio, mlp.fc1, mlp.fc2
         self.register_buffer("act1", _rprelu_rows(mlp.act1))
         self.register_buffer("act2", _rprelu_rows(mlp.act2))
         self.scale, self.drop_path = mlp.scale, mlp.drop_path
@@ -135,10 +136,10 @@ class DeployMLP(nn.Module):
                                                        ("shift1", "norm1", "shift2", "norm2"))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.fc1(z, z, self.act1)
-        b, n, i = h.shape
-        pooled = h.reshape(b, n, i // self.ratio, self.ratio).mean(-1)
-        return self.drop_path(self.scale(self.fc2(h, pooled, self.act2)))
+        fc1, fc2 = self.fc1, self.fc2
+        m = self.ops.mlp(z, fc1.signs, fc1.shift, fc1.scale, fc1.bias, self.act1,
+                         fc2.signs, fc2.shift, fc2.scale, fc2.bias, self.act2, self.ratio)
+        return self.drop_path(self.scale(m))
 
 
 class PatchifyConv(nn.Module):
@@ -213,7 +214,7 @@ def _replace_children(ops: BinaryOps, module: nn.Module) -> None:
         elif PatchifyConv.applies(child):
             setattr(module, name, PatchifyConv(child))
         elif DeployMLP.applies(child):
-            setattr(module, name, DeployMLP(child))
+            setattr(module, name, DeployMLP(ops, child))
         elif DeployDenseBranch.applies(child):
             setattr(module, name, DeployDenseBranch(child))
         else:

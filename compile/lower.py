@@ -52,6 +52,14 @@ class BinaryConverters:
                                           residual=None if residual is None else importer.env[residual],
                                           act=self.const(act))
 
+    def _weights(self, signs, shift, scale, bias, act) -> _kernels.DenseWeights:
+        return _kernels.DenseWeights(*(self.const(t) for t in (signs, shift, scale, bias, act)))
+
+    def mlp(self, node: fx.Node, importer):
+        z, fc1, fc2, ratio = node.args[0], node.args[1:6], node.args[6:11], node.args[11]
+        return _kernels.emit_binary_mlp(importer.block_builder, importer.env[z], fc1=self._weights(*fc1),
+                                        fc2=self._weights(*fc2), ratio=ratio, target=self.target)
+
     def conv2d(self, node: fx.Node, importer):
         x, signs, shift, scale, bias, stride, padding, dilation, groups = node.args
         return _kernels.emit_binary_conv2d(importer.block_builder, importer.env[x], weight_signs=self.const(signs),
@@ -70,8 +78,8 @@ class BinaryConverters:
                                        target=self.target)
 
     def convert_map(self) -> dict:
-        return {"binary_linear.default": self.linear, "binary_conv2d.default": self.conv2d,
-                "binary_qk.default": self.qk, "binary_av.default": self.av}
+        return {"binary_linear.default": self.linear, "binary_mlp.default": self.mlp,
+                "binary_conv2d.default": self.conv2d, "binary_qk.default": self.qk, "binary_av.default": self.av}
 
 
 def to_relax(ep: torch.export.ExportedProgram, target):

@@ -7,6 +7,9 @@ bit-packed kernels) and its eager implementation is the exact function the kerne
   ``rprelu((sign(x + shift) @ signs^T) * scale + bias + tile(residual), act)`` with ``sign(v) = +1`` iff ``v >= 0``
   (the kernels' ``threshold``), ``tile(r)[..., n] = r[..., n % R]`` (``R`` divides ``N``) and ``act`` the
   ``shift_in``, ``slope``, ``shift_out`` rows of an RPReLU (each optional term is skipped when ``None``);
+* ``binary_mlp(z, fc1..., act1, fc2..., act2, ratio)`` the binary MLP: ``h = binary_linear(z, fc1..., z, act1)``,
+  then ``binary_linear(h, fc2..., pool(h), act2)`` with ``pool`` the mean over groups of ``ratio`` consecutive
+  channels (one node, so the kernels never write ``h``);
 * ``binary_conv2d`` the same with ``conv2d(sign(x + shift), signs)``, zero padding applied after the sign;
 * ``binary_qk(q, k)`` = ``sign(q) @ sign(k)^T`` and ``binary_av(levels, v)`` = ``levels @ sign(v)``.
 """
@@ -20,7 +23,8 @@ from torch.nn import functional as F
 
 from bhvit.models.layers import rprelu, sign_pm1
 
-__all__ = ["binary_linear", "binary_conv2d", "binary_qk", "binary_av", "shifted_sign", "BinaryOps", "CUSTOM", "EAGER"]
+__all__ = ["binary_linear", "binary_mlp", "binary_conv2d", "binary_qk", "binary_av", "shifted_sign", "BinaryOps",
+           "CUSTOM", "EAGER"]
 
 
 def shifted_sign(x: torch.Tensor, shift: torch.Tensor | None, channel_dim: int) -> torch.Tensor:
@@ -54,6 +58,22 @@ binary_linear = torch.library.custom_op("bhvit::binary_linear", linear_eager, mu
 @binary_linear.register_fake
 def _(x, signs, shift, scale, bias, residual=None, act=None):
     return x.new_empty((*x.shape[:-1], signs.shape[0]))
+
+
+def mlp_eager(z: torch.Tensor, signs1: torch.Tensor, shift1: torch.Tensor | None, scale1: torch.Tensor,
+              bias1: torch.Tensor | None, act1: torch.Tensor, signs2: torch.Tensor, shift2: torch.Tensor | None,
+              scale2: torch.Tensor, bias2: torch.Tensor | None, act2: torch.Tensor, ratio: int) -> torch.Tensor:
+    h = linear_eager(z, signs1, shift1, scale1, bias1, z, act1)
+    pooled = h.unflatten(-1, (-1, ratio)).mean(-1)
+    return linear_eager(h, signs2, shift2, scale2, bias2, pooled, act2)
+
+
+binary_mlp = torch.library.custom_op("bhvit::binary_mlp", mlp_eager, mutates_args=())
+
+
+@binary_mlp.register_fake
+def _(z, signs1, shift1, scale1, bias1, act1, signs2, shift2, scale2, bias2, act2, ratio):
+    return z.new_empty((*z.shape[:-1], signs2.shape[0]))
 
 
 def conv2d_eager(x: torch.Tensor, signs: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor,
@@ -99,13 +119,14 @@ def _(levels, v):
 
 @dataclass(frozen=True)
 class BinaryOps:
-    """One implementation of the four products: the custom ops (for torch.export) or plain torch (for ONNX)."""
+    """One implementation of the binary ops: the custom ops (for torch.export) or plain torch (for ONNX)."""
 
     linear: Callable
+    mlp: Callable
     conv2d: Callable
     qk: Callable
     av: Callable
 
 
-CUSTOM = BinaryOps(binary_linear, binary_conv2d, binary_qk, binary_av)
-EAGER = BinaryOps(linear_eager, conv2d_eager, qk_eager, av_eager)
+CUSTOM = BinaryOps(binary_linear, binary_mlp, binary_conv2d, binary_qk, binary_av)
+EAGER = BinaryOps(linear_eager, mlp_eager, conv2d_eager, qk_eager, av_eager)

@@ -11,7 +11,8 @@ from .compute._common import placeholder
 from .params import AttentionParams, Conv2dParams, DenseParams
 from .schedule import schedule_for
 
-__all__ = ["pack_rows", "pack_channels", "pack_tokens", "pack_levels", "dense", "conv2d", "qk", "av"]
+__all__ = ["pack_rows", "pack_channels", "pack_tokens", "pack_levels", "dense", "dense_pack_pool", "conv2d", "qk",
+           "av"]
 
 
 def _scheduled(tensors: Sequence[te.Tensor], target: Target) -> tirx.PrimFunc:
@@ -51,6 +52,12 @@ def dense(p: DenseParams, with_bias: bool, target: Target, residual_width: int |
           with_act: bool = False) -> tirx.PrimFunc:
     """Packed (M, Kw), weights, scale [, bias] [, residual (M, R)] [, act (3, N)] -> (M, N) float32."""
     return _scheduled(bdense.bdense(p, with_bias, residual_width, with_act), target)
+
+
+def dense_pack_pool(p: DenseParams, ratio: int, with_bias: bool, target: Target, residual_width: int | None = None,
+                    with_act: bool = False, with_threshold: bool = False) -> tirx.PrimFunc:
+    """As :func:`dense` [, threshold (N,)] -> sign words (M, N/64) uint64 and group means (M, N/ratio) float32."""
+    return _scheduled(bdense.bdense_pack_pool(p, ratio, with_bias, residual_width, with_act, with_threshold), target)
 
 
 def conv2d(p: Conv2dParams, layout: str, with_bias: bool, target: Target) -> tirx.PrimFunc:

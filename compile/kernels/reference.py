@@ -12,7 +12,7 @@ from .packing import pack_bits
 from .params import Conv2dParams
 
 __all__ = ["sign", "pack_rows", "pack_channels", "pack_tokens", "pack_levels",
-           "rprelu", "dense", "conv2d", "qk", "av"]
+           "rprelu", "dense", "dense_pack_pool", "conv2d", "qk", "av"]
 
 LEVELS = 3
 
@@ -76,6 +76,14 @@ def dense(x: np.ndarray, weight_signs: np.ndarray, threshold: np.ndarray | None,
         residual = np.asarray(residual, np.float32)
         y = y + np.tile(residual, (1,) * (residual.ndim - 1) + (y.shape[-1] // residual.shape[-1],))
     return y if act is None else rprelu(y, act)
+
+
+def dense_pack_pool(x: np.ndarray, weight_signs: np.ndarray, threshold: np.ndarray | None, scale: np.ndarray,
+                    bias: np.ndarray | None, residual: np.ndarray | None, act: np.ndarray | None,
+                    next_threshold: np.ndarray | None, ratio: int) -> tuple[np.ndarray, np.ndarray]:
+    """``y = dense(...)`` -> (``pack_rows(y, next_threshold)``, ``y`` averaged over groups of ``ratio`` channels)."""
+    y = dense(x, weight_signs, threshold, scale, bias, residual, act)
+    return pack_rows(y, next_threshold), y.reshape(*y.shape[:-1], -1, ratio).mean(-1, dtype=np.float32)
 
 
 def conv2d(x: np.ndarray, weight_signs: np.ndarray, threshold: np.ndarray | None, scale: np.ndarray,

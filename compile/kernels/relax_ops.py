@@ -4,21 +4,23 @@ Each ``emit_*`` adds a pack PrimFunc (float -> sign words, thresholds fused) and
 PrimFunc (popcounts, with the ``scale``/``bias`` epilogue fused; the dense one optionally adds a
 tiled residual and applies an RPReLU there too) to the builder's module, both
 scheduled for ``target`` and marked opaque, and returns the float32 result expression. Weights
-are packed here, once, to 1 bit per weight constants.
+are packed here, once, to 1 bit per weight constants. :func:`emit_binary_mlp` chains two dense products, the
+first one writing the second one's packed input (and the pooled shortcut) directly.
 """
 from __future__ import annotations
 
 from math import prod
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from tvm import relax, tirx
 from tvm.target import Target
 
 from . import funcs, packing
-from .params import AttentionParams, Conv2dParams, DenseParams, words
+from .params import WORD_BITS, AttentionParams, Conv2dParams, DenseParams, words
 
-__all__ = ["emit_binary_dense", "emit_binary_conv2d", "emit_binary_qk", "emit_binary_av"]
+__all__ = ["DenseWeights", "emit_binary_dense", "emit_binary_mlp", "emit_binary_conv2d", "emit_binary_qk",
+           "emit_binary_av"]
 
 IntPair = int | Sequence[int]
 
@@ -35,11 +37,26 @@ def _const(array: np.ndarray, dtype: str) -> relax.Constant:
     return relax.const(np.ascontiguousarray(array, dtype=dtype))
 
 
+def _add(bb: relax.BlockBuilder, func: tirx.PrimFunc, name: str) -> relax.GlobalVar:
+    """Add ``func`` (opaque, deduplicated by the builder) to the builder's module."""
+    return bb.add_func(func.with_attr("op_pattern", 8).without_attr("global_symbol"), name)
+
+
+def _tensor(shape: Sequence[int], dtype: str) -> relax.TensorType:
+    return relax.TensorType([int(s) for s in shape], dtype)
+
+
 def _call(bb: relax.BlockBuilder, func: tirx.PrimFunc, name: str, args: list, shape: Sequence[int],
           dtype: str) -> relax.Expr:
-    """Add ``func`` (opaque, deduplicated by the builder) and emit a ``call_tir`` to it."""
-    gv = bb.add_func(func.with_attr("op_pattern", 8).without_attr("global_symbol"), name)
-    return bb.emit(relax.call_tir(gv, args, out_ty=relax.TensorType([int(s) for s in shape], dtype)))
+    """Emit a ``call_tir`` to ``func`` with one output."""
+    return bb.emit(relax.call_tir(_add(bb, func, name), args, out_ty=_tensor(shape, dtype)))
+
+
+def _call_outputs(bb: relax.BlockBuilder, func: tirx.PrimFunc, name: str, args: list,
+                  outs: Sequence[tuple[Sequence[int], str]]) -> list[relax.Expr]:
+    """Emit a ``call_tir`` to ``func`` with several outputs; returns one expression per output."""
+    call = bb.emit(relax.call_tir(_add(bb, func, name), args, out_ty=[_tensor(*out) for out in outs]))
+    return [bb.emit(relax.TupleGetItem(call, i)) for i in range(len(outs))]
 
 
 def _opt(values: np.ndarray | None, dtype: str = "float32") -> list:
@@ -56,6 +73,16 @@ def _rows(bb: relax.BlockBuilder, x: relax.Expr, m: int) -> relax.Expr:
     return x if len(shape) == 2 else bb.emit(relax.op.reshape(x, (m, shape[-1])))
 
 
+class DenseWeights(NamedTuple):
+    """The constants of one binary dense layer (see :func:`emit_binary_dense`)."""
+
+    weight_signs: np.ndarray
+    threshold: np.ndarray | None
+    scale: np.ndarray
+    bias: np.ndarray | None
+    act: np.ndarray | None = None
+
+
 def emit_binary_dense(bb: relax.BlockBuilder, x: relax.Expr, *, weight_signs: np.ndarray,
                       threshold: np.ndarray | None, scale: np.ndarray, bias: np.ndarray | None,
                       target, residual: relax.Expr | None = None, act: np.ndarray | None = None) -> relax.Expr:
@@ -67,18 +94,75 @@ def emit_binary_dense(bb: relax.BlockBuilder, x: relax.Expr, *, weight_signs: np
     """
     target = _target(target)
     *lead, k = _shape(x)
-    n = int(weight_signs.shape[0])
+    fc = DenseWeights(weight_signs, threshold, scale, bias, act)
+    p = DenseParams(prod(lead), k, int(weight_signs.shape[0]))
+    xp = _pack_dense_input(bb, x, p, threshold, target)
+    return _unrows(bb, _dense_packed(bb, xp, p, fc, _residual_rows(bb, residual, lead, p.m), target), lead)
+
+
+def emit_binary_mlp(bb: relax.BlockBuilder, z: relax.Expr, *, fc1: DenseWeights, fc2: DenseWeights, ratio: int,
+                    target) -> relax.Expr:
+    """The binary MLP ``fc2(h, residual=pool(h))`` with ``h = fc1(z, residual=z)`` (each with its ``act``) and
+    ``pool`` the mean over groups of ``ratio`` channels.
+
+    When N (fc1's outputs) is a multiple of 64 and ``ratio`` divides 64, fc1's kernel writes fc2's packed input and
+    ``pool(h)`` instead of ``h``; otherwise ``h`` is materialised and pooled by Relax ops.
+    """
+    target = _target(target)
+    *lead, k = _shape(z)
+    n = int(fc1.weight_signs.shape[0])
+    if n % WORD_BITS or WORD_BITS % ratio:
+        h = emit_binary_dense(bb, z, **fc1._asdict(), target=target, residual=z)
+        pooled = bb.emit(relax.op.mean(bb.emit(relax.op.reshape(h, (*lead, n // ratio, ratio))), axis=-1))
+        return emit_binary_dense(bb, h, **fc2._asdict(), target=target, residual=pooled)
     p = DenseParams(prod(lead), k, n)
-    r = None if residual is None else _shape(residual)[-1]
-    if residual is not None and _shape(residual)[:-1] != lead:
+    zr = _rows(bb, z, p.m)
+    args = [_pack_dense_input(bb, zr, p, fc1.threshold, target), *_dense_constants(fc1, zr), *_opt(fc2.threshold)]
+    name = (f"bdense_pack_pool_{p.m}x{k}x{n}_p{ratio}{_suffix(fc2.threshold, fc1.bias)}"
+            + ("_a" if fc1.act is not None else ""))
+    func = funcs.dense_pack_pool(p, ratio, fc1.bias is not None, target, k, fc1.act is not None,
+                                 fc2.threshold is not None)
+    packed, pooled = _call_outputs(bb, func, name, args, [((p.m, n // WORD_BITS), "uint64"),
+                                                           ((p.m, n // ratio), "float32")])
+    p2 = DenseParams(p.m, n, int(fc2.weight_signs.shape[0]))
+    return _unrows(bb, _dense_packed(bb, packed, p2, fc2, pooled, target), lead)
+
+
+def _residual_rows(bb: relax.BlockBuilder, residual: relax.Expr | None, lead: list[int], m: int) -> relax.Expr | None:
+    if residual is None:
+        return None
+    if _shape(residual)[:-1] != lead:
         raise ValueError(f"residual shape {_shape(residual)} does not match the input's leading shape {lead}")
-    xp = _call(bb, funcs.pack_rows((p.m, k), threshold is not None, target), f"bpack_rows_{p.m}x{k}{_suffix(threshold, None)}",
-               [_rows(bb, x, p.m), *_opt(threshold)], (p.m, p.k_words), "uint64")
-    args = [xp, _const(packing.dense_weight(weight_signs), "uint64"), _const(scale, "float32"), *_opt(bias),
-            *([] if residual is None else [_rows(bb, residual, p.m)]), *_opt(act)]
-    name = f"bdense_{p.m}x{k}x{n}{_suffix(None, bias)}" + (f"_r{r}" if r else "") + ("_a" if act is not None else "")
-    y = _call(bb, funcs.dense(p, bias is not None, target, r, act is not None), name, args, (p.m, n), "float32")
-    return bb.emit(relax.op.reshape(y, (*lead, n))) if len(lead) != 1 else y
+    return _rows(bb, residual, m)
+
+
+def _unrows(bb: relax.BlockBuilder, y: relax.Expr, lead: list[int]) -> relax.Expr:
+    """An (M, N) result back to the input's leading shape."""
+    return bb.emit(relax.op.reshape(y, (*lead, _shape(y)[-1]))) if len(lead) != 1 else y
+
+
+def _pack_dense_input(bb: relax.BlockBuilder, x: relax.Expr, p: DenseParams, threshold: np.ndarray | None,
+                      target: Target) -> relax.Expr:
+    """``x`` (..., K) -> its (M, Kw) sign words."""
+    return _call(bb, funcs.pack_rows((p.m, p.k), threshold is not None, target),
+                 f"bpack_rows_{p.m}x{p.k}{_suffix(threshold, None)}", [_rows(bb, x, p.m), *_opt(threshold)],
+                 (p.m, p.k_words), "uint64")
+
+
+def _dense_constants(fc: DenseWeights, residual: relax.Expr | None) -> list:
+    """The dense kernel's arguments after the packed input: weights, scale [, bias] [, residual] [, act]."""
+    return [_const(packing.dense_weight(fc.weight_signs), "uint64"), _const(fc.scale, "float32"), *_opt(fc.bias),
+            *([] if residual is None else [residual]), *_opt(fc.act)]
+
+
+def _dense_packed(bb: relax.BlockBuilder, xp: relax.Expr, p: DenseParams, fc: DenseWeights,
+                  residual: relax.Expr | None, target: Target) -> relax.Expr:
+    """The dense kernel on packed (M, Kw) input, ``residual`` (M, R) or None; returns float32 (M, N)."""
+    r = None if residual is None else _shape(residual)[-1]
+    name = (f"bdense_{p.m}x{p.k}x{p.n}{_suffix(None, fc.bias)}" + (f"_r{r}" if r else "")
+            + ("_a" if fc.act is not None else ""))
+    func = funcs.dense(p, fc.bias is not None, target, r, fc.act is not None)
+    return _call(bb, func, name, [xp, *_dense_constants(fc, residual)], (p.m, p.n), "float32")
 
 
 def _pair(v: IntPair) -> tuple[int, int]:

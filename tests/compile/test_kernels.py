@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 
 import numpy as np
@@ -95,6 +96,37 @@ def test_dense_residual_and_act_match_reference(m, k, n, r, with_act, target):
     expected = ref.dense(x, w, th, scale, bias, residual, act)
     assert (expected < 0).mean() > 0.2  # the RPReLU's negative branch is exercised
     _close(out, expected)
+
+
+@TARGETS
+@pytest.mark.parametrize("m,k,n,r,ratio,with_bias", [(21, 24, 192, 24, 8, True), (35, 100, 128, 32, 4, False),
+                                                     (49, 150, 192, 64, 8, True), (7, 30, 64, 16, 2, True)])
+def test_dense_pack_pool_matches_reference(m, k, n, r, ratio, with_bias, target):
+    rng = np.random.default_rng(7)
+    x, w, th = rng.standard_normal((m, k)).astype(np.float32), _signs(rng, n, k), rng.standard_normal(k).astype(np.float32)
+    scale, next_th = rng.random(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
+    residual = (rng.standard_normal((m, r)) * 8).astype(np.float32)
+    act = np.stack([rng.standard_normal(n), rng.random(n), rng.standard_normal(n)]).astype(np.float32)
+    func = funcs.dense_pack_pool(DenseParams(m, k, n), ratio, with_bias, target, r, True, True)
+    lib = tvm.tirx.build(tvm.IRModule({"main": func}), target=target)
+    dev = tvm.cpu()
+    packed, pooled = tvm.runtime.empty((m, n // 64), "uint64", dev), tvm.runtime.empty((m, n // ratio), "float32", dev)
+    args = [ref.pack_rows(x, th), packing.dense_weight(w), scale, *([bias] if with_bias else []), residual, act, next_th]
+    lib["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in args], packed, pooled)
+    expected_packed, expected_pooled = ref.dense_pack_pool(x, w, th, scale, bias, residual, act, next_th, ratio)
+    np.testing.assert_array_equal(packed.numpy(), expected_packed)
+    _close(pooled.numpy(), expected_pooled)
+
+
+def test_dense_pack_pool_keeps_its_float_output_in_a_stack_tile():
+    """The (M, N) float output is compacted to one MR x 64 tile under TVM's stack-allocation limit."""
+    passes = tvm.s_tir.transform
+    func = funcs.dense_pack_pool(DenseParams(3136, 192, 1536), 8, True, ZNVER4, 192, True, True)
+    mod = tvm.transform.Sequential([passes.ConvertBlocksToOpaque(), passes.PlanAndUpdateBufferAllocationLocation(),
+                                    passes.CompactBufferAllocation()])(tvm.IRModule({"main": func}))
+    rows, cols = map(int, re.search(r"out = T\.sblock_alloc_buffer\(\((\d+), (\d+)\)\)", mod.script()).groups())
+    assert cols == 64 and rows * cols * 4 < 1024
 
 
 def test_x86_dense_epilogue_loads_the_tiled_residual_as_vectors():
@@ -230,3 +262,29 @@ def test_relax_emitters_run_in_vm():
     np.testing.assert_array_equal(got[3], ref.qk(q, k))
     np.testing.assert_array_equal(got[4], ref.av(levels, k))
     _close(got[5], ref.dense(x, dw, dth, dscale, dbias, res, act))  # same m x k x n as got[0]: a distinct kernel
+
+
+@pytest.mark.parametrize("k,ratio", [(24, 8), (32, 4), (16, 2)], ids=["fused-r8", "fused-r4", "unfused-n32"])
+def test_relax_mlp_matches_reference(k, ratio):
+    """fc2(h, pool(h)) with h = fc1(z, z): fc1 writes fc2's packed input and pool(h) when N = ratio * K is a multiple
+    of 64, else h is materialised (N = 32)."""
+    rng = np.random.default_rng(8)
+    n, z = k * ratio, rng.standard_normal((2, 7, k)).astype(np.float32)
+
+    def layer(n_out, n_in):
+        act = np.stack([rng.standard_normal(n_out), rng.random(n_out), rng.standard_normal(n_out)]).astype(np.float32)
+        return relax_ops.DenseWeights(_signs(rng, n_out, n_in), rng.standard_normal(n_in).astype(np.float32),
+                                      rng.random(n_out).astype(np.float32),
+                                      rng.standard_normal(n_out).astype(np.float32), act)
+
+    fc1, fc2 = layer(n, k), layer(k, n)
+    bb = relax.BlockBuilder()
+    param = relax.Var("z", relax.TensorType(z.shape, "float32"))
+    with bb.function("main", [param]):
+        with bb.dataflow():
+            out = bb.emit_output(relax_ops.emit_binary_mlp(bb, param, fc1=fc1, fc2=fc2, ratio=ratio, target=HOST))
+        bb.emit_func_output(out)
+    vm = relax.VirtualMachine(tvm.compile(bb.get(), target=HOST), tvm.cpu())
+    h = ref.dense(z, *fc1[:4], z, fc1.act)
+    expected = ref.dense(h, *fc2[:4], h.reshape(2, 7, k, ratio).mean(-1), fc2.act)
+    _close(vm["main"](tvm.runtime.tensor(z)).numpy(), expected)

@@ -6,15 +6,19 @@ and ``bias`` (N,) float32; optionally ``residual`` (M, R) float32 with R | N and
 (RPReLU shift_in, slope, shift_out). Pad bits past K are 0 in both, so with ``dot = K - 2 * sum_k popcount(a ^ w)``
 ``y[m, n] = rprelu(dot[m, n] * scale[n] + bias[n] + residual[m, n % R])``.
 Blocks: ``"acc"`` (int64 popcount sums, tile axes m, n) and ``"out"`` (float32 epilogue).
+
+:func:`bdense_pack_pool` keeps ``y`` internal and writes what a following binary MLP layer reads instead: ``y``'s
+sign words (``"pack"``, as :func:`bitpack.pack_rows`) and its mean over groups of ``ratio`` channels (``"pool"``).
 """
 from __future__ import annotations
 
 from tvm import te, tirx
 
-from ..params import DenseParams
+from ..params import WORD_BITS, DenseParams
 from ._common import affine, int_const, placeholder, popcount, rprelu
+from .bitpack import pack_rows
 
-__all__ = ["bdense"]
+__all__ = ["bdense", "bdense_pack_pool"]
 
 
 def bdense(p: DenseParams, with_bias: bool = True, residual_width: int | None = None,
@@ -42,3 +46,18 @@ def bdense(p: DenseParams, with_bias: bool = True, residual_width: int | None = 
 
     out = te.compute((p.m, p.n), epilogue, name="out")
     return [a, w, scale, *(t for t in (bias, residual, act) if t is not None), out]
+
+
+def bdense_pack_pool(p: DenseParams, ratio: int, with_bias: bool = True, residual_width: int | None = None,
+                     with_act: bool = False, with_threshold: bool = False) -> list[te.Tensor]:
+    """Return ``[a, w, scale, (bias,) (residual,) (act,) (threshold,) pack, pool]``: ``pack`` (M, N/64) uint64 =
+    sign words of ``y + threshold`` and ``pool`` (M, N/ratio) float32 = ``y`` averaged over each ``ratio``
+    consecutive channels, ``y`` as in :func:`bdense` (not an output). Needs N % 64 == 0 and ratio | 64."""
+    if p.n % WORD_BITS or WORD_BITS % ratio:
+        raise ValueError(f"the fused pack/pool needs N % 64 == 0 and ratio | 64, got N = {p.n}, ratio = {ratio}")
+    *inputs, y = bdense(p, with_bias, residual_width, with_act)
+    threshold = placeholder((p.n,), "float32", "threshold") if with_threshold else None
+    r = te.reduce_axis((0, ratio), name="r")
+    inv = tirx.const(1.0 / ratio, "float32")  # exact: ratio is a power of two
+    pool = te.compute((p.m, p.n // ratio), lambda m, j: te.sum(y[m, j * ratio + r] * inv, axis=r), name="pool")
+    return [*inputs, *([threshold] if threshold is not None else []), pack_rows(y, threshold), pool]

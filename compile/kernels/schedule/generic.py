@@ -12,18 +12,22 @@ Two shapes of PrimFunc are handled, recognised by block names:
 * ``"acc"`` + ``"out"`` (popcount GEMM): the output tile is ``MR`` rows (axis ``m``) by
   ``NR x lanes`` columns (axis ``n``), kept in int64 registers while the reduction runs; the
   float epilogue writes the tile; the loops outside the tile are fused and run in parallel.
+* ``"acc"`` + ``"out"`` + ``"pack"`` + ``"pool"`` (GEMM whose float output is internal): each parallel
+  tile covers ``MR`` rows by one word (64 columns) of ``out``, computed as above into a stack tile
+  (``MR`` is capped so it fits), then packed (vectorised as the rfactored pack) and pooled.
 
 This module's :data:`GENERIC` config is correct on every LLVM target; x86 and rpi5 tune it.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tvm import IRModule, tirx
 from tvm.s_tir import Schedule
 
 from ..compute.bitpack import WORD_AXIS_ATTR
+from ..params import WORD_BITS
 
 __all__ = ["TileConfig", "Tile", "GENERIC", "choose_tile", "schedule"]
 
@@ -55,6 +59,7 @@ GENERIC = TileConfig("generic", lanes=2, acc_regs=8, pack_lanes=4)
 # TVMBackendAllocWorkspace call per tile, and the accumulators then live in memory.
 STACK_ALLOCA_BYTES = 1024
 ACC_BYTES = 8  # int64 accumulators
+FLOAT_BYTES = 4
 
 
 def _pow2_divisor(n: int, cap: int) -> int:
@@ -87,7 +92,9 @@ def schedule(func: tirx.PrimFunc, cfg: TileConfig = GENERIC) -> IRModule:
     if cfg is GENERIC:
         log.info("binary kernels: using the generic (fallback) schedule")
     sch = Schedule(func)
-    if _has_block(sch, "pack"):
+    if _has_block(sch, "pool"):
+        _schedule_gemm_pack_pool(sch, cfg)
+    elif _has_block(sch, "pack"):
         _schedule_pack(sch, cfg)
     else:
         _schedule_gemm(sch, cfg)
@@ -161,8 +168,16 @@ def _schedule_gemm(sch: Schedule, cfg: TileConfig) -> None:
     no, nv, nl = sch.split(loops[n_ax], [None, tile.nr, tile.vl])
     outer = [loop for i, loop in enumerate(loops) if i not in (m_ax, n_ax)]
     sch.reorder(*outer, mo, no, mi, nv, nl)
-    # 3. accumulate the tile in registers, reduction outermost
-    sch.compute_at(acc, no)  # global scope: only a small global buffer becomes a stack alloca (see STACK_ALLOCA_BYTES)
+    init_at = _accumulate(sch, acc, no, tile)
+    # 4. epilogue: vectorised over n, unrolled over the tile
+    _vectorize_unroll(sch, [mi, nv, nl])
+    sch.parallel(sch.fuse(*outer, mo, no))
+    _split_init(sch, acc, init_at)
+
+
+def _accumulate(sch: Schedule, acc, loop, tile: Tile) -> tuple:
+    """Step 3: the acc tile under ``loop`` in registers, reduction outermost; returns what :func:`_split_init` needs."""
+    sch.compute_at(acc, loop)  # global scope: only a small global buffer is a stack alloca (see STACK_ALLOCA_BYTES)
     inner = _tile_loops(sch, acc, tile)
     if "v_n" in inner:
         inner["v_n"], inner["v_l"] = sch.split(inner["v_n"], [tile.nr, tile.vl])
@@ -170,13 +185,51 @@ def _schedule_gemm(sch: Schedule, cfg: TileConfig) -> None:
     tile_loops = [inner[k] for k in ("v_m", "v_n", "v_l") if k in inner]
     sch.reorder(*reductions, *tile_loops)
     _vectorize_unroll(sch, tile_loops)
-    # 4. epilogue: vectorised over n, unrolled over the tile
-    _vectorize_unroll(sch, [mi, nv, nl])
-    sch.parallel(sch.fuse(*outer, mo, no))
-    # 5. zero-init separated from the reduction (last: it freezes the acc block's loops)
+    return reductions, tile_loops
+
+
+def _split_init(sch: Schedule, acc, init_at: tuple) -> None:
+    """Step 5: zero-init separated from the reduction (last: it freezes the acc block's loops)."""
+    reductions, tile_loops = init_at
     if reductions or tile_loops:
         init = sch.decompose_reduction(acc, (reductions or tile_loops)[0])
         _vectorize_unroll(sch, sch.get_loops(init)[-len(tile_loops):] if tile_loops else [])
+
+
+def _schedule_gemm_pack_pool(sch: Schedule, cfg: TileConfig) -> None:
+    """Per parallel tile of MR rows x one word: the GEMM tile into a stack buffer, then its pack and pool."""
+    out, acc = sch.get_sblock("out"), sch.get_sblock("acc")
+    m, n = sch.get_loops(out)
+    max_rows = (STACK_ALLOCA_BYTES - 1) // (WORD_BITS * FLOAT_BYTES)
+    tile = choose_tile(_extent(sch, m), WORD_BITS, replace(cfg, max_rows=min(cfg.max_rows, max_rows)))
+    mo, mi = sch.split(m, [None, tile.mr])
+    no, nc, nv, nl = sch.split(n, [None, WORD_BITS // (tile.nr * tile.vl), tile.nr, tile.vl])
+    sch.reorder(mo, no, nc, mi, nv, nl)
+    init_at = _accumulate(sch, acc, nc, tile)
+    _vectorize_unroll(sch, [mi, nv, nl])
+    word = sch.fuse(mo, no)
+    sch.parallel(word)
+    pack, pool = sch.get_sblock("pack"), sch.get_sblock("pool")
+    rf = _rfactor_lanes(sch, pack, sch.get_loops(pack)[-1], cfg.pack_lanes)  # before the move: rfactor needs the
+    for block in (rf, pack, pool):                                           # block first under its outer loop
+        if block is not None:
+            sch.reverse_compute_at(block, word)
+    if rf is not None:
+        if tile.mr > 1:  # the rfactor put the lane loop first: rows outermost again
+            for block in (rf, pack):
+                lane, row = sch.get_loops(block)[1:3]
+                sch.reorder(row, lane)
+        _vectorize_lanes(sch, pack, rf)
+    _pool_tile(sch, pool)
+    _split_init(sch, acc, init_at)
+
+
+def _pool_tile(sch: Schedule, block) -> None:
+    """Groups and their reduction unrolled (a vector over the groups would read the tile strided, lane by lane)."""
+    groups, r = sch.get_loops(block)[-2:]
+    sch.unroll(r)
+    sch.unroll(groups)
+    sch.decompose_reduction(block, r)
 
 
 def _tile_loops(sch: Schedule, acc, tile: Tile) -> dict:
@@ -204,23 +257,33 @@ def _schedule_pack(sch: Schedule, cfg: TileConfig) -> None:
 
 def _pack_rfactor(sch: Schedule, block, spatial: list, bits, lanes: int) -> None:
     """Bits contiguous in the source: per-lane partial words, then a lanes-wide OR (sum)."""
-    lanes = _pow2_divisor(_extent(sch, bits), lanes)
-    if lanes == 1:
+    rf = _rfactor_lanes(sch, block, bits, lanes)
+    if rf is None:
         _parallel_spatial(sch, block)
         return
-    # 1. split the bits into lanes and rfactor the lane axis into a local partial-sum block
-    _, b_lane = sch.split(bits, [None, lanes])
-    rf = sch.rfactor(b_lane, 0)
     sch.compute_at(rf, spatial[-1])
+    rows = spatial[:-1]
+    if rows:
+        sch.parallel(sch.fuse(*rows) if len(rows) > 1 else rows[0])
+    _vectorize_lanes(sch, block, rf)
+
+
+def _rfactor_lanes(sch: Schedule, block, bits, lanes: int):
+    """Split the bits into ``lanes`` and rfactor the lane axis into a partial-word block (None: no lanes)."""
+    lanes = _pow2_divisor(_extent(sch, bits), lanes)
+    if lanes == 1:
+        return None
+    _, b_lane = sch.split(bits, [None, lanes])
+    return sch.rfactor(b_lane, len(sch.get(block).writes[0].region))  # lanes last: contiguous partial words
+
+
+def _vectorize_lanes(sch: Schedule, block, rf) -> None:
+    """Partial words vectorised over the lanes, their OR unrolled; then the inits split off."""
     r_lane, r_step = sch.get_loops(rf)[-2:]
     sch.reorder(r_step, r_lane)
     sch.vectorize(r_lane)
     sch.unroll(r_step)
     sch.unroll(sch.get_loops(block)[-1])
-    # 2. parallel over the rows, then split the inits off
-    rows = spatial[:-1]
-    if rows:
-        sch.parallel(sch.fuse(*rows) if len(rows) > 1 else rows[0])
     sch.decompose_reduction(rf, r_step)
     sch.decompose_reduction(block, sch.get_loops(block)[-1])
 
