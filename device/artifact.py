@@ -3,8 +3,9 @@
 An artifact is a directory with the compiled library (``model.so`` for TVM, ``model.onnx`` for onnxruntime),
 for TVM the weights file (``weights.bin``, see :mod:`.weights`), and ``metadata.json`` describing them: target,
 preprocessing, class names, cost row, weights layout and the sha256 of every other file. Version 1 artifacts
-(TVM weights inside the library) are refused: rebuild them. ``load_artifact`` checks format, checksums, architecture and CPU features before anything is
-loaded, so a tampered artifact or one built for another CPU is refused with a one-line reason.
+(TVM weights inside the library) are refused: rebuild them. ``load_artifact`` checks format, checksums,
+architecture and CPU features before anything is loaded, so a tampered artifact or one built for another CPU is
+refused with a one-line reason.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ import numpy as np
 
 from .params import WORD_BITS, Conv2dParams, words
 
-__all__ = ["pack_bits", "dense_weight", "conv_weight", "conv_border"]
+__all__ = ["BORDER_DTYPE", "pack_bits", "dense_weight", "conv_weight", "conv_border"]
+
+BORDER_DTYPE = np.int16  # |correction| <= Cg * KH * KW: half the bytes of int32 for every real BHViT width
 
 
 def pack_bits(bits: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -58,4 +60,6 @@ def conv_border(p: Conv2dParams, weight_signs: np.ndarray, layout: str = "NCHW")
     border = border.reshape(*border.shape[:2], p.groups, p.out_per_group)
     if layout == "NCHW":
         border = border.transpose(0, 2, 3, 1)
-    return np.asarray(row_class, np.int32), np.ascontiguousarray(border, dtype=np.int32)
+    if np.abs(border).max(initial=0) > np.iinfo(BORDER_DTYPE).max:
+        raise ValueError(f"border corrections of {p} do not fit {BORDER_DTYPE.__name__}")
+    return np.asarray(row_class, np.int32), np.ascontiguousarray(border, dtype=BORDER_DTYPE)

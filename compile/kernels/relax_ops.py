@@ -192,7 +192,7 @@ def emit_binary_conv2d(bb: relax.BlockBuilder, x: relax.Expr, *, weight_signs: n
     args = [xp, _const(packing.conv_weight(weight_signs, g), "uint64"), _const(np.reshape(scale, (g, og)), "float32"),
             *_opt(None if bias is None else np.reshape(bias, (g, og)))]
     if p.reads_padding:
-        args += [_const(t, "int32") for t in packing.conv_border(p, weight_signs, layout)]
+        args += [_const(t, t.dtype.name) for t in packing.conv_border(p, weight_signs, layout)]
     ho, wo = p.out_height, p.out_width
     out5 = (b, g, og, ho, wo) if layout == "NCHW" else (b, ho, wo, g, og)
     name = (f"bconv2d_{layout.lower()}_{b}x{c}x{h}x{w}_o{o}_k{p.kernel[0]}x{p.kernel[1]}_s{p.stride[0]}x{p.stride[1]}"

@@ -175,6 +175,15 @@ def test_conv2d_matches_reference(case, layout, target):
     np.testing.assert_array_equal(out.reshape(expected.shape), expected)
 
 
+def test_conv_border_corrections_are_int16_and_refuse_overflow():
+    p = Conv2dParams(1, 8, 8, 6, 6, (3, 3), padding=(1, 1))
+    row_class, border = packing.conv_border(p, np.ones((8, 8, 3, 3)))
+    assert border.dtype == np.int16 and border.max() == 8 * 5  # a corner output: 5 of its 9 taps are padding
+    wide = Conv2dParams(1, 4200, 1, 1, 1, (3, 3), padding=(1, 1))  # 8 of 9 taps padded: 4200 * 8 > 32767
+    with pytest.raises(ValueError, match="do not fit int16"):
+        packing.conv_border(wide, np.ones((1, 4200, 3, 3)))
+
+
 @TARGETS
 @pytest.mark.parametrize("shape", [(2, 3, 53, 64), (1, 2, 50, 100)])
 def test_attention_matches_reference(shape, target):

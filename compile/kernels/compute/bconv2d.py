@@ -6,7 +6,7 @@ Inputs:
   pad bits past Cg are 0.
 * ``w`` (G, Kw, Og) uint64: weight sign bits in the tap-packed order below, Kw = ceil(KH*KW*Cg / 64).
 * ``scale``, ``bias`` (G, Og) float32.
-* with padding: ``row_class`` (Ho,) int32 and ``border`` int32, NCHW (RC, G, Og, Wo), NHWC (RC, Wo, G, Og).
+* with padding: ``row_class`` (Ho,) int32 and ``border`` int16, NCHW (RC, G, Og, Wo), NHWC (RC, Wo, G, Og).
 
 Blocks:
 * ``"pad"`` (only with padding): ``x`` copied into a zero-bordered buffer, so later stages read
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
+from ..packing import BORDER_DTYPE
 from ..params import WORD_BITS, Conv2dParams, words
 from ._common import ACC_DTYPE, affine, int_const, placeholder, popcount
 from .bitpack import WORD_AXIS_ATTR
@@ -106,7 +107,7 @@ def bconv2d(p: Conv2dParams, layout: str = "NCHW", with_bias: bool = True) -> li
     if padded:
         row_class = placeholder((ho_,), "int32", "row_class")
         n_rc = len(p.border_classes(0)[1])
-        border = placeholder((n_rc, g_, og_, wo_) if nchw else (n_rc, wo_, g_, og_), "int32", "border")
+        border = placeholder((n_rc, g_, og_, wo_) if nchw else (n_rc, wo_, g_, og_), BORDER_DTYPE.__name__, "border")
 
     rows = nchw and p.out_width % ROW_LANES == 0
     taps = _gather(_pad(x, p, nchw) if padded else x, p, nchw, rows)
