@@ -1,7 +1,6 @@
 """The study runner (scripts/study.py): planning, skipping/resuming, dependency checks, tables and figures."""
 import importlib.util
 import json
-import math
 import sys
 from pathlib import Path
 
