@@ -1,4 +1,5 @@
-"""Runtimes: TVM (runtime-only) and onnxruntime agree with the numpy oracle; no compiler/torch needed."""
+"""Runtimes: TVM (its runtime library through tvm_ffi) and onnxruntime agree with the numpy oracle; no compiler or
+torch needed."""
 
 from __future__ import annotations
 
