@@ -45,6 +45,6 @@ def lift_weights(mod: tvm.IRModule, func_name: str = "main") -> tuple[tvm.IRModu
     if not lifter.params:
         return mod, []
     lifted = relax.Function([*func.params, *lifter.params], body, func.ret_ty, func.is_pure, func.attrs, func.span)
-    out = mod.clone() if hasattr(mod, "clone") else tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+    out = mod.clone()
     out[func_name] = lifted
     return out, lifter.values

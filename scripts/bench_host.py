@@ -97,7 +97,6 @@ def worker(key: str, path: str, threads: int, img_size: int, warmup: int, iters:
     else:
         import contextlib
 
-        sys.modules["torch"] = None  # tvm_ffi imports torch when installed (~450 MiB RSS); a Pi has no torch
         from bhvit.device.artifact import load_artifact
         from bhvit.device.runtime import load_model
 
