@@ -3,14 +3,15 @@
 The metadata schema and its writer belong to the device side (:mod:`bhvit.device.artifact`); this module only
 decides where the files go and when they become visible.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from bhvit.device.artifact import ArtifactError, TargetInfo, read_metadata
 
@@ -26,8 +27,9 @@ class OutputError(ValueError):
 
 
 def target_info(spec: TargetSpec) -> TargetInfo:
-    return TargetInfo(name=spec.name, arch=spec.arch, tvm={**spec.tvm, "num-cores": spec.threads},
-                      cpu_features=spec.cpu_features)
+    return TargetInfo(
+        name=spec.name, arch=spec.arch, tvm={**spec.tvm, "num-cores": spec.threads}, cpu_features=spec.cpu_features
+    )
 
 
 def check_output(out: Path, model: str, target: str, runtime: str, overwrite: bool) -> None:
@@ -42,12 +44,15 @@ def check_output(out: Path, model: str, target: str, runtime: str, overwrite: bo
     try:
         meta = read_metadata(out)
     except ArtifactError:
-        raise OutputError(f"output {out} is not empty and holds no bhvit artifact; choose another --output "
-                          f"or pass --overwrite") from None
+        raise OutputError(
+            f"output {out} is not empty and holds no bhvit artifact; choose another --output or pass --overwrite"
+        ) from None
     theirs = (meta.model.get("name"), meta.target.name, meta.runtime)
     if theirs != (model, target, runtime):
-        raise OutputError(f"output {out} holds a different artifact ({theirs[0]} for {theirs[1]}, {theirs[2]}); "
-                          f"pass --overwrite to replace it or choose another --output")
+        raise OutputError(
+            f"output {out} holds a different artifact ({theirs[0]} for {theirs[1]}, {theirs[2]}); "
+            f"pass --overwrite to replace it or choose another --output"
+        )
 
 
 @contextlib.contextmanager

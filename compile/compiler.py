@@ -1,4 +1,5 @@
 """Checkpoint (or random init) -> artifact directory: the steps behind ``bhvit-compile``."""
+
 from __future__ import annotations
 
 import logging
@@ -7,7 +8,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-
 from bhvit.device.artifact import ArtifactMeta, load_artifact, save_artifact, write_artifact_metadata
 from bhvit.device.weights import WeightsInfo, save_weights
 from bhvit.models.cost import model_cost
@@ -23,8 +23,11 @@ __all__ = ["FORMATS", "CompileOptions", "compile_model", "default_output"]
 logger = logging.getLogger(__name__)
 
 # --format -> (runtime, library file name)
-FORMATS = {"tvm": ("tvm", "model.so"), "onnx": ("onnxruntime", "model.onnx"),
-           "onnx-int8": ("onnxruntime", "model.onnx")}
+FORMATS = {
+    "tvm": ("tvm", "model.so"),
+    "onnx": ("onnxruntime", "model.onnx"),
+    "onnx-int8": ("onnxruntime", "model.onnx"),
+}
 WEIGHTS_FILE = "weights.bin"
 ARTIFACTS_DIR = Path("artifacts")
 
@@ -63,8 +66,7 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _build_tvm(source: ModelSource, options: CompileOptions, library: Path
-               ) -> tuple[WeightsInfo, Verification | None]:
+def _build_tvm(source: ModelSource, options: CompileOptions, library: Path) -> tuple[WeightsInfo, Verification | None]:
     """Lower, build and export the TVM library and its weights file; for cross targets verify a host build of the
     same exported graph."""
     from .lower import export_program, to_relax
@@ -86,8 +88,9 @@ def _build_tvm(source: ModelSource, options: CompileOptions, library: Path
     twin = resolve_target("host", threads=spec.threads)
     logger.info("verifying a host (%s) build of the same graph", twin.detected)
     predict = _vm_predict(*pipeline.build(to_relax(program, twin.tvm_target()), twin))
-    return info, verify(source.model, predict, source.input_shape,
-                        runs_on=f"host {twin.detected} build of the same graph")
+    return info, verify(
+        source.model, predict, source.input_shape, runs_on=f"host {twin.detected} build of the same graph"
+    )
 
 
 def _vm_predict(executable, weights: list[np.ndarray]):
@@ -136,16 +139,30 @@ def compile_model(source: ModelSource, options: CompileOptions) -> tuple[Path, A
         else:
             _build_onnx(source, options, library)
         cost = model_cost(source.model).row()
-        cost["artifact_mib"] = sum(f.stat().st_size for f in tmp.iterdir()) / 2 ** 20
+        cost["artifact_mib"] = sum(f.stat().st_size for f in tmp.iterdir()) / 2**20
         cfg = source.model.cfg
         meta = write_artifact_metadata(
-            tmp, runtime=runtime, library=library_name, target=target_info(options.target),
-            class_names=source.class_names, preprocess=source.preprocess,
-            model={"name": source.name, "config": cfg.to_dict(), "width": cfg.width,
-                   "precision": source.name.rsplit(".", 1)[-1], "format": options.format, "source": source.origin,
-                   **source.extra},
-            threads=options.target.threads, cost=cost, versions=_versions(),
-            verification=None if verification is None else verification.to_dict(), weights=weights)
+            tmp,
+            runtime=runtime,
+            library=library_name,
+            target=target_info(options.target),
+            class_names=source.class_names,
+            preprocess=source.preprocess,
+            model={
+                "name": source.name,
+                "config": cfg.to_dict(),
+                "width": cfg.width,
+                "precision": source.name.rsplit(".", 1)[-1],
+                "format": options.format,
+                "source": source.origin,
+                **source.extra,
+            },
+            threads=options.target.threads,
+            cost=cost,
+            versions=_versions(),
+            verification=None if verification is None else verification.to_dict(),
+            weights=weights,
+        )
         runnable = options.target.runs_here or options.format != "tvm"
         if verification is None and runnable and options.verify is not False:
             verification = _verify_artifact(source, tmp)

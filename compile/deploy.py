@@ -16,21 +16,29 @@ layer is replaced as is (no shift, ``scale = alpha``). FP convs whose kernel equ
 downsampling) become a patch reshape and a matmul: the same function, but the tiled matmul schedule runs it several
 times faster than the generic conv schedule. The input model is not modified.
 """
+
 from __future__ import annotations
 
 import copy
 import math
 
 import torch
-from torch import nn
-
 from bhvit.models.bhvit import AttentionProducts, BinaryMLP, Downsample, MSGDCBlock, _DenseBranch
 from bhvit.models.layers import BinaryConv2d, LearnableShift, QuantLayer, RPReLU
+from torch import nn
 
 from .ops import CUSTOM, BinaryOps
 
-__all__ = ["DeployLinear", "DeployConv2d", "DeployAttentionProducts", "DeployDenseBranch", "DeployMLP",
-           "PatchifyConv", "to_deploy", "FOLDS"]
+__all__ = [
+    "DeployLinear",
+    "DeployConv2d",
+    "DeployAttentionProducts",
+    "DeployDenseBranch",
+    "DeployMLP",
+    "PatchifyConv",
+    "to_deploy",
+    "FOLDS",
+]
 
 # parent type -> (shift attribute, binary layer attribute (a module or a ModuleList), BN attribute or None).
 # The parent's forward must apply them back to back: norm(layer(shift(x))), with the shift feeding nothing else.
@@ -45,8 +53,14 @@ FOLDS: dict[type, tuple[tuple[str, str, str | None], ...]] = {
 class _DeployBinary(nn.Module):
     """Holds the kernel constants of one binary layer as buffers (read by the Relax converters)."""
 
-    def __init__(self, ops: BinaryOps, signs: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor,
-                 bias: torch.Tensor | None):
+    def __init__(
+        self,
+        ops: BinaryOps,
+        signs: torch.Tensor,
+        shift: torch.Tensor | None,
+        scale: torch.Tensor,
+        bias: torch.Tensor | None,
+    ):
         super().__init__()
         self.ops = ops
         self.register_buffer("signs", signs.detach().float().contiguous())
@@ -56,8 +70,9 @@ class _DeployBinary(nn.Module):
 
 
 class DeployLinear(_DeployBinary):
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None,
-                act: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, residual: torch.Tensor | None = None, act: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The folded linear; ``residual`` (tiled) and the RPReLU ``act`` (3, N) as in ``ops.binary_linear``."""
         return self.ops.linear(x, self.signs, self.shift, self.scale, self.bias, residual, act)
 
@@ -69,8 +84,9 @@ class DeployConv2d(_DeployBinary):
         self.dilation, self.groups = list(conv.dilation), conv.groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ops.conv2d(x, self.signs, self.shift, self.scale, self.bias, self.stride, self.padding,
-                                 self.dilation, self.groups)
+        return self.ops.conv2d(
+            x, self.signs, self.shift, self.scale, self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
 
 
 class DeployAttentionProducts(nn.Module):
@@ -97,9 +113,11 @@ def _rprelu_rows(act: RPReLU) -> torch.Tensor:
 
 def _fusable(module: nn.Module, linears: tuple[str, ...], acts: tuple[str, ...], folded: tuple[str, ...]) -> bool:
     """Whether ``linears`` are deploy linears, ``acts`` RPReLUs and the ``folded`` shifts/norms gone (Identity)."""
-    return (all(isinstance(getattr(module, n), DeployLinear) for n in linears)
-            and all(isinstance(getattr(module, n), RPReLU) for n in acts)
-            and all(isinstance(getattr(module, n), nn.Identity) for n in folded))
+    return (
+        all(isinstance(getattr(module, n), DeployLinear) for n in linears)
+        and all(isinstance(getattr(module, n), RPReLU) for n in acts)
+        and all(isinstance(getattr(module, n), nn.Identity) for n in folded)
+    )
 
 
 class DeployDenseBranch(nn.Module):
@@ -132,13 +150,26 @@ class DeployMLP(nn.Module):
     @staticmethod
     def applies(mlp: nn.Module) -> bool:
         """A BinaryMLP whose shifts and norms folded into two deploy linears, with RPReLU activations."""
-        return isinstance(mlp, BinaryMLP) and _fusable(mlp, ("fc1", "fc2"), ("act1", "act2"),
-                                                       ("shift1", "norm1", "shift2", "norm2"))
+        return isinstance(mlp, BinaryMLP) and _fusable(
+            mlp, ("fc1", "fc2"), ("act1", "act2"), ("shift1", "norm1", "shift2", "norm2")
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         fc1, fc2 = self.fc1, self.fc2
-        m = self.ops.mlp(z, fc1.signs, fc1.shift, fc1.scale, fc1.bias, self.act1,
-                         fc2.signs, fc2.shift, fc2.scale, fc2.bias, self.act2, self.ratio)
+        m = self.ops.mlp(
+            z,
+            fc1.signs,
+            fc1.shift,
+            fc1.scale,
+            fc1.bias,
+            self.act1,
+            fc2.signs,
+            fc2.shift,
+            fc2.scale,
+            fc2.bias,
+            self.act2,
+            self.ratio,
+        )
         return self.drop_path(self.scale(m))
 
 
@@ -153,9 +184,14 @@ class PatchifyConv(nn.Module):
 
     @staticmethod
     def applies(conv: nn.Module) -> bool:
-        return (isinstance(conv, nn.Conv2d) and not (isinstance(conv, QuantLayer) and conv.is_binary)
-                and conv.kernel_size[0] == conv.kernel_size[1] == conv.stride[0] == conv.stride[1]
-                and conv.padding in ((0, 0), 0) and conv.groups == 1 and conv.dilation == (1, 1))
+        return (
+            isinstance(conv, nn.Conv2d)
+            and not (isinstance(conv, QuantLayer) and conv.is_binary)
+            and conv.kernel_size[0] == conv.kernel_size[1] == conv.stride[0] == conv.stride[1]
+            and conv.padding in ((0, 0), 0)
+            and conv.groups == 1
+            and conv.dilation == (1, 1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape

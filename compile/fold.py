@@ -6,6 +6,7 @@ folded call, which costs ~0.1 s each and dominated compile time (20 s of 35 s on
 those calls, and the elementwise arithmetic on constants that follows them (and the ``arange``/``mod`` index vectors of
 ``torch.roll``), in numpy instead.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,10 +25,12 @@ def _shape(call) -> tuple[int, ...]:
 _FOLDERS = {
     "relax.reshape": lambda call, a: a[0].reshape(_shape(call)),
     "relax.expand_dims": lambda call, a: np.expand_dims(a[0], tuple(int(x) for x in call.attrs.axis)),
-    "relax.squeeze": lambda call, a: np.squeeze(a[0], None if call.attrs.axis is None
-                                                else tuple(int(x) for x in call.attrs.axis)),
-    "relax.permute_dims": lambda call, a: np.transpose(a[0], None if call.attrs.axes is None
-                                                        else [int(x) for x in call.attrs.axes]),
+    "relax.squeeze": lambda call, a: np.squeeze(
+        a[0], None if call.attrs.axis is None else tuple(int(x) for x in call.attrs.axis)
+    ),
+    "relax.permute_dims": lambda call, a: np.transpose(
+        a[0], None if call.attrs.axes is None else [int(x) for x in call.attrs.axes]
+    ),
     "relax.add": lambda call, a: a[0] + a[1],
     "relax.subtract": lambda call, a: a[0] - a[1],
     "relax.multiply": lambda call, a: a[0] * a[1],
@@ -54,7 +57,7 @@ class _Folder(relax.PyExprMutator):
         call = super().visit_call_(call)
         if not isinstance(call.op, tvm.ir.Op) or call.op.name not in _FOLDERS:
             return call
-        tensor_args = call.args[:_TENSOR_ARGS.get(call.op.name, len(call.args))]
+        tensor_args = call.args[: _TENSOR_ARGS.get(call.op.name, len(call.args))]
         consts = [self._constant(a) for a in tensor_args]
         if any(c is None for c in consts) or not hasattr(ty, "dtype"):
             return call

@@ -6,8 +6,8 @@ those nodes with :class:`BinaryConverters`, which read the folded constants (sig
 from the exported program's state and emit the kernels helper's ``emit_binary_*`` calls. Everything else is
 imported by TVM's own converters and stays FP (scheduled later by :mod:`bhvit.compile.schedule`).
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import torch
@@ -15,11 +15,10 @@ from torch import fx, nn
 
 from . import ops as _ops  # noqa: F401  (registers the bhvit:: custom ops)
 from .deploy import to_deploy
-from .targets import TargetSpec
 from .kernels import relax_ops as _kernels
+from .targets import TargetSpec
 
 __all__ = ["export_program", "BinaryConverters", "to_relax", "lower"]
-
 
 
 @torch.no_grad()
@@ -46,27 +45,48 @@ class BinaryConverters:
     def linear(self, node: fx.Node, importer):
         # torch.export drops trailing arguments left at their default (None)
         x, signs, shift, scale, bias, residual, act = (*node.args, None, None)[:7]
-        return _kernels.emit_binary_dense(importer.block_builder, importer.env[x], weight_signs=self.const(signs),
-                                          threshold=self.const(shift), scale=self.const(scale),
-                                          bias=self.const(bias), target=self.target,
-                                          residual=None if residual is None else importer.env[residual],
-                                          act=self.const(act))
+        return _kernels.emit_binary_dense(
+            importer.block_builder,
+            importer.env[x],
+            weight_signs=self.const(signs),
+            threshold=self.const(shift),
+            scale=self.const(scale),
+            bias=self.const(bias),
+            target=self.target,
+            residual=None if residual is None else importer.env[residual],
+            act=self.const(act),
+        )
 
     def _weights(self, signs, shift, scale, bias, act) -> _kernels.DenseWeights:
         return _kernels.DenseWeights(*(self.const(t) for t in (signs, shift, scale, bias, act)))
 
     def mlp(self, node: fx.Node, importer):
         z, fc1, fc2, ratio = node.args[0], node.args[1:6], node.args[6:11], node.args[11]
-        return _kernels.emit_binary_mlp(importer.block_builder, importer.env[z], fc1=self._weights(*fc1),
-                                        fc2=self._weights(*fc2), ratio=ratio, target=self.target)
+        return _kernels.emit_binary_mlp(
+            importer.block_builder,
+            importer.env[z],
+            fc1=self._weights(*fc1),
+            fc2=self._weights(*fc2),
+            ratio=ratio,
+            target=self.target,
+        )
 
     def conv2d(self, node: fx.Node, importer):
         x, signs, shift, scale, bias, stride, padding, dilation, groups = node.args
-        return _kernels.emit_binary_conv2d(importer.block_builder, importer.env[x], weight_signs=self.const(signs),
-                                           threshold=self.const(shift), scale=self.const(scale),
-                                           bias=self.const(bias), stride=tuple(stride), padding=tuple(padding),
-                                           dilation=tuple(dilation), groups=groups, layout="NCHW",
-                                           target=self.target)
+        return _kernels.emit_binary_conv2d(
+            importer.block_builder,
+            importer.env[x],
+            weight_signs=self.const(signs),
+            threshold=self.const(shift),
+            scale=self.const(scale),
+            bias=self.const(bias),
+            stride=tuple(stride),
+            padding=tuple(padding),
+            dilation=tuple(dilation),
+            groups=groups,
+            layout="NCHW",
+            target=self.target,
+        )
 
     def qk(self, node: fx.Node, importer):
         q, k = node.args
@@ -74,12 +94,18 @@ class BinaryConverters:
 
     def av(self, node: fx.Node, importer):
         levels, v = node.args
-        return _kernels.emit_binary_av(importer.block_builder, importer.env[levels], importer.env[v],
-                                       target=self.target)
+        return _kernels.emit_binary_av(
+            importer.block_builder, importer.env[levels], importer.env[v], target=self.target
+        )
 
     def convert_map(self) -> dict:
-        return {"binary_linear.default": self.linear, "binary_mlp.default": self.mlp,
-                "binary_conv2d.default": self.conv2d, "binary_qk.default": self.qk, "binary_av.default": self.av}
+        return {
+            "binary_linear.default": self.linear,
+            "binary_mlp.default": self.mlp,
+            "binary_conv2d.default": self.conv2d,
+            "binary_qk.default": self.qk,
+            "binary_av.default": self.av,
+        }
 
 
 def to_relax(ep: torch.export.ExportedProgram, target):
@@ -87,8 +113,12 @@ def to_relax(ep: torch.export.ExportedProgram, target):
     from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
 
-    mod = from_exported_program(ep, keep_params_as_input=False, unwrap_unit_return_tuple=True,
-                                custom_convert_map=BinaryConverters(ep, target).convert_map())
+    mod = from_exported_program(
+        ep,
+        keep_params_as_input=False,
+        unwrap_unit_return_tuple=True,
+        custom_convert_map=BinaryConverters(ep, target).convert_map(),
+    )
     return relax.transform.DeadCodeElimination()(mod)
 
 

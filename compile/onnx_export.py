@@ -6,6 +6,7 @@ weights as a ±1 FP constant with ``alpha``·BN folded into a per-channel scale 
 INT8 applies ``onnxruntime.quantization.quantize_dynamic`` with per-channel int8 weights (±1 weights are exact
 in int8; activations are quantised per tensor at run time).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -30,8 +31,16 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> P
     deploy = to_deploy(model, EAGER)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(deploy, (torch.zeros(input_shape),), str(path), dynamo=False, opset_version=OPSET,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True)
+        torch.onnx.export(
+            deploy,
+            (torch.zeros(input_shape),),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            do_constant_folding=True,
+        )
     return path
 
 

@@ -13,18 +13,27 @@ bit-packed kernels) and its eager implementation is the exact function the kerne
 * ``binary_conv2d`` the same with ``conv2d(sign(x + shift), signs)``, zero padding applied after the sign;
 * ``binary_qk(q, k)`` = ``sign(q) @ sign(k)^T`` and ``binary_av(levels, v)`` = ``levels @ sign(v)``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
+from bhvit.models.layers import rprelu, sign_pm1
 from torch.nn import functional as F
 
-from bhvit.models.layers import rprelu, sign_pm1
-
-__all__ = ["binary_linear", "binary_mlp", "binary_conv2d", "binary_qk", "binary_av", "shifted_sign", "BinaryOps",
-           "CUSTOM", "EAGER"]
+__all__ = [
+    "binary_linear",
+    "binary_mlp",
+    "binary_conv2d",
+    "binary_qk",
+    "binary_av",
+    "shifted_sign",
+    "BinaryOps",
+    "CUSTOM",
+    "EAGER",
+]
 
 
 def shifted_sign(x: torch.Tensor, shift: torch.Tensor | None, channel_dim: int) -> torch.Tensor:
@@ -43,9 +52,15 @@ def _epilogue(y: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, c
     return y if bias is None else y + bias.view(shape)
 
 
-def linear_eager(x: torch.Tensor, signs: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor,
-                  bias: torch.Tensor | None, residual: torch.Tensor | None = None,
-                  act: torch.Tensor | None = None) -> torch.Tensor:
+def linear_eager(
+    x: torch.Tensor,
+    signs: torch.Tensor,
+    shift: torch.Tensor | None,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    residual: torch.Tensor | None = None,
+    act: torch.Tensor | None = None,
+) -> torch.Tensor:
     y = _epilogue(F.linear(shifted_sign(x, shift, -1), signs), scale, bias, -1)
     if residual is not None:
         y = y + residual.repeat(*[1] * (residual.dim() - 1), y.shape[-1] // residual.shape[-1])
@@ -60,9 +75,20 @@ def _(x, signs, shift, scale, bias, residual=None, act=None):
     return x.new_empty((*x.shape[:-1], signs.shape[0]))
 
 
-def mlp_eager(z: torch.Tensor, signs1: torch.Tensor, shift1: torch.Tensor | None, scale1: torch.Tensor,
-              bias1: torch.Tensor | None, act1: torch.Tensor, signs2: torch.Tensor, shift2: torch.Tensor | None,
-              scale2: torch.Tensor, bias2: torch.Tensor | None, act2: torch.Tensor, ratio: int) -> torch.Tensor:
+def mlp_eager(
+    z: torch.Tensor,
+    signs1: torch.Tensor,
+    shift1: torch.Tensor | None,
+    scale1: torch.Tensor,
+    bias1: torch.Tensor | None,
+    act1: torch.Tensor,
+    signs2: torch.Tensor,
+    shift2: torch.Tensor | None,
+    scale2: torch.Tensor,
+    bias2: torch.Tensor | None,
+    act2: torch.Tensor,
+    ratio: int,
+) -> torch.Tensor:
     h = linear_eager(z, signs1, shift1, scale1, bias1, z, act1)
     pooled = h.unflatten(-1, (-1, ratio)).mean(-1)
     return linear_eager(h, signs2, shift2, scale2, bias2, pooled, act2)
@@ -76,9 +102,17 @@ def _(z, signs1, shift1, scale1, bias1, act1, signs2, shift2, scale2, bias2, act
     return z.new_empty((*z.shape[:-1], signs2.shape[0]))
 
 
-def conv2d_eager(x: torch.Tensor, signs: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor,
-                  bias: torch.Tensor | None, stride: list[int], padding: list[int], dilation: list[int],
-                  groups: int) -> torch.Tensor:
+def conv2d_eager(
+    x: torch.Tensor,
+    signs: torch.Tensor,
+    shift: torch.Tensor | None,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+) -> torch.Tensor:
     y = F.conv2d(shifted_sign(x, shift, 1), signs, None, stride, padding, dilation, groups)
     return _epilogue(y, scale, bias, 1)
 

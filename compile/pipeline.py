@@ -5,6 +5,7 @@ lowering: an optional MetaSchedule database (``--tune-db``) and :class:`~bhvit.c
 for every PrimFunc still unscheduled. Kernels from the kernels helper arrive scheduled and opaque and are left alone.
 The lowered ``main`` gets its weights as parameters (:func:`~bhvit.compile.weights.lift_weights`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,20 +27,31 @@ logger = logging.getLogger(__name__)
 
 
 def _prepare(target) -> list:
-    return [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(), NumpyFoldConstant(),
-            relax.transform.DeadCodeElimination(), *cpu.library_dispatch_passes(target),
-            *cpu.legalize_passes(target)]
+    return [
+        relax.transform.DecomposeOpsForInference(),
+        relax.transform.CanonicalizeBindings(),
+        NumpyFoldConstant(),
+        relax.transform.DeadCodeElimination(),
+        *cpu.library_dispatch_passes(target),
+        *cpu.legalize_passes(target),
+    ]
 
 
 def passes(target: tvm.target.Target, tune_db: Path | None = None) -> list:
     """The ordered pass list for ``target``: prepare + legalize + fuse, [tuned], generic schedule, lower."""
     tuned = [relax.transform.MetaScheduleApplyDatabase(str(tune_db), enable_warning=False)] if tune_db else []
-    return [*_prepare(target), *tuned, GenericCpuSchedule(cpu_schedule_cfg(target)),
-            *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target)]
+    return [
+        *_prepare(target),
+        *tuned,
+        GenericCpuSchedule(cpu_schedule_cfg(target)),
+        *cpu.dataflow_lower_passes(target),
+        *cpu.finalize_passes(target),
+    ]
 
 
-def build(mod: tvm.IRModule, spec: TargetSpec, tune_db: Path | None = None) -> tuple[relax.VMExecutable,
-                                                                                     list[np.ndarray]]:
+def build(
+    mod: tvm.IRModule, spec: TargetSpec, tune_db: Path | None = None
+) -> tuple[relax.VMExecutable, list[np.ndarray]]:
     """Compile a Relax module for ``spec``: a ``relax.VMExecutable`` whose ``main`` takes ``(x, *weights)``,
     and the weights."""
     target = spec.tvm_target()
@@ -69,5 +81,12 @@ def tune(mod: tvm.IRModule, spec: TargetSpec, work_dir: Path, trials: int) -> No
     tasks = ms.relax_integration.extract_tasks(fused, target)
     fp = [t.task_name for t in tasks if needs_schedule(t.dispatched[0]["main"])]
     logger.info("tuning %d FP tasks of %d for %d trials into %s", len(fp), len(tasks), trials, work_dir)
-    ms.relax_integration.tune_relax(fused, params={}, target=target, work_dir=str(work_dir), max_trials_global=trials,
-                                    op_names=fp, cost_model="random")
+    ms.relax_integration.tune_relax(
+        fused,
+        params={},
+        target=target,
+        work_dir=str(work_dir),
+        max_trials_global=trials,
+        op_names=fp,
+        cost_model="random",
+    )

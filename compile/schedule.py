@@ -14,6 +14,7 @@ vectors. This pass schedules every PrimFunc that is not marked scheduled (``tirx
 Each block is scheduled on a copy of the schedule and kept only if every step succeeded, so an unusual block
 stays correct and unscheduled rather than breaking the build.
 """
+
 from __future__ import annotations
 
 import logging
@@ -121,8 +122,9 @@ def _schedule_tiled_reduction(sch: Schedule, block, cfg: CpuScheduleCfg, n_spati
     spatial, reduce = loops[:n_spatial], loops[n_spatial:]
     cols = _extent(sch, spatial[-1])
     width = cfg.lanes * cfg.tile_vectors
-    col_tile = next((w for w in (width, cfg.lanes, cfg.lanes // 2) if w and cols % w == 0),
-                    cols if cols <= width else None)
+    col_tile = next(
+        (w for w in (width, cfg.lanes, cfg.lanes // 2) if w and cols % w == 0), cols if cols <= width else None
+    )
     if col_tile is None:
         raise ValueError("no column tile divides the output width")
     co, ci = sch.split(spatial[-1], [None, col_tile])
@@ -161,8 +163,11 @@ def _schedule_block(sch: Schedule, name: str, cfg: CpuScheduleCfg) -> None:
     if len(sch.get_loops(block)) != len(types):
         return  # loops no longer map one-to-one to block axes (e.g. after inlining): leave it to LLVM
     n_spatial = types.index(_REDUCE) if _REDUCE in types else len(types)
-    if any(t not in (_SPATIAL, _REDUCE) for t in types) or _REDUCE in types[n_spatial:] and \
-            _SPATIAL in types[n_spatial:]:
+    if (
+        any(t not in (_SPATIAL, _REDUCE) for t in types)
+        or _REDUCE in types[n_spatial:]
+        and _SPATIAL in types[n_spatial:]
+    ):
         return
     if n_spatial == len(types):
         _schedule_spatial(sch, block, cfg)
@@ -207,8 +212,7 @@ class GenericCpuSchedule:
         self.cfg = cfg
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        updates = {gv: schedule_primfunc(func, self.cfg) for gv, func in mod.functions_items()
-                   if needs_schedule(func)}
+        updates = {gv: schedule_primfunc(func, self.cfg) for gv, func in mod.functions_items() if needs_schedule(func)}
         for gv, func in updates.items():
             mod[gv] = func
         return mod

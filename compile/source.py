@@ -1,11 +1,11 @@
 """Where the model to compile comes from: a ``bhvit-train`` checkpoint, or a random init from model options."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-
 from bhvit.device.artifact import PreprocessCfg
 from bhvit.models import BHViT, BHViTCfg, ConfigError, build_model, model_cfgs
 
@@ -36,8 +36,14 @@ class ModelSource:
         return (1, cfg.in_chans, cfg.img_size, cfg.img_size)
 
 
-_LABEL_TAGS = (("width", "w{:g}"), ("hidden_width", "h{:g}"), ("intermediate_width", "i{:g}"),
-               ("fp_downsample", "fpds"), ("img_size", "{}"), ("num_classes", "c{}"))
+_LABEL_TAGS = (
+    ("width", "w{:g}"),
+    ("hidden_width", "h{:g}"),
+    ("intermediate_width", "i{:g}"),
+    ("fp_downsample", "fpds"),
+    ("img_size", "{}"),
+    ("num_classes", "c{}"),
+)
 
 
 def model_label(name: str, model: BHViT) -> str:
@@ -45,10 +51,14 @@ def model_label(name: str, model: BHViT) -> str:
     labelled field that differs from that name's config, so different models never share a default output."""
     cfg = model.cfg
     default = model_cfgs.get(name, BHViTCfg())
-    arch = name + "".join("_" + tag.format(getattr(cfg, f)) for f, tag in _LABEL_TAGS
-                          if getattr(cfg, f) != getattr(default, f))
-    precision = "w1a1" if cfg.precision.default == "binary" and not cfg.precision.overrides else (
-        "fp32" if not cfg.is_binary else "mixed")
+    arch = name + "".join(
+        "_" + tag.format(getattr(cfg, f)) for f, tag in _LABEL_TAGS if getattr(cfg, f) != getattr(default, f)
+    )
+    precision = (
+        "w1a1"
+        if cfg.precision.default == "binary" and not cfg.precision.overrides
+        else ("fp32" if not cfg.is_binary else "mixed")
+    )
     return f"{arch}.{precision}"
 
 
@@ -75,15 +85,24 @@ def from_checkpoint(path: str | Path) -> ModelSource:
     except CheckpointError as err:
         raise SourceError(str(err)) from None
     if not isinstance(model, BHViT):
-        raise SourceError(f"{path} holds a {meta.get('family')} model {meta.get('model')!r}, not a BHViT; "
-                          f"only BHViT checkpoints can be compiled")
+        raise SourceError(
+            f"{path} holds a {meta.get('family')} model {meta.get('model')!r}, not a BHViT; "
+            f"only BHViT checkpoints can be compiled"
+        )
     p = dict(meta["preprocess"])
     size = p.pop("input_size")
     size = int(size[-1]) if isinstance(size, (list, tuple)) else int(size)
     if size != model.cfg.img_size:
-        raise SourceError(f"{path}: preprocess input size {size} differs from the model's img_size "
-                          f"{model.cfg.img_size}")
+        raise SourceError(
+            f"{path}: preprocess input size {size} differs from the model's img_size {model.cfg.img_size}"
+        )
     known = set(PreprocessCfg.__dataclass_fields__)
     pre = PreprocessCfg(input_size=size, **{k: v for k, v in p.items() if k in known})
-    return ModelSource(model.eval(), model_label(meta["model"], model), list(meta["class_names"]), pre, str(path),
-                       {"val_top1": meta.get("val_top1")})
+    return ModelSource(
+        model.eval(),
+        model_label(meta["model"], model),
+        list(meta["class_names"]),
+        pre,
+        str(path),
+        {"val_top1": meta.get("val_top1")},
+    )

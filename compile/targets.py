@@ -4,6 +4,7 @@ LLVM's ``mcpu=native`` does not enable AVX-512 code on this kind of machine (tvm
 CPU flags from ``/proc/cpuinfo`` and picks the best named x86 variant itself. ``cpu_features`` use the
 ``/proc/cpuinfo`` spelling, which is what ``bhvit-device`` checks before loading an artifact.
 """
+
 from __future__ import annotations
 
 import os
@@ -82,15 +83,24 @@ def _detect_x86(text: str) -> tuple[str, tuple[str, ...]]:
     raise AssertionError("the x86-64 baseline always matches")
 
 
-def resolve_target(name: str, threads: int | None = None, cpuinfo: str | Path = "/proc/cpuinfo",
-                   check_tools: bool = True) -> TargetSpec:
+def resolve_target(
+    name: str, threads: int | None = None, cpuinfo: str | Path = "/proc/cpuinfo", check_tools: bool = True
+) -> TargetSpec:
     """The :class:`TargetSpec` for ``name``; ``threads`` defaults to the Pi's 4 cores or this machine's cores."""
     if threads is not None and threads < 1:
         raise TargetError(f"threads must be at least 1, got {threads}")
     if name in _PI:
         mcpu, feats = _PI[name]
-        spec = TargetSpec(name, mcpu, "aarch64", feats, threads or 4, mtriple="aarch64-linux-gnu", mattr=("+neon",),
-                          cross_cc="aarch64-linux-gnu-gcc")
+        spec = TargetSpec(
+            name,
+            mcpu,
+            "aarch64",
+            feats,
+            threads or 4,
+            mtriple="aarch64-linux-gnu",
+            mattr=("+neon",),
+            cross_cc="aarch64-linux-gnu-gcc",
+        )
     elif name in _X86_LEVELS:
         spec = TargetSpec(name, name, "x86_64", _X86_LEVELS[name], threads or _default_threads())
     elif name == "host":
@@ -102,6 +112,8 @@ def resolve_target(name: str, threads: int | None = None, cpuinfo: str | Path = 
     else:
         raise TargetError(f"unknown target {name!r}; choose one of: {', '.join(TARGET_NAMES)}")
     if check_tools and spec.cross_cc and spec.arch != host_arch() and shutil.which(spec.cross_cc) is None:
-        raise TargetError(f"cross compiler {spec.cross_cc} not found (needed for target {name}); install it with "
-                          f"`apt-get install gcc-aarch64-linux-gnu`")
+        raise TargetError(
+            f"cross compiler {spec.cross_cc} not found (needed for target {name}); install it with "
+            f"`apt-get install gcc-aarch64-linux-gnu`"
+        )
     return spec

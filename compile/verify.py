@@ -9,10 +9,11 @@ wrong kernel, bit order or fold moves logits by a large fraction of their range.
 ``max|dlogit| <= rtol * max(1, max|logit|)`` with ``rtol = 1e-2`` (5x the largest flip effect seen) and identical
 top-1 on every input.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -46,8 +47,15 @@ def compare(ref: np.ndarray, got: np.ndarray, runs_on: str, rtol: float = RTOL) 
 
 
 @torch.no_grad()
-def verify(model: nn.Module, predict: Callable[[np.ndarray], np.ndarray], input_shape: tuple[int, ...],
-           runs_on: str, n: int = NUM_INPUTS, seed: int = 0, rtol: float = RTOL) -> Verification:
+def verify(
+    model: nn.Module,
+    predict: Callable[[np.ndarray], np.ndarray],
+    input_shape: tuple[int, ...],
+    runs_on: str,
+    n: int = NUM_INPUTS,
+    seed: int = 0,
+    rtol: float = RTOL,
+) -> Verification:
     """Run ``model`` and ``predict`` (one ``(1, C, H, W)`` float32 array -> logits) on ``n`` random inputs."""
     gen = torch.Generator().manual_seed(seed)
     xs = torch.randn((n, *input_shape[1:]), generator=gen)

@@ -5,6 +5,7 @@ deserialised constants, plus a transient third): about 3x the weight bytes at lo
 go to their own file, which the device maps without copying (:mod:`bhvit.device.weights`), and ``main`` takes
 ``(x, *weights)``.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -25,10 +25,27 @@ from .weights import WeightsInfo
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "IMAGENET_MEAN", "IMAGENET_STD", "LIBRARY_SUFFIX", "METADATA_FILE",
-           "Artifact", "ArtifactError", "ArtifactMeta", "Check", "PreprocessCfg", "TargetInfo", "check_artifact",
-           "file_sha256", "load_artifact", "normalize_feature", "read_metadata", "save_artifact",
-           "write_artifact_metadata"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "LIBRARY_SUFFIX",
+    "METADATA_FILE",
+    "Artifact",
+    "ArtifactError",
+    "ArtifactMeta",
+    "Check",
+    "PreprocessCfg",
+    "TargetInfo",
+    "check_artifact",
+    "file_sha256",
+    "load_artifact",
+    "normalize_feature",
+    "read_metadata",
+    "save_artifact",
+    "write_artifact_metadata",
+]
 
 FORMAT = "bhvit-artifact"
 FORMAT_VERSION = 2  # 2: TVM weights in their own file
@@ -39,8 +56,18 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
 
 # LLVM -mattr spellings -> /proc/cpuinfo spellings, so either may be written into cpu_features.
-_FEATURE_ALIASES = {"neon": "asimd", "dotprod": "asimddp", "fullfp16": "fphp", "fp-armv8": "fp", "crc": "crc32",
-                    "lse": "atomics", "rcpc": "lrcpc", "sse4.1": "sse4_1", "sse4.2": "sse4_2", "sse3": "pni"}
+_FEATURE_ALIASES = {
+    "neon": "asimd",
+    "dotprod": "asimddp",
+    "fullfp16": "fphp",
+    "fp-armv8": "fp",
+    "crc": "crc32",
+    "lse": "atomics",
+    "rcpc": "lrcpc",
+    "sse4.1": "sse4_1",
+    "sse4.2": "sse4_2",
+    "sse3": "pni",
+}
 
 
 class ArtifactError(Exception):
@@ -142,8 +169,10 @@ class ArtifactMeta:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise ArtifactError(f"not a bhvit artifact: format is {found!r}, need {FORMAT!r}")
         if data.get("format_version") != FORMAT_VERSION:
-            raise ArtifactError(f"artifact format_version {data.get('format_version')!r} is not supported: this "
-                                f"bhvit-device reads version {FORMAT_VERSION}; rebuild it or upgrade bhvit")
+            raise ArtifactError(
+                f"artifact format_version {data.get('format_version')!r} is not supported: this "
+                f"bhvit-device reads version {FORMAT_VERSION}; rebuild it or upgrade bhvit"
+            )
         known = {f.name for f in fields(cls)}
         try:
             kwargs = {k: v for k, v in data.items() if k in known}
@@ -187,8 +216,10 @@ class Artifact:
             raise ArtifactError(f"unknown runtime {runtime!r}: expected one of {sorted(LIBRARY_SUFFIX)}")
         matches = sorted(name for name in self.meta.files if name.endswith(suffix))
         if not matches:
-            raise ArtifactError(f"{self.path}: no {runtime} library: found {sorted(self.meta.files)}, "
-                                f"need a *{suffix} file (compile with that runtime)")
+            raise ArtifactError(
+                f"{self.path}: no {runtime} library: found {sorted(self.meta.files)}, "
+                f"need a *{suffix} file (compile with that runtime)"
+            )
         return self.path / matches[0]
 
 
@@ -202,8 +233,11 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def _artifact_files(directory: Path) -> dict[str, str]:
-    return {p.relative_to(directory).as_posix(): file_sha256(p) for p in sorted(directory.rglob("*"))
-            if p.is_file() and p.name != METADATA_FILE}
+    return {
+        p.relative_to(directory).as_posix(): file_sha256(p)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != METADATA_FILE
+    }
 
 
 def _bhvit_version() -> str:
@@ -221,9 +255,12 @@ def save_artifact(directory: str | os.PathLike, meta: ArtifactMeta) -> ArtifactM
     directory = Path(directory)
     if not (directory / meta.library).is_file():
         raise ArtifactError(f"{directory}: library {meta.library!r} not found; write it before the metadata")
-    meta = replace(meta, files=_artifact_files(directory),
-                   created=meta.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                   versions={"bhvit": _bhvit_version(), **meta.versions})
+    meta = replace(
+        meta,
+        files=_artifact_files(directory),
+        created=meta.created or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        versions={"bhvit": _bhvit_version(), **meta.versions},
+    )
     tmp = directory / (METADATA_FILE + ".tmp")
     tmp.write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
     tmp.replace(directory / METADATA_FILE)
@@ -231,15 +268,35 @@ def save_artifact(directory: str | os.PathLike, meta: ArtifactMeta) -> ArtifactM
     return meta
 
 
-def write_artifact_metadata(directory: str | os.PathLike, *, runtime: str, library: str, target: TargetInfo,
-                            class_names: list[str] | tuple[str, ...], preprocess: PreprocessCfg,
-                            model: dict[str, Any], threads: int = 4, cost: dict[str, Any] | None = None,
-                            versions: dict[str, str] | None = None, verification: dict[str, Any] | None = None,
-                            weights: WeightsInfo | None = None) -> ArtifactMeta:
+def write_artifact_metadata(
+    directory: str | os.PathLike,
+    *,
+    runtime: str,
+    library: str,
+    target: TargetInfo,
+    class_names: list[str] | tuple[str, ...],
+    preprocess: PreprocessCfg,
+    model: dict[str, Any],
+    threads: int = 4,
+    cost: dict[str, Any] | None = None,
+    versions: dict[str, str] | None = None,
+    verification: dict[str, Any] | None = None,
+    weights: WeightsInfo | None = None,
+) -> ArtifactMeta:
     """Build the metadata from its parts and save it with :func:`save_artifact`."""
-    meta = ArtifactMeta(runtime=runtime, library=library, target=target, class_names=tuple(class_names),
-                        preprocess=preprocess, model=model, threads=threads, cost=cost or {},
-                        versions=versions or {}, verification=verification, weights=weights)
+    meta = ArtifactMeta(
+        runtime=runtime,
+        library=library,
+        target=target,
+        class_names=tuple(class_names),
+        preprocess=preprocess,
+        model=model,
+        threads=threads,
+        cost=cost or {},
+        versions=versions or {},
+        verification=verification,
+        weights=weights,
+    )
     return save_artifact(directory, meta)
 
 
@@ -249,8 +306,9 @@ def read_metadata(directory: str | os.PathLike) -> ArtifactMeta:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError as err:
-        raise ArtifactError(f"{directory}: no {METADATA_FILE}; need an artifact directory made by bhvit-compile") \
-            from err
+        raise ArtifactError(
+            f"{directory}: no {METADATA_FILE}; need an artifact directory made by bhvit-compile"
+        ) from err
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ArtifactError(f"{path}: unreadable metadata ({err}); need valid JSON") from err
     return ArtifactMeta.from_dict(data)
@@ -259,24 +317,49 @@ def read_metadata(directory: str | os.PathLike) -> ArtifactMeta:
 def check_artifact(directory: str | os.PathLike, meta: ArtifactMeta) -> list[Check]:
     """Every check ``load_artifact`` makes, in order; nothing is loaded."""
     directory = Path(directory)
-    checks = [Check("library", meta.library in meta.files, f"files {sorted(meta.files)}",
-                    f"{meta.library!r} among them")]
+    checks = [
+        Check("library", meta.library in meta.files, f"files {sorted(meta.files)}", f"{meta.library!r} among them")
+    ]
     if meta.weights is not None:
-        checks.append(Check("weights", meta.weights.file in meta.files, f"files {sorted(meta.files)}",
-                            f"{meta.weights.file!r} among them"))
+        checks.append(
+            Check(
+                "weights",
+                meta.weights.file in meta.files,
+                f"files {sorted(meta.files)}",
+                f"{meta.weights.file!r} among them",
+            )
+        )
     for name, expected in meta.files.items():
         path = directory / name
         actual = file_sha256(path) if path.is_file() else "missing file"
-        checks.append(Check(f"sha256 {name}", actual == expected, actual[:16],
-                            f"{expected[:16]} as recorded by bhvit-compile (copy the artifact again)"))
+        checks.append(
+            Check(
+                f"sha256 {name}",
+                actual == expected,
+                actual[:16],
+                f"{expected[:16]} as recorded by bhvit-compile (copy the artifact again)",
+            )
+        )
     arch = host_arch()
-    checks.append(Check("architecture", arch == meta.target.arch, f"this machine is {arch}",
-                        f"{meta.target.arch} (target {meta.target.name!r})"))
+    checks.append(
+        Check(
+            "architecture",
+            arch == meta.target.arch,
+            f"this machine is {arch}",
+            f"{meta.target.arch} (target {meta.target.name!r})",
+        )
+    )
     if arch == meta.target.arch:
         needed = {normalize_feature(f) for f in meta.target.cpu_features}
         missing = sorted(needed - cpu_features())
-        checks.append(Check("cpu features", not missing, f"missing {missing}" if missing else "all present",
-                            f"{sorted(needed)} (target {meta.target.name!r})"))
+        checks.append(
+            Check(
+                "cpu features",
+                not missing,
+                f"missing {missing}" if missing else "all present",
+                f"{sorted(needed)} (target {meta.target.name!r})",
+            )
+        )
     return checks
 
 

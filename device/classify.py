@@ -75,8 +75,13 @@ class Classifier:
         return labels, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3
 
 
-def classify_frames(frames: Iterable[Frame], classifier: Classifier, every: int = 1, max_frames: int | None = None,
-                    stop: GracefulStop | None = None) -> Iterator[FrameResult]:
+def classify_frames(
+    frames: Iterable[Frame],
+    classifier: Classifier,
+    every: int = 1,
+    max_frames: int | None = None,
+    stop: GracefulStop | None = None,
+) -> Iterator[FrameResult]:
     """Classify every ``every``-th frame until the source ends, ``max_frames`` are done or a stop is requested.
 
     A :class:`FrameSource` passes over the skipped frames without decoding them (``capture_ms`` includes that).
@@ -92,9 +97,18 @@ def classify_frames(frames: Iterable[Frame], classifier: Classifier, every: int 
         capture_ms = (time.perf_counter() - t0) * 1e3
         labels, pre_ms, inf_ms, post_ms = classifier(frame.image)
         now = time.perf_counter()
-        yield FrameResult(frame=done, source=frame.name, topk=labels, capture_ms=capture_ms, preprocess_ms=pre_ms,
-                          inference_ms=inf_ms, postprocess_ms=post_ms, total_ms=pre_ms + inf_ms + post_ms,
-                          fps=1.0 / max(now - last, 1e-9), rss_mb=rss_mb())
+        yield FrameResult(
+            frame=done,
+            source=frame.name,
+            topk=labels,
+            capture_ms=capture_ms,
+            preprocess_ms=pre_ms,
+            inference_ms=inf_ms,
+            postprocess_ms=post_ms,
+            total_ms=pre_ms + inf_ms + post_ms,
+            fps=1.0 / max(now - last, 1e-9),
+            rss_mb=rss_mb(),
+        )
         last = now
         done += 1
 
@@ -114,7 +128,11 @@ class RunStats:
     def summary(self, **extra: object) -> dict:
         """frames, latency and inference percentiles (ms), mean FPS, peak RSS (VmHWM, ru_maxrss) plus ``extra``."""
         elapsed = time.perf_counter() - self.started
-        return {"frames": self.latency.count, "latency_ms": self.latency.summary(),
-                "inference_ms": self.inference.summary(),
-                "fps": self.latency.count / elapsed if elapsed > 0 else None,
-                "peak_rss_mb": peak_rss_mb(), "ru_maxrss_mb": ru_maxrss_mb()} | extra
+        return {
+            "frames": self.latency.count,
+            "latency_ms": self.latency.summary(),
+            "inference_ms": self.inference.summary(),
+            "fps": self.latency.count / elapsed if elapsed > 0 else None,
+            "peak_rss_mb": peak_rss_mb(),
+            "ru_maxrss_mb": ru_maxrss_mb(),
+        } | extra

@@ -45,10 +45,16 @@ RUNS_ROOT = Path("runs/classify")
 _HANDLER_NAME = "bhvit-device-cli"
 
 artifact_option = click.option(
-    "--artifact", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_ARTIFACT, envvar=ARTIFACT_ENV,
-    show_envvar=True, help="Artifact directory written by bhvit-compile.")
-threads_option = click.option("--threads", type=click.IntRange(1), default=None,
-                              help="Inference threads.  [default: the artifact's threads]")
+    "--artifact",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_ARTIFACT,
+    envvar=ARTIFACT_ENV,
+    show_envvar=True,
+    help="Artifact directory written by bhvit-compile.",
+)
+threads_option = click.option(
+    "--threads", type=click.IntRange(1), default=None, help="Inference threads.  [default: the artifact's threads]"
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 
 
@@ -61,8 +67,9 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     root.addHandler(handler)
-    root.setLevel(logging.ERROR if quiet else logging.DEBUG if verbose > 1 else logging.INFO if verbose else
-                  logging.WARNING)
+    root.setLevel(
+        logging.ERROR if quiet else logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -76,8 +83,10 @@ def main(verbose: int, quiet: bool) -> None:
 def _load(path: Path) -> Artifact:
     """Verified artifact, or a usage error (missing) / failure (refused) saying what to do."""
     if not path.exists():
-        raise click.UsageError(f"no artifact at {path}: run `bhvit-compile CHECKPOINT --target rpi5` first, or "
-                               f"pass --artifact DIR / set {ARTIFACT_ENV}")
+        raise click.UsageError(
+            f"no artifact at {path}: run `bhvit-compile CHECKPOINT --target rpi5` first, or "
+            f"pass --artifact DIR / set {ARTIFACT_ENV}"
+        )
     try:
         return load_artifact(path)
     except ArtifactError as err:
@@ -101,11 +110,30 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple
     return width, height
 
 
-def _make_source(camera: bool, camera_num: int, resolution: tuple[int, int], preview: bool, webcam: int | None,
-                 video: Path | None, images: list[Path], directory: Path | None, retry: RetryPolicy,
-                 stop: GracefulStop, min_side: int) -> FrameSource:
-    chosen = [name for name, on in (("--camera", camera), ("--webcam", webcam is not None), ("--video", video),
-                                    ("--image", images), ("--dir", directory)) if on]
+def _make_source(
+    camera: bool,
+    camera_num: int,
+    resolution: tuple[int, int],
+    preview: bool,
+    webcam: int | None,
+    video: Path | None,
+    images: list[Path],
+    directory: Path | None,
+    retry: RetryPolicy,
+    stop: GracefulStop,
+    min_side: int,
+) -> FrameSource:
+    chosen = [
+        name
+        for name, on in (
+            ("--camera", camera),
+            ("--webcam", webcam is not None),
+            ("--video", video),
+            ("--image", images),
+            ("--dir", directory),
+        )
+        if on
+    ]
     if len(chosen) > 1:
         raise click.UsageError(f"choose one source, got {' and '.join(chosen)}")
     if preview and not camera:
@@ -122,15 +150,20 @@ def _make_source(camera: bool, camera_num: int, resolution: tuple[int, int], pre
             raise click.UsageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {directory}")
     if not images:
         images = sample_images()
-        logger.warning("no source given: classifying the %d bundled sample photos (use --camera, --webcam, "
-                       "--video, --image or --dir)", len(images))
+        logger.warning(
+            "no source given: classifying the %d bundled sample photos (use --camera, --webcam, "
+            "--video, --image or --dir)",
+            len(images),
+        )
     return ImageFiles(images, min_side)
 
 
 def _frame_line(result: FrameResult) -> str:
     labels = ", ".join(f"{label} {p:.2f}" for label, p in result.topk)
-    return (f"#{result.frame} {Path(result.source).name}  {labels} | pre {result.preprocess_ms:.1f} ms  "
-            f"inf {result.inference_ms:.1f} ms  total {result.total_ms:.1f} ms  {result.fps:.1f} FPS")
+    return (
+        f"#{result.frame} {Path(result.source).name}  {labels} | pre {result.preprocess_ms:.1f} ms  "
+        f"inf {result.inference_ms:.1f} ms  total {result.total_ms:.1f} ms  {result.fps:.1f} FPS"
+    )
 
 
 def _fmt_ms(value: float | None) -> str:
@@ -160,33 +193,77 @@ def _print_summary(summary: dict, as_json: bool) -> None:
 @artifact_option
 @click.option("--camera", is_flag=True, help="Read the Raspberry Pi camera through picamera2.")
 @click.option("--camera-num", type=click.IntRange(0), default=0, help="picamera2 camera number (with --camera).")
-@click.option("--resolution", default="640x480", callback=_parse_size, metavar="WxH",
-              help="Camera capture size (with --camera).")
+@click.option(
+    "--resolution", default="640x480", callback=_parse_size, metavar="WxH", help="Camera capture size (with --camera)."
+)
 @click.option("--preview", is_flag=True, help="Show picamera2's preview window (with --camera; Pi desktop only).")
 @click.option("--webcam", type=click.IntRange(0), default=None, metavar="N", help="Read OpenCV camera index N.")
-@click.option("--video", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Read a video file (OpenCV) to its end.")
-@click.option("--image", "image_opts", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Classify an image file; repeat it, or list more files as arguments.")
-@click.argument("more_images", nargs=-1, metavar="[IMAGE]...",
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--dir", "directory", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Classify every image in a directory (sorted by name).")
+@click.option(
+    "--video",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Read a video file (OpenCV) to its end.",
+)
+@click.option(
+    "--image",
+    "image_opts",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Classify an image file; repeat it, or list more files as arguments.",
+)
+@click.argument(
+    "more_images", nargs=-1, metavar="[IMAGE]...", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Classify every image in a directory (sorted by name).",
+)
 @click.option("--top-k", type=click.IntRange(1), default=3, help="Labels shown per frame.")
 @click.option("--every", type=click.IntRange(1), default=1, metavar="N", help="Classify every N-th frame only.")
-@click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after this many classified frames.  "
-              "[default: until the source ends or Ctrl-C]")
+@click.option(
+    "--max-frames",
+    type=click.IntRange(1),
+    default=None,
+    help="Stop after this many classified frames.  [default: until the source ends or Ctrl-C]",
+)
 @threads_option
-@click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help=f"Per-frame log, CSV or JSONL by extension ({', '.join(LOG_FORMATS)}).  "
-                   f"[default: {RUNS_ROOT}/NNN/frames.csv, a new numbered folder]")
-@click.option("--retries", type=click.IntRange(1), default=5,
-              help="Attempts to open or read --camera/--webcam before giving up (back-off 0.2 s, doubling, max 2 s).")
+@click.option(
+    "--log",
+    "log_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"Per-frame log, CSV or JSONL by extension ({', '.join(LOG_FORMATS)}).  "
+    f"[default: {RUNS_ROOT}/NNN/frames.csv, a new numbered folder]",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(1),
+    default=5,
+    help="Attempts to open or read --camera/--webcam before giving up (back-off 0.2 s, doubling, max 2 s).",
+)
 @json_option
-def classify(artifact: Path, camera: bool, camera_num: int, resolution: tuple[int, int], preview: bool,
-             webcam: int | None, video: Path | None, image_opts: tuple[Path, ...], more_images: tuple[Path, ...],
-             directory: Path | None, top_k: int, every: int, max_frames: int | None, threads: int | None,
-             log_path: Path | None, retries: int, as_json: bool) -> None:
+def classify(
+    artifact: Path,
+    camera: bool,
+    camera_num: int,
+    resolution: tuple[int, int],
+    preview: bool,
+    webcam: int | None,
+    video: Path | None,
+    image_opts: tuple[Path, ...],
+    more_images: tuple[Path, ...],
+    directory: Path | None,
+    top_k: int,
+    every: int,
+    max_frames: int | None,
+    threads: int | None,
+    log_path: Path | None,
+    retries: int,
+    as_json: bool,
+) -> None:
     """Classify frames from one source and report labels, per-stage latency, FPS and peak RSS.
 
     Sources: --camera, --webcam N, --video FILE, --image FILE... or --dir DIR; without one, the bundled
@@ -198,8 +275,19 @@ def classify(artifact: Path, camera: bool, camera_num: int, resolution: tuple[in
         raise click.BadParameter(f"{log_path.name}: need one of {', '.join(LOG_FORMATS)}", param_hint="--log")
     art = _load(artifact)  # verified (checksums, CPU) but nothing loaded yet
     stop = GracefulStop()
-    source = _make_source(camera, camera_num, resolution, preview, webcam, video, [*image_opts, *more_images],
-                          directory, RetryPolicy(attempts=retries), stop, art.meta.preprocess.resize)
+    source = _make_source(
+        camera,
+        camera_num,
+        resolution,
+        preview,
+        webcam,
+        video,
+        [*image_opts, *more_images],
+        directory,
+        RetryPolicy(attempts=retries),
+        stop,
+        art.meta.preprocess.resize,
+    )
     classifier = Classifier(_load_model(art, None, threads), art.meta.preprocess, art.meta.class_names, top_k)
     with stop:
         try:
@@ -235,8 +323,12 @@ def _bench_input(artifact: Artifact) -> np.ndarray:
 
 @main.command()
 @artifact_option
-@click.option("--runtime", type=click.Choice(RUNTIMES), default=None,
-              help="Runtime to benchmark; the artifact must contain its library.  [default: the artifact's]")
+@click.option(
+    "--runtime",
+    type=click.Choice(RUNTIMES),
+    default=None,
+    help="Runtime to benchmark; the artifact must contain its library.  [default: the artifact's]",
+)
 @click.option("--warmup", type=click.IntRange(0), default=5, help="Untimed runs first.")
 @click.option("--runs", type=click.IntRange(1), default=50, help="Timed runs.")
 @threads_option
@@ -261,25 +353,41 @@ def bench(artifact: Path, runtime: str | None, warmup: int, runs: int, threads: 
         t0 = time.perf_counter()
         model(x)
         latency.add((time.perf_counter() - t0) * 1e3)
-    report = {"artifact": str(artifact), "model": art.meta.model.get("name"), "runtime": model.runtime,
-              "threads": model.threads, "warmup": warmup, "runs": runs, "load_ms": load_ms,
-              "latency_ms": latency.summary(), "peak_rss_mb": peak_rss_mb(), "rss_before_mb": rss_before,
-              "peak_reset": peak_reset, "ru_maxrss_mb": ru_maxrss_mb(), "machine": machine_info().to_dict()}
+    report = {
+        "artifact": str(artifact),
+        "model": art.meta.model.get("name"),
+        "runtime": model.runtime,
+        "threads": model.threads,
+        "warmup": warmup,
+        "runs": runs,
+        "load_ms": load_ms,
+        "latency_ms": latency.summary(),
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_before_mb": rss_before,
+        "peak_reset": peak_reset,
+        "ru_maxrss_mb": ru_maxrss_mb(),
+        "machine": machine_info().to_dict(),
+    }
     if as_json:
         click.echo(json.dumps(report))
         return
     lat, machine = report["latency_ms"], report["machine"]
     temp = f"{machine['temperature_c']:.1f} C" if machine["temperature_c"] is not None else "n/a"
     throttled = (", ".join(machine["throttled"]) or "none") if machine["throttled"] is not None else "n/a"
-    click.echo("\n".join([
-        f"model      {report['model']} ({model.runtime}, {model.threads} threads, loaded in {load_ms:.0f} ms)",
-        f"latency    median {lat['p50']:.2f} ms  p90 {lat['p90']:.2f} ms  min {lat['min']:.2f} ms  "
-        f"({runs} runs after {warmup} warm-up)",
-        f"peak RSS   {_fmt_mb(report['peak_rss_mb'])} during inference (before: {_fmt_mb(rss_before)}"
-        f"{'' if peak_reset else '; peak reset failed, includes loading'})",
-        f"machine    {machine['cpu_model']}, {machine['arch']}, {machine['usable_cores']}/{machine['cores']} cores, "
-        f"governor {machine['governor'] or 'n/a'}, {temp}, throttled: {throttled}",
-    ]))
+    click.echo(
+        "\n".join(
+            [
+                f"model      {report['model']} ({model.runtime}, {model.threads} threads, loaded in {load_ms:.0f} ms)",
+                f"latency    median {lat['p50']:.2f} ms  p90 {lat['p90']:.2f} ms  min {lat['min']:.2f} ms  "
+                f"({runs} runs after {warmup} warm-up)",
+                f"peak RSS   {_fmt_mb(report['peak_rss_mb'])} during inference (before: {_fmt_mb(rss_before)}"
+                f"{'' if peak_reset else '; peak reset failed, includes loading'})",
+                f"machine    {machine['cpu_model']}, {machine['arch']}, "
+                f"{machine['usable_cores']}/{machine['cores']} cores, "
+                f"governor {machine['governor'] or 'n/a'}, {temp}, throttled: {throttled}",
+            ]
+        )
+    )
 
 
 def _fmt_mb(value: float | None) -> str:
@@ -305,9 +413,17 @@ def info(ctx: click.Context, artifact: Path, as_json: bool) -> None:
     failed = [c for c in checks if not c.ok]
     machine = machine_info()
     if as_json:
-        click.echo(json.dumps({"artifact": str(artifact), "metadata": meta.to_dict(),
-                               "checks": [c.__dict__ | {"message": c.message} for c in checks],
-                               "runnable": not failed, "machine": machine.to_dict()}))
+        click.echo(
+            json.dumps(
+                {
+                    "artifact": str(artifact),
+                    "metadata": meta.to_dict(),
+                    "checks": [c.__dict__ | {"message": c.message} for c in checks],
+                    "runnable": not failed,
+                    "machine": machine.to_dict(),
+                }
+            )
+        )
     else:
         p, model = meta.preprocess, meta.model
         lines = [

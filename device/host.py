@@ -17,24 +17,43 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MachineInfo", "cpu_features", "decode_hwcaps", "decode_throttled", "host_arch", "machine_info",
-           "normalize_arch", "parse_cpuinfo_features"]
+__all__ = [
+    "MachineInfo",
+    "cpu_features",
+    "decode_hwcaps",
+    "decode_throttled",
+    "host_arch",
+    "machine_info",
+    "normalize_arch",
+    "parse_cpuinfo_features",
+]
 
 _ARCH_ALIASES = {"arm64": "aarch64", "armv8": "aarch64", "amd64": "x86_64", "x64": "x86_64"}
 
 # Linux arch/arm64/include/uapi/asm/hwcap.h: bit -> name as printed in /proc/cpuinfo "Features".
-_HWCAP = ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma lrcpc dcpop "
-          "sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit uscat ilrcpc flagm ssbs sb paca pacg").split()
-_HWCAP2 = ("dcpodp sve2 sveaes svepmull svebitperm svesha3 svesm4 flagm2 frint svei8mm svef32mm svef64mm svebf16 "
-           "i8mm bf16 dgh rng bti mte").split()
+_HWCAP = (
+    "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma lrcpc dcpop "
+    "sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit uscat ilrcpc flagm ssbs sb paca pacg"
+).split()
+_HWCAP2 = (
+    "dcpodp sve2 sveaes svepmull svebitperm svesha3 svesm4 flagm2 frint svei8mm svef32mm svef64mm svebf16 "
+    "i8mm bf16 dgh rng bti mte"
+).split()
 _AT_HWCAP, _AT_HWCAP2 = 16, 26
 
 _ARM_PARTS = {"0xd03": "Cortex-A53", "0xd08": "Cortex-A72", "0xd0b": "Cortex-A76", "0xd0c": "Neoverse-N1"}
 
 # `vcgencmd get_throttled` bits (Raspberry Pi documentation).
-_THROTTLE_BITS = {0: "under-voltage", 1: "arm-frequency-capped", 2: "throttled", 3: "soft-temperature-limit",
-                  16: "under-voltage-occurred", 17: "arm-frequency-capping-occurred", 18: "throttling-occurred",
-                  19: "soft-temperature-limit-occurred"}
+_THROTTLE_BITS = {
+    0: "under-voltage",
+    1: "arm-frequency-capped",
+    2: "throttled",
+    3: "soft-temperature-limit",
+    16: "under-voltage-occurred",
+    17: "arm-frequency-capping-occurred",
+    18: "throttling-occurred",
+    19: "soft-temperature-limit-occurred",
+}
 
 
 def normalize_arch(name: str) -> str:
@@ -66,8 +85,12 @@ def parse_cpuinfo_features(text: str) -> frozenset[str]:
 
 def decode_hwcaps(hwcap: int, hwcap2: int = 0) -> frozenset[str]:
     """aarch64 AT_HWCAP/AT_HWCAP2 bits as /proc/cpuinfo feature names."""
-    return frozenset(name for bits, names in ((hwcap, _HWCAP), (hwcap2, _HWCAP2))
-                     for bit, name in enumerate(names) if bits >> bit & 1)
+    return frozenset(
+        name
+        for bits, names in ((hwcap, _HWCAP), (hwcap2, _HWCAP2))
+        for bit, name in enumerate(names)
+        if bits >> bit & 1
+    )
 
 
 def _hwcap_features() -> frozenset[str]:

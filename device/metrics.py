@@ -41,17 +41,24 @@ class LatencyRecorder:
 
     def percentile(self, q: float) -> float | None:
         """The q-th percentile (0-100), or ``None`` before the first sample."""
-        kept = self._samples[:min(self.count, len(self._samples))]
+        kept = self._samples[: min(self.count, len(self._samples))]
         return float(np.percentile(kept, q)) if len(kept) else None
 
     def summary(self) -> dict[str, float | int | None]:
         """count, mean, min, p50, p90, p99, max (ms)."""
-        kept = self._samples[:min(self.count, len(self._samples))]
+        kept = self._samples[: min(self.count, len(self._samples))]
         if not len(kept):
             return {"count": 0, "mean": None, "min": None, "p50": None, "p90": None, "p99": None, "max": None}
         p50, p90, p99 = np.percentile(kept, [50, 90, 99])
-        return {"count": self.count, "mean": self.total / self.count, "min": float(kept.min()),
-                "p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(kept.max())}
+        return {
+            "count": self.count,
+            "mean": self.total / self.count,
+            "min": float(kept.min()),
+            "p50": float(p50),
+            "p90": float(p90),
+            "p99": float(p99),
+            "max": float(kept.max()),
+        }
 
 
 def memory_status() -> dict[str, int]:

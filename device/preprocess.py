@@ -11,8 +11,12 @@ from .artifact import PreprocessCfg
 
 __all__ = ["Preprocessor", "center_crop_box", "preprocess", "resized_size", "to_rgb"]
 
-_RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
-             "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
 
 
 def _to_uint8(values: np.ndarray, full_scale: float) -> np.ndarray:

@@ -15,8 +15,9 @@ import importlib.util
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -116,8 +117,9 @@ class OnnxModel:
         try:
             import onnxruntime as ort
         except ImportError as err:
-            raise ArtifactError("runtime onnxruntime is not installed: found no onnxruntime module, "
-                                "need `pip install onnxruntime`") from err
+            raise ArtifactError(
+                "runtime onnxruntime is not installed: found no onnxruntime module, need `pip install onnxruntime`"
+            ) from err
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -35,8 +35,9 @@ class GracefulStop:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signum = signum
-        logger.warning("%s received: stopping after the current frame (Ctrl-C again to force)",
-                       signal.Signals(signum).name)
+        logger.warning(
+            "%s received: stopping after the current frame (Ctrl-C again to force)", signal.Signals(signum).name
+        )
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``, waking early on a stop request; True if a stop was requested."""

@@ -23,13 +23,28 @@ from PIL import Image
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IMAGE_SUFFIXES", "SAMPLES_DIR", "Frame", "FrameSource", "ImageFiles", "PiCamera", "RetryPolicy",
-           "SourceError", "StreamSource", "VideoCapture", "find_images", "load_image", "sample_images"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "SAMPLES_DIR",
+    "Frame",
+    "FrameSource",
+    "ImageFiles",
+    "PiCamera",
+    "RetryPolicy",
+    "SourceError",
+    "StreamSource",
+    "VideoCapture",
+    "find_images",
+    "load_image",
+    "sample_images",
+]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 SAMPLES_DIR = Path(__file__).parent / "samples"
-NO_PICAMERA2 = ("picamera2 is not importable: on Raspberry Pi OS run `sudo apt install python3-picamera2` and "
-                "create the venv with `python3 -m venv --system-site-packages`")
+NO_PICAMERA2 = (
+    "picamera2 is not importable: on Raspberry Pi OS run `sudo apt install python3-picamera2` and "
+    "create the venv with `python3 -m venv --system-site-packages`"
+)
 NO_OPENCV = "OpenCV is not importable: --webcam and --video need `pip install opencv-python-headless`"
 
 T = TypeVar("T")
@@ -209,8 +224,9 @@ class VideoCapture(StreamSource):
 
     def __init__(self, target: str | int, retry: RetryPolicy = DEFAULT_RETRY, wait: Wait = _sleep) -> None:
         live = isinstance(target, int)
-        super().__init__(f"webcam:{target}" if live else str(target), live,
-                         retry if live else RetryPolicy(attempts=1), wait)  # a file that fails will not recover
+        super().__init__(
+            f"webcam:{target}" if live else str(target), live, retry if live else RetryPolicy(attempts=1), wait
+        )  # a file that fails will not recover
         self.target = target
         self._cap: Any = None
         self._cv2_errors: tuple[type[Exception], ...] = ()  # (cv2.error,) once opened
@@ -259,8 +275,15 @@ class PiCamera(StreamSource):
     Skipped frames are captured (to keep pace with the camera) but not converted.
     """
 
-    def __init__(self, camera_num: int = 0, size: tuple[int, int] = (640, 480), preview: bool = False,
-                 capture_timeout_s: float = 5.0, retry: RetryPolicy = DEFAULT_RETRY, wait: Wait = _sleep) -> None:
+    def __init__(
+        self,
+        camera_num: int = 0,
+        size: tuple[int, int] = (640, 480),
+        preview: bool = False,
+        capture_timeout_s: float = 5.0,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        wait: Wait = _sleep,
+    ) -> None:
         super().__init__(f"camera:{camera_num}", True, retry, wait)
         self.camera_num = camera_num
         self.size = size
@@ -271,8 +294,10 @@ class PiCamera(StreamSource):
     def _open_once(self, Picamera2: Any) -> Any:  # noqa: N803  (the class from the lazily imported module)
         cameras = Picamera2.global_camera_info()
         if self.camera_num >= len(cameras):
-            raise SourceError(f"no camera number {self.camera_num} (found {len(cameras)} cameras): check the "
-                              f"ribbon cable and `rpicam-hello --list-cameras`")
+            raise SourceError(
+                f"no camera number {self.camera_num} (found {len(cameras)} cameras): check the "
+                f"ribbon cable and `rpicam-hello --list-cameras`"
+            )
         cam = Picamera2(camera_num=self.camera_num)
         try:
             cam.configure(cam.create_preview_configuration(main={"format": "RGB888", "size": self.size}))
@@ -292,8 +317,10 @@ class PiCamera(StreamSource):
         except SourceError:
             raise
         except Exception as err:  # picamera2/libcamera raise RuntimeError for busy or missing cameras
-            raise SourceError(f"cannot open {self.name} ({err}): check `rpicam-hello --list-cameras` and that "
-                              f"no other program uses the camera") from err
+            raise SourceError(
+                f"cannot open {self.name} ({err}): check `rpicam-hello --list-cameras` and that "
+                f"no other program uses the camera"
+            ) from err
         logger.info("opened %s at %dx%d", self.name, *self.size)
 
     def close(self) -> None:

@@ -4,12 +4,14 @@
 them straight from the file, copy-on-write: no second copy in memory and no load-time spike. The file's layout
 (dtype, shape and offset of each tensor, in ``main``'s parameter order) is recorded in ``metadata.json``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from math import prod
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +81,7 @@ def map_weights(path: Path, info: WeightsInfo) -> list[np.ndarray]:
     if not info.tensors:
         return []
     mapped = np.memmap(path, dtype=np.uint8, mode="c", shape=(info.nbytes,))
-    return [mapped[t.offset:t.offset + t.nbytes].view(t.dtype).reshape(t.shape) for t in info.tensors]
+    return [mapped[t.offset : t.offset + t.nbytes].view(t.dtype).reshape(t.shape) for t in info.tensors]
 
 
 def aligned_empty(shape: Sequence[int], dtype: str = "float32") -> np.ndarray:
@@ -87,4 +89,4 @@ def aligned_empty(shape: Sequence[int], dtype: str = "float32") -> np.ndarray:
     nbytes = prod(shape) * np.dtype(dtype).itemsize
     raw = np.empty(nbytes + ALIGNMENT, np.uint8)
     start = -raw.ctypes.data % ALIGNMENT
-    return raw[start:start + nbytes].view(dtype).reshape(tuple(shape))
+    return raw[start : start + nbytes].view(dtype).reshape(tuple(shape))

@@ -1,7 +1,19 @@
 """The BHViT architecture, its precision map and its cost model (shared by training and compiling)."""
+
 from .bhvit import BHViT, BinaryLayerInfo
 from .config import PRECISION_PRESETS, BHViTCfg, ConfigError, PrecisionCfg, resolve_precision
 from .factory import build_model, list_models, model_cfgs, resolve_config
 
-__all__ = ["BHViT", "BinaryLayerInfo", "BHViTCfg", "PrecisionCfg", "PRECISION_PRESETS", "ConfigError",
-           "resolve_precision", "build_model", "list_models", "model_cfgs", "resolve_config"]
+__all__ = [
+    "BHViT",
+    "BinaryLayerInfo",
+    "BHViTCfg",
+    "PrecisionCfg",
+    "PRECISION_PRESETS",
+    "ConfigError",
+    "resolve_precision",
+    "build_model",
+    "list_models",
+    "model_cfgs",
+    "resolve_config",
+]

@@ -9,6 +9,7 @@ What we changed: ``sign(0) = +1`` (what a bit-packed kernel computes); precision
 :class:`~bhvit.models.config.PrecisionCfg` (the FP32 reference is this same class); windows shrink to the map on
 small inputs.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,17 @@ from torch import nn
 from torch.nn import functional as F
 
 from .config import BHViTCfg
-from .layers import (AttentionQuantizer, BinaryConv2d, BinaryLinear, LayerScale, LearnableShift, QuantLayer, RPReLU,
-                     ShiftBranches, SignQuantizer)
+from .layers import (
+    AttentionQuantizer,
+    BinaryConv2d,
+    BinaryLinear,
+    LayerScale,
+    LearnableShift,
+    QuantLayer,
+    RPReLU,
+    ShiftBranches,
+    SignQuantizer,
+)
 
 __all__ = ["BHViT", "MSGDCBlock", "MSMHABlock", "BinaryMLP", "Downsample", "AttentionProducts", "BinaryLayerInfo"]
 
@@ -94,7 +104,8 @@ class MSGDCBlock(nn.Module):
         self.shift = LearnableShift(dim, channel_dim=1)
         self.convs = nn.ModuleList(
             BinaryConv2d(dim, dim, 3, padding=d, dilation=d, groups=4, bias=True, precision=p(f"{name}.convs.{i}"))
-            for i, d in enumerate(self.dilations))
+            for i, d in enumerate(self.dilations)
+        )
         self.acts = nn.ModuleList(RPReLU(dim, channel_dim=1) for _ in self.dilations)
         self.mix_norm = nn.BatchNorm2d(dim)
         self.tail = _BlockTail(f"{name}.tail", dim, hidden, cfg, drop_path)
@@ -213,8 +224,9 @@ class WindowAttention(nn.Module):
 class MSMHABlock(nn.Module):
     """Multi-scale multi-head attention block (stages 2-3, spec 2.3); maps ``(B, C, H, W)``."""
 
-    def __init__(self, name: str, dim: int, hidden: int, heads: int, window: int, map_size: int, cfg: BHViTCfg,
-                 drop_path: float):
+    def __init__(
+        self, name: str, dim: int, hidden: int, heads: int, window: int, map_size: int, cfg: BHViTCfg, drop_path: float
+    ):
         super().__init__()
         self.norm = nn.BatchNorm2d(dim)
         self.attn = WindowAttention(f"{name}.attn", dim, heads, window, map_size, cfg)
@@ -293,16 +305,20 @@ class BHViT(nn.Module):
             for j in range(depth):
                 name = f"stages.{i}.blocks.{j}"
                 if cfg.attention_stages[i]:
-                    blocks.append(MSMHABlock(name, dims[i], mlps[i], cfg.heads[i], cfg.stage_window(i), sizes[i],
-                                             cfg, rates[k]))
+                    blocks.append(
+                        MSMHABlock(name, dims[i], mlps[i], cfg.heads[i], cfg.stage_window(i), sizes[i], cfg, rates[k])
+                    )
                 else:
                     blocks.append(MSGDCBlock(name, dims[i], mlps[i], cfg, rates[k]))
                 k += 1
             self.stages.append(_Stage(blocks))
             if i + 1 < len(cfg.depths):
                 precision = "fp32" if cfg.fp_downsample else cfg.precision.precision_of(f"downsamples.{i}.conv")
-                self.downsamples.append(Downsample(f"downsamples.{i}", dims[i], dims[i + 1], sizes[i + 1],
-                                                   precision, plain=cfg.fp_downsample))
+                self.downsamples.append(
+                    Downsample(
+                        f"downsamples.{i}", dims[i], dims[i + 1], sizes[i + 1], precision, plain=cfg.fp_downsample
+                    )
+                )
         self.head_norm = nn.BatchNorm1d(dims[-1])
         self.head = nn.Linear(dims[-1], cfg.num_classes)
 
@@ -340,8 +356,11 @@ class BHViT(nn.Module):
 
         Downsampling convs are excluded (spec 4). Zero when the model has no such binary layer.
         """
-        terms = [(m.weight.abs() - 1).abs().mean() for name, m in self.quant_layers()
-                 if isinstance(m, QuantLayer) and m.is_binary and not name.startswith("downsamples.")]
+        terms = [
+            (m.weight.abs() - 1).abs().mean()
+            for name, m in self.quant_layers()
+            if isinstance(m, QuantLayer) and m.is_binary and not name.startswith("downsamples.")
+        ]
         if not terms:
             return self.head.weight.new_zeros(())
         return torch.stack(terms).mean()

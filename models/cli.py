@@ -1,4 +1,5 @@
 """``bhvit-cost``: the cost-model table (memory, OPs, deployable size) for BHViT variants."""
+
 from __future__ import annotations
 
 import json
@@ -34,12 +35,16 @@ class CostRow:
 
     def as_dict(self) -> dict:
         cfg = resolve_config(self.model, **self.overrides)
-        return {"model": self.model, "width": cfg.width,
-                "hidden_width": cfg.hidden_width if cfg.hidden_width is not None else cfg.width,
-                "intermediate_width": cfg.intermediate_width if cfg.intermediate_width is not None else cfg.width,
-                "precision": precision_label(self.overrides), **self.cost.row(),
-                "memory_ratio": self.cost.weight_bytes / self.budget.weight_bytes,
-                "ops_ratio": self.cost.ops / self.budget.ops}
+        return {
+            "model": self.model,
+            "width": cfg.width,
+            "hidden_width": cfg.hidden_width if cfg.hidden_width is not None else cfg.width,
+            "intermediate_width": cfg.intermediate_width if cfg.intermediate_width is not None else cfg.width,
+            "precision": precision_label(self.overrides),
+            **self.cost.row(),
+            "memory_ratio": self.cost.weight_bytes / self.budget.weight_bytes,
+            "ops_ratio": self.cost.ops / self.budget.ops,
+        }
 
 
 def precision_label(overrides: dict) -> str:
@@ -52,11 +57,20 @@ def cost_of(model: str, **overrides) -> ModelCost:
 
 
 def _format_table(rows: list[dict]) -> str:
-    cols = [("model", "model", "{}"), ("w", "width", "{:g}"), ("hid", "hidden_width", "{:g}"),
-            ("int", "intermediate_width", "{:g}"), ("precision", "precision", "{}"),
-            ("memory MiB", "memory_mib", "{:.2f}"), ("MOPs", "mops", "{:.1f}"), ("FLOPs", "flops", "{:,}"),
-            ("BOPs", "bops", "{:,}"), ("deploy MiB", "deployable_mib", "{:.2f}"),
-            ("mem/FP32w1", "memory_ratio", "{:.3f}"), ("OPs/FP32w1", "ops_ratio", "{:.3f}")]
+    cols = [
+        ("model", "model", "{}"),
+        ("w", "width", "{:g}"),
+        ("hid", "hidden_width", "{:g}"),
+        ("int", "intermediate_width", "{:g}"),
+        ("precision", "precision", "{}"),
+        ("memory MiB", "memory_mib", "{:.2f}"),
+        ("MOPs", "mops", "{:.1f}"),
+        ("FLOPs", "flops", "{:,}"),
+        ("BOPs", "bops", "{:,}"),
+        ("deploy MiB", "deployable_mib", "{:.2f}"),
+        ("mem/FP32w1", "memory_ratio", "{:.3f}"),
+        ("OPs/FP32w1", "ops_ratio", "{:.3f}"),
+    ]
     cells = [[fmt.format(r[key]) for _, key, fmt in cols] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, (h, _, _) in enumerate(cols)]
     lines = ["  ".join(h.rjust(w) for (h, _, _), w in zip(cols, widths))]
@@ -90,39 +104,63 @@ def _plot(path: str, model: str, common: dict) -> None:
     plt.close(fig)
 
 
-def _run_search(model: str, budget_spec: str, common: dict, as_json: bool, plot: str | None,
-                widths: tuple[float, ...], rows_file: str | None) -> None:
+def _run_search(
+    model: str,
+    budget_spec: str,
+    common: dict,
+    as_json: bool,
+    plot: str | None,
+    widths: tuple[float, ...],
+    rows_file: str | None,
+) -> None:
     try:
         budget = parse_budget(budget_spec, model, **common)
         found = search(budget, model, widths, **common)
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
     front = pareto_front(found)
-    rows = [{"hidden_width": c.hidden_width, "intermediate_width": c.intermediate_width, "variant": c.variant,
-             **c.cost.row(), "macs": c.macs, "pareto": c in front,
-             **({"predicted_ms": budget.latency_model.predict(c.cost)} if budget.latency_model else {})}
-            for c in found]
+    rows = [
+        {
+            "hidden_width": c.hidden_width,
+            "intermediate_width": c.intermediate_width,
+            "variant": c.variant,
+            **c.cost.row(),
+            "macs": c.macs,
+            "pareto": c in front,
+            **({"predicted_ms": budget.latency_model.predict(c.cost)} if budget.latency_model else {}),
+        }
+        for c in found
+    ]
     if as_json:
         for r in rows:
             click.echo(json.dumps(r))
     else:
-        click.echo(f"budget: {budget.label} = {budget.memory_mib:.2f} MiB, {budget.mops:.1f} MOPs"
-                   + (f", {budget.latency_ms:.1f} ms" if budget.latency_model else "")
-                   + f"; {len(found)} candidates fit, {len(front)} on the Pareto front (*)")
+        click.echo(
+            f"budget: {budget.label} = {budget.memory_mib:.2f} MiB, {budget.mops:.1f} MOPs"
+            + (f", {budget.latency_ms:.1f} ms" if budget.latency_model else "")
+            + f"; {len(found)} candidates fit, {len(front)} on the Pareto front (*)"
+        )
         latency = budget.latency_model is not None
-        click.echo(f"{'hid':>5} {'int':>5} {'variant':18} {'memory MiB':>10} {'MOPs':>8} {'deploy MiB':>10}"
-                   + (f" {'pred. ms':>8}" if latency else ""))
+        click.echo(
+            f"{'hid':>5} {'int':>5} {'variant':18} {'memory MiB':>10} {'MOPs':>8} {'deploy MiB':>10}"
+            + (f" {'pred. ms':>8}" if latency else "")
+        )
         for r in rows:
-            click.echo(f"{r['hidden_width']:5g} {r['intermediate_width']:5g} {r['variant']:18} "
-                       f"{r['memory_mib']:10.2f} {r['mops']:8.1f} {r['deployable_mib']:10.2f}"
-                       + (f" {r['predicted_ms']:8.1f}" if latency else "") + (" *" if r["pareto"] else ""))
+            click.echo(
+                f"{r['hidden_width']:5g} {r['intermediate_width']:5g} {r['variant']:18} "
+                f"{r['memory_mib']:10.2f} {r['mops']:8.1f} {r['deployable_mib']:10.2f}"
+                + (f" {r['predicted_ms']:8.1f}" if latency else "")
+                + (" *" if r["pareto"] else "")
+            )
     if plot:
         _plot_search(plot, found, front, budget)
         click.echo(f"Saved plot to {plot}", err=True)
     if rows_file:
         with open(rows_file, "w") as f:
             f.write(study_rows(front, model))
-        click.echo(f"Saved the Pareto front as study rows to {rows_file} (paste into a scripts/studies/*.toml)", err=True)
+        click.echo(
+            f"Saved the Pareto front as study rows to {rows_file} (paste into a scripts/studies/*.toml)", err=True
+        )
 
 
 def _plot_search(path: str, found: list, front: list, budget) -> None:
@@ -135,9 +173,13 @@ def _plot_search(path: str, found: list, front: list, budget) -> None:
     for variant in VARIANTS:
         pts = [c for c in found if c.variant == variant]
         ax.scatter([c.cost.memory_mib for c in pts], [c.cost.mops for c in pts], label=variant, alpha=0.6)
-    ax.plot([c.cost.memory_mib for c in sorted(front, key=lambda c: c.cost.memory_mib)],
-            [c.cost.mops for c in sorted(front, key=lambda c: c.cost.memory_mib)], "k.", markersize=12,
-            label="Pareto front")
+    ax.plot(
+        [c.cost.memory_mib for c in sorted(front, key=lambda c: c.cost.memory_mib)],
+        [c.cost.mops for c in sorted(front, key=lambda c: c.cost.memory_mib)],
+        "k.",
+        markersize=12,
+        label="Pareto front",
+    )
     ax.axvline(budget.memory_mib, color="k", linestyle="--")
     ax.axhline(budget.mops, color="k", linestyle="--", label=f"budget ({budget.label})")
     ax.set_xlabel("weight memory (MiB)")
@@ -150,13 +192,21 @@ def _plot_search(path: str, found: list, front: list, budget) -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", default="bhvit_tiny", show_default=True, type=click.Choice(list_models()),
-              help="Named architecture.")
-@click.option("--precision", default=None,
-              help="Precision preset: binary, fp32, binary_fpds, binary_fp_s3attn, binary_fp_first "
-                   "[default: binary when any model option is given].")
-@click.option("--width", type=float, multiple=True,
-              help="Width multiplier of stages and MLPs; repeat for several rows (e.g. --width 1 --width 3).")
+@click.option(
+    "--model", default="bhvit_tiny", show_default=True, type=click.Choice(list_models()), help="Named architecture."
+)
+@click.option(
+    "--precision",
+    default=None,
+    help="Precision preset: binary, fp32, binary_fpds, binary_fp_s3attn, binary_fp_first "
+    "[default: binary when any model option is given].",
+)
+@click.option(
+    "--width",
+    type=float,
+    multiple=True,
+    help="Width multiplier of stages and MLPs; repeat for several rows (e.g. --width 1 --width 3).",
+)
 @click.option("--hidden-width", type=float, default=None, help="Separate multiplier of the stage widths C.")
 @click.option("--intermediate-width", type=float, default=None, help="Separate multiplier of the MLP widths I.")
 @click.option("--fp-downsample", is_flag=True, help="Use the FP downsampling variant (FP conv + BN, no shortcut).")
@@ -164,21 +214,52 @@ def _plot_search(path: str, found: list, front: list, budget) -> None:
 @click.option("--img-size", type=int, default=224, show_default=True, help="Input resolution.")
 @click.option("--per-layer", is_flag=True, help="Also list every counted layer (name, kind, precision, MACs, bits).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per row instead of the table.")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None,
-              help="Write the thesis' Figure 2 (memory and OPs vs width, FP32 budget line) to this PNG; with "
-                   "--search, the candidates and their Pareto front instead.")
-@click.option("--search", "do_search", is_flag=True,
-              help="Enumerate stage/MLP widths and precision variants (all binary, FP downsampling, FP stage-3 "
-                   "attention, FP first block) and list those that fit --budget, cheapest first.")
-@click.option("--study-rows", "study_rows_file", type=click.Path(dir_okay=False), default=None,
-              help="With --search: write the Pareto-front candidates as [[row]] tables for a study file, so "
-                   "scripts/study.py can train them.")
-@click.option("--budget", default="fp32:w1", show_default=True,
-              help="Budget for --search: fp32:wN (the FP32 model of width N), MIB:MOPS (e.g. 13.7:400), or "
-                   "latency:BENCH.json[:MS] (latency predicted from the TVM rows of a scripts/bench_host.py --json "
-                   "file; the limit defaults to its measured ORT FP32 w=1).")
-def main(model, precision, width, hidden_width, intermediate_width, fp_downsample, num_classes, img_size, per_layer,
-         as_json, plot, do_search, study_rows_file, budget):
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the thesis' Figure 2 (memory and OPs vs width, FP32 budget line) to this PNG; with "
+    "--search, the candidates and their Pareto front instead.",
+)
+@click.option(
+    "--search",
+    "do_search",
+    is_flag=True,
+    help="Enumerate stage/MLP widths and precision variants (all binary, FP downsampling, FP stage-3 "
+    "attention, FP first block) and list those that fit --budget, cheapest first.",
+)
+@click.option(
+    "--study-rows",
+    "study_rows_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="With --search: write the Pareto-front candidates as [[row]] tables for a study file, so "
+    "scripts/study.py can train them.",
+)
+@click.option(
+    "--budget",
+    default="fp32:w1",
+    show_default=True,
+    help="Budget for --search: fp32:wN (the FP32 model of width N), MIB:MOPS (e.g. 13.7:400), or "
+    "latency:BENCH.json[:MS] (latency predicted from the TVM rows of a scripts/bench_host.py --json "
+    "file; the limit defaults to its measured ORT FP32 w=1).",
+)
+def main(
+    model,
+    precision,
+    width,
+    hidden_width,
+    intermediate_width,
+    fp_downsample,
+    num_classes,
+    img_size,
+    per_layer,
+    as_json,
+    plot,
+    do_search,
+    study_rows_file,
+    budget,
+):
     """Print the cost model of BHViT variants (spec section 6). With no model option: the thesis sweep."""
     common = {"num_classes": num_classes, "img_size": img_size}
     if do_search:
@@ -187,9 +268,16 @@ def main(model, precision, width, hidden_width, intermediate_width, fp_downsampl
     custom = precision or width or hidden_width or intermediate_width or fp_downsample
     try:
         if custom:
-            variants = [{"precision": precision or "binary", "width": w, "hidden_width": hidden_width,
-                         "intermediate_width": intermediate_width, "fp_downsample": fp_downsample or None}
-                        for w in (width or (1.0,))]
+            variants = [
+                {
+                    "precision": precision or "binary",
+                    "width": w,
+                    "hidden_width": hidden_width,
+                    "intermediate_width": intermediate_width,
+                    "fp_downsample": fp_downsample or None,
+                }
+                for w in (width or (1.0,))
+            ]
         else:
             variants = [dict(v) for v in THESIS_SWEEP]
         variants = [{k: v for k, v in v.items() if v is not None} for v in variants]
@@ -211,8 +299,10 @@ def main(model, precision, width, hidden_width, intermediate_width, fp_downsampl
             for row in rows:
                 click.echo(f"\n{row.model} {precision_label(row.overrides)} w={row.overrides.get('width', 1):g}")
                 for layer in row.cost.layers:
-                    click.echo(f"  {layer.name:45s} {layer.kind:9s} {layer.precision:6s} {layer.macs:>14,} MACs "
-                               f"{layer.weight_bits:>12,} bits")
+                    click.echo(
+                        f"  {layer.name:45s} {layer.kind:9s} {layer.precision:6s} {layer.macs:>14,} MACs "
+                        f"{layer.weight_bits:>12,} bits"
+                    )
     if plot:
         click.echo(f"Saved plot to {plot}", err=True)
 

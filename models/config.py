@@ -1,4 +1,5 @@
 """Configuration dataclasses for BHViT: architecture, widths and the per-layer precision map."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,9 +60,11 @@ def resolve_precision(precision: str | PrecisionCfg) -> PrecisionCfg:
     key = {"fp": "fp32", "float": "fp32", "bin": "binary"}.get(precision, precision).replace("-", "_")
     if key not in PRECISION_PRESETS:
         hint = difflib.get_close_matches(key, PRECISION_PRESETS, n=1)
-        raise ConfigError(f"unknown precision preset {precision!r}"
-                          + (f"; did you mean {hint[0]!r}?" if hint else "")
-                          + f" (presets: {', '.join(PRECISION_PRESETS)})")
+        raise ConfigError(
+            f"unknown precision preset {precision!r}"
+            + (f"; did you mean {hint[0]!r}?" if hint else "")
+            + f" (presets: {', '.join(PRECISION_PRESETS)})"
+        )
     return PRECISION_PRESETS[key]
 
 
@@ -109,33 +112,46 @@ class BHViTCfg:
         dims, mlp = self.dims, self.mlp_dims
         for i, (c, m, h) in enumerate(zip(dims, mlp, self.heads)):
             if c % 4:
-                raise ConfigError(f"stage {i} has {c} channels, not divisible by 4 (grouped convs and the 4-way "
-                                  f"channel shift need it); choose a hidden width that makes {self.base_dims[i]}*w "
-                                  f"a multiple of 4")
+                raise ConfigError(
+                    f"stage {i} has {c} channels, not divisible by 4 (grouped convs and the 4-way "
+                    f"channel shift need it); choose a hidden width that makes {self.base_dims[i]}*w "
+                    f"a multiple of 4"
+                )
             if c % h:
-                raise ConfigError(f"stage {i} has {c} channels, not divisible by its {h} heads; change the width "
-                                  f"or the heads")
+                raise ConfigError(
+                    f"stage {i} has {c} channels, not divisible by its {h} heads; change the width or the heads"
+                )
             if m % c:
-                raise ConfigError(f"stage {i} MLP width {m} is not a multiple of its {c} channels (the MLP "
-                                  f"shortcuts tile/pool by I/C); change intermediate_width or hidden_width")
+                raise ConfigError(
+                    f"stage {i} MLP width {m} is not a multiple of its {c} channels (the MLP "
+                    f"shortcuts tile/pool by I/C); change intermediate_width or hidden_width"
+                )
         for i in range(1, n):
             if dims[i] != 2 * dims[i - 1]:
-                raise ConfigError(f"stage {i} has {dims[i]} channels but the downsampling shortcut needs twice "
-                                  f"stage {i - 1} ({2 * dims[i - 1]})")
+                raise ConfigError(
+                    f"stage {i} has {dims[i]} channels but the downsampling shortcut needs twice "
+                    f"stage {i - 1} ({2 * dims[i - 1]})"
+                )
         reduction = self.patch_size * 2 ** (n - 1)
         if self.img_size % reduction:
-            raise ConfigError(f"img_size {self.img_size} must be a multiple of patch_size*2^{n - 1} = {reduction}; "
-                              f"try {max(reduction, round(self.img_size / reduction) * reduction)}")
+            raise ConfigError(
+                f"img_size {self.img_size} must be a multiple of patch_size*2^{n - 1} = {reduction}; "
+                f"try {max(reduction, round(self.img_size / reduction) * reduction)}"
+            )
         for i, (size, attn) in enumerate(zip(self.map_sizes, self.attention_stages)):
             if attn:
                 win = self.stage_window(i)
                 if size % win:
-                    raise ConfigError(f"stage {i} map is {size}x{size}, not divisible by the attention window "
-                                      f"{win}; choose an img_size whose stage maps are multiples of the window "
-                                      f"(224 for window 7) or change window")
+                    raise ConfigError(
+                        f"stage {i} map is {size}x{size}, not divisible by the attention window "
+                        f"{win}; choose an img_size whose stage maps are multiples of the window "
+                        f"(224 for window 7) or change window"
+                    )
                 if win % 2 == 0 and win != size:
-                    raise ConfigError(f"stage {i}: an even window ({win}) smaller than the map is not supported "
-                                      f"(global-token pooling needs an odd window); use an odd window")
+                    raise ConfigError(
+                        f"stage {i}: an even window ({win}) smaller than the map is not supported "
+                        f"(global-token pooling needs an odd window); use an odd window"
+                    )
         if not 0 <= self.drop_path_rate < 1:
             raise ConfigError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
 
@@ -152,7 +168,7 @@ class BHViTCfg:
     @property
     def map_sizes(self) -> tuple[int, ...]:
         first = self.img_size // self.patch_size
-        return tuple(first // 2 ** i for i in range(len(self.depths)))
+        return tuple(first // 2**i for i in range(len(self.depths)))
 
     def stage_window(self, stage: int) -> int:
         return min(self.window, self.map_sizes[stage])
@@ -162,7 +178,7 @@ class BHViTCfg:
         """True when any quantisable layer is binary (decides the 16- vs 32-bit FP weight convention)."""
         return self.precision.default == "binary" or any(p == "binary" for _, p in self.precision.overrides)
 
-    def replace(self, **overrides) -> "BHViTCfg":
+    def replace(self, **overrides) -> BHViTCfg:
         """``dataclasses.replace`` with a helpful error for unknown field names."""
         names = {f.name for f in dataclasses.fields(self)}
         for key in overrides:
@@ -177,7 +193,7 @@ class BHViTCfg:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "BHViTCfg":
+    def from_dict(cls, d: dict) -> BHViTCfg:
         d = dict(d)
         p = d.pop("precision", None)
         if isinstance(p, dict):

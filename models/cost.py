@@ -6,6 +6,7 @@ at 1 bit, FP at 16 bit inside models with binary layers and 32 bit in the all-FP
 The *deployable* size counts what a device stores: binary weights packed at 1 bit plus one FP32 scale per output
 channel, and every other parameter and buffer at FP32 (BN statistics, position embeddings, RPReLU, ...).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -19,7 +20,7 @@ from .layers import QuantLayer
 
 __all__ = ["LayerCost", "ModelCost", "model_cost", "config_cost"]
 
-MIB = 2 ** 20
+MIB = 2**20
 BOPS_PER_OP = 64
 # Buffers a device never needs: BN's update counter and the attention quantiser's "initialised" flag.
 _TRAINING_ONLY_BUFFERS = ("num_batches_tracked", "initialized")
@@ -62,8 +63,13 @@ class ModelCost:
 
     def row(self) -> dict:
         """The JSON row: ``memory_mib``, ``mops``, ``flops``, ``bops``, ``deployable_mib``."""
-        return {"memory_mib": self.memory_mib, "mops": self.mops, "flops": self.flops, "bops": self.bops,
-                "deployable_mib": self.deployable_mib}
+        return {
+            "memory_mib": self.memory_mib,
+            "mops": self.mops,
+            "flops": self.flops,
+            "bops": self.bops,
+            "deployable_mib": self.deployable_mib,
+        }
 
     def layer_rows(self) -> list[dict]:
         return [asdict(layer) for layer in self.layers]
@@ -111,11 +117,17 @@ def model_cost(model: BHViT) -> ModelCost:
         else:
             q = inputs[0]  # (windows, n, C): Q.K^T and A.V each cost windows * n^2 * C
             macs, kind = 2 * q.shape[0] * q.shape[1] ** 2 * q.shape[2], "attention"
-        layers.append(LayerCost(names[module], kind, "binary" if _is_binary(module) else "fp32", macs,
-                                _weight_bits(module, fp_bits)))
+        layers.append(
+            LayerCost(
+                names[module], kind, "binary" if _is_binary(module) else "fp32", macs, _weight_bits(module, fp_bits)
+            )
+        )
 
-    hooks = [m.register_forward_hook(count) for m in model.modules()
-             if isinstance(m, (nn.Conv2d, nn.Linear, AttentionProducts))]
+    hooks = [
+        m.register_forward_hook(count)
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear, AttentionProducts))
+    ]
     was_training = model.training
     try:
         model.eval()

@@ -1,4 +1,5 @@
 """Named BHViT configurations and :func:`build_model`."""
+
 from __future__ import annotations
 
 from .bhvit import BHViT
@@ -15,8 +16,14 @@ model_cfgs: dict[str, BHViTCfg] = {
     "bhvit_tiny_h3": BHViTCfg(hidden_width=3, intermediate_width=6),  # I = 2C (the thesis' "hidden" sweep)
     "bhvit_tiny_i3": BHViTCfg(intermediate_width=3),
     # A tiny variant for tests and the CPU demo: 64x64 inputs, narrow stages.
-    "test_bhvit": BHViTCfg(base_dims=(16, 32, 64, 128), base_mlp=(32, 64, 128, 256), depths=(1, 1, 1, 1),
-                           heads=(1, 1, 2, 2), img_size=64, num_classes=10),
+    "test_bhvit": BHViTCfg(
+        base_dims=(16, 32, 64, 128),
+        base_mlp=(32, 64, 128, 256),
+        depths=(1, 1, 1, 1),
+        heads=(1, 1, 2, 2),
+        img_size=64,
+        num_classes=10,
+    ),
 }
 
 

@@ -4,6 +4,7 @@ Candidates combine a stage-width multiplier, an MLP-width multiplier and a preci
 downsampling, FP stage-3 attention, FP first block). Costs come from :func:`~bhvit.models.cost.config_cost`, so the
 search is exact for every candidate, not an extrapolation.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -19,8 +20,17 @@ from .config import BHViTCfg, ConfigError
 from .cost import ModelCost, config_cost
 from .factory import resolve_config
 
-__all__ = ["Budget", "Candidate", "LatencyModel", "VARIANTS", "parse_budget", "search", "pareto_front",
-           "fit_latency", "study_rows"]
+__all__ = [
+    "Budget",
+    "Candidate",
+    "LatencyModel",
+    "VARIANTS",
+    "parse_budget",
+    "search",
+    "pareto_front",
+    "fit_latency",
+    "study_rows",
+]
 
 DEFAULT_WIDTHS = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 # name -> config overrides; the FP-downsampling variant also changes the downsampling structure (spec 2.6).
@@ -55,7 +65,10 @@ def fit_latency(points: list[tuple[ModelCost, float]]) -> LatencyModel:
 
 @dataclass(frozen=True)
 class Budget:
-    """Upper limits on weight memory (MiB), MOPs and optionally predicted latency; ``label`` says where they came from."""
+    """Upper limits on weight memory (MiB), MOPs and optionally predicted latency.
+
+    ``label`` says where they came from.
+    """
 
     memory_mib: float
     mops: float
@@ -95,8 +108,9 @@ def _latency_budget(path: Path, limit: str | None, model: str, common: dict) -> 
     for key, ms in rows.items():
         m = _BENCH_KEY.fullmatch(key)
         if m:
-            cfg = resolve_config(model, precision=m.group(1), width=float(m.group(2)), fp_downsample=bool(m.group(3)),
-                                 **common)
+            cfg = resolve_config(
+                model, precision=m.group(1), width=float(m.group(2)), fp_downsample=bool(m.group(3)), **common
+            )
             points.append((config_cost(cfg), ms))
     if limit is None and "ort-fp32-w1" not in rows:
         raise ConfigError(f"{path} has no ort-fp32-w1 row; give the limit as latency:{path}:MS")
@@ -118,18 +132,26 @@ def parse_budget(spec: str, model: str = "bhvit_tiny", **common) -> Budget:
     m = re.fullmatch(r"([0-9.]+):([0-9.]+)", spec)
     if m:
         return Budget(float(m.group(1)), float(m.group(2)), f"{m.group(1)} MiB, {m.group(2)} MOPs")
-    raise ConfigError(f"budget {spec!r} not understood; use fp32:w1 (an FP32 model's cost), MIB:MOPS (e.g. "
-                      f"13.7:400) or latency:BENCH.json[:MS]")
+    raise ConfigError(
+        f"budget {spec!r} not understood; use fp32:w1 (an FP32 model's cost), MIB:MOPS (e.g. "
+        f"13.7:400) or latency:BENCH.json[:MS]"
+    )
 
 
-def search(budget: Budget, model: str = "bhvit_tiny", widths: tuple[float, ...] = DEFAULT_WIDTHS,
-           variants: tuple[str, ...] = tuple(VARIANTS), **common) -> list[Candidate]:
+def search(
+    budget: Budget,
+    model: str = "bhvit_tiny",
+    widths: tuple[float, ...] = DEFAULT_WIDTHS,
+    variants: tuple[str, ...] = tuple(VARIANTS),
+    **common,
+) -> list[Candidate]:
     """Every valid candidate that fits ``budget``, cheapest OPs first (then memory)."""
     fitting = []
     for hidden, inter, variant in itertools.product(widths, widths, variants):
         try:
-            cfg: BHViTCfg = resolve_config(model, hidden_width=hidden, intermediate_width=inter,
-                                           **VARIANTS[variant], **common)
+            cfg: BHViTCfg = resolve_config(
+                model, hidden_width=hidden, intermediate_width=inter, **VARIANTS[variant], **common
+            )
         except ConfigError:
             continue  # e.g. widths whose MLP is not a multiple of the stage width
         cost = config_cost(cfg)
@@ -140,11 +162,17 @@ def search(budget: Budget, model: str = "bhvit_tiny", widths: tuple[float, ...] 
 
 def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
     """Candidates that no other beats on all of memory (lower), OPs (lower) and MACs (higher, a capacity proxy)."""
+
     def dominated(c: Candidate) -> bool:
-        return any(o is not c and o.cost.memory_mib <= c.cost.memory_mib and o.cost.mops <= c.cost.mops
-                   and o.macs >= c.macs and (o.cost.memory_mib, o.cost.mops, o.macs) != (c.cost.memory_mib,
-                                                                                         c.cost.mops, c.macs)
-                   for o in candidates)
+        return any(
+            o is not c
+            and o.cost.memory_mib <= c.cost.memory_mib
+            and o.cost.mops <= c.cost.mops
+            and o.macs >= c.macs
+            and (o.cost.memory_mib, o.cost.mops, o.macs) != (c.cost.memory_mib, c.cost.mops, c.macs)
+            for o in candidates
+        )
+
     return [c for c in candidates if not dominated(c)]
 
 
@@ -153,9 +181,15 @@ def study_rows(candidates: list[Candidate], model: str = "bhvit_tiny") -> str:
     blocks = []
     for c in candidates:
         overrides = VARIANTS[c.variant]
-        lines = ["[[row]]", f'name = "{c.variant.replace("+", "-")}-h{c.hidden_width:g}-i{c.intermediate_width:g}"',
-                 'tables = ["search"]', f'model = "{model}"', f"hidden_width = {c.hidden_width}",
-                 f"intermediate_width = {c.intermediate_width}", f'precision = "{overrides["precision"]}"']
+        lines = [
+            "[[row]]",
+            f'name = "{c.variant.replace("+", "-")}-h{c.hidden_width:g}-i{c.intermediate_width:g}"',
+            'tables = ["search"]',
+            f'model = "{model}"',
+            f"hidden_width = {c.hidden_width}",
+            f"intermediate_width = {c.intermediate_width}",
+            f'precision = "{overrides["precision"]}"',
+        ]
         if overrides.get("fp_downsample"):
             lines.append("fp_downsample = true")
         blocks.append("\n".join(lines))

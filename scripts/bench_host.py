@@ -8,6 +8,7 @@ worker process, artifact size and ratio; ``--json`` writes the rows, ``--plot`` 
 
     TVM_NUM_THREADS=2 python scripts/bench_host.py --json runs/bench_host/bench.json --plot runs/bench_host/bench.png
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,8 +70,10 @@ def build(key: str, root: Path, threads: int, img_size: int) -> Path | None:
     from bhvit.compile.targets import resolve_target
 
     t0 = time.perf_counter()
-    compile_model(_source(key, img_size), CompileOptions(resolve_target("host", threads=threads), out, fmt,
-                                                         verify=False, overwrite=True))
+    compile_model(
+        _source(key, img_size),
+        CompileOptions(resolve_target("host", threads=threads), out, fmt, verify=False, overwrite=True),
+    )
     print(f"built {key} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return out
 
@@ -114,8 +117,21 @@ def worker(key: str, path: str, threads: int, img_size: int, warmup: int, iters:
 
 def _measure(key: str, path: Path | None, args) -> dict:
     env = {**os.environ, "TVM_NUM_THREADS": str(args.threads), "OMP_NUM_THREADS": str(args.threads)}
-    cmd = [sys.executable, __file__, "--worker", key, str(path or ""), "--threads", str(args.threads),
-           "--img-size", str(args.img_size), "--warmup", str(args.warmup), "--iters", str(args.iters)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        key,
+        str(path or ""),
+        "--threads",
+        str(args.threads),
+        "--img-size",
+        str(args.img_size),
+        "--warmup",
+        str(args.warmup),
+        "--iters",
+        str(args.iters),
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"worker {key} failed:\n{done.stderr[-2000:]}")
@@ -125,7 +141,7 @@ def _measure(key: str, path: Path | None, args) -> dict:
 def _artifact_mib(path: Path | None) -> float:
     if path is None:
         return 0.0
-    return sum(f.stat().st_size for f in path.iterdir() if f.name != "metadata.json") / 2 ** 20
+    return sum(f.stat().st_size for f in path.iterdir() if f.name != "metadata.json") / 2**20
 
 
 def bench(keys: list[str], args) -> list[Row]:
@@ -146,8 +162,16 @@ def bench(keys: list[str], args) -> list[Row]:
     rows = []
     for k in paths:
         t = sorted(times[k])
-        rows.append(Row(k, statistics.median(t), t[min(len(t) - 1, int(0.9 * len(t)))], rss[k], _artifact_mib(paths[k]),
-                        statistics.median(ratios[k]) if ratios.get(k) else None))
+        rows.append(
+            Row(
+                k,
+                statistics.median(t),
+                t[min(len(t) - 1, int(0.9 * len(t)))],
+                rss[k],
+                _artifact_mib(paths[k]),
+                statistics.median(ratios[k]) if ratios.get(k) else None,
+            )
+        )
     return rows
 
 
@@ -158,12 +182,21 @@ def plot(rows: list[Row], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 4))
-    bars = ax.bar([r.model for r in rows], [r.median_ms for r in rows], yerr=[r.p90_ms - r.median_ms for r in rows],
-                  color=["tab:gray" if r.model.startswith(("ort", "torch")) else "tab:blue" for r in rows])
+    bars = ax.bar(
+        [r.model for r in rows],
+        [r.median_ms for r in rows],
+        yerr=[r.p90_ms - r.median_ms for r in rows],
+        color=["tab:gray" if r.model.startswith(("ort", "torch")) else "tab:blue" for r in rows],
+    )
     for bar, r in zip(bars, rows):
         if r.ratio is not None:
-            ax.annotate(f"{r.ratio:.2f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
-                        va="bottom", fontsize=8)
+            ax.annotate(
+                f"{r.ratio:.2f}x",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
     ax.set_ylabel("median latency, ms (batch 1)")
     ax.set_title(f"BHViT-Tiny on this host; ratio vs {BASELINE}")
     plt.xticks(rotation=30, ha="right")
@@ -176,8 +209,12 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated keys (default: all)")
     ap.add_argument("--json", type=Path, default=None, help="write the rows as a JSON list here")
     ap.add_argument("--plot", type=Path, default=None, help="write a PNG bar chart here")
-    ap.add_argument("--artifacts", type=Path, default=Path("runs/bench_host/artifacts"),
-                    help="artifact cache (default: %(default)s)")
+    ap.add_argument(
+        "--artifacts",
+        type=Path,
+        default=Path("runs/bench_host/artifacts"),
+        help="artifact cache (default: %(default)s)",
+    )
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="threads (default: all cores)")
     ap.add_argument("--img-size", type=int, default=224)
     ap.add_argument("--rounds", type=int, default=3, help="A/B pairs per model (default: %(default)s)")
@@ -196,8 +233,10 @@ def main() -> None:
     print(f"{'model':22s} {'median ms':>10s} {'p90 ms':>8s} {'peak RSS MiB':>13s} {'artifact MiB':>13s} {'ratio':>6s}")
     for r in rows:
         ratio = "-" if r.ratio is None else f"{r.ratio:.3f}"
-        print(f"{r.model:22s} {r.median_ms:10.2f} {r.p90_ms:8.2f} {r.peak_rss_mib:13.1f} {r.artifact_mib:13.2f} "
-              f"{ratio:>6s}")
+        print(
+            f"{r.model:22s} {r.median_ms:10.2f} {r.p90_ms:8.2f} {r.peak_rss_mib:13.1f} {r.artifact_mib:13.2f} "
+            f"{ratio:>6s}"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")

@@ -16,6 +16,7 @@ loop holding ``cnt``, and runs ``llvm-mca -mcpu=cortex-a76`` on it: bit-MAC/cycl
 128 x (cnt per iteration) / (cycles per iteration); the A76 ceiling is 85 (3 SIMD ops per 128
 bit-MACs on 2 pipes).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,10 +50,10 @@ if ARGS is not None:
 
 import numpy as np  # noqa: E402
 import tvm  # noqa: E402
-from tvm.target import Target  # noqa: E402
-
-from bhvit.compile.kernels import funcs, packing, reference as ref  # noqa: E402
+from bhvit.compile.kernels import funcs, packing  # noqa: E402
+from bhvit.compile.kernels import reference as ref  # noqa: E402
 from bhvit.compile.kernels.params import Conv2dParams, DenseParams  # noqa: E402
+from tvm.target import Target  # noqa: E402
 
 A76 = Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76", "mattr": ["+neon"], "num-cores": 4})
 A76_CEILING = 85.0  # bit-MAC/cycle
@@ -61,9 +62,9 @@ A76_CEILING = 85.0  # bit-MAC/cycle
 @dataclass
 class Case:
     name: str
-    ops: int                      # 2 * MACs
-    kernel: tuple                 # (func builder(target), numpy args, out shape)
-    pack: tuple                   # (func builder(target), numpy args, out shape)
+    ops: int  # 2 * MACs
+    kernel: tuple  # (func builder(target), numpy args, out shape)
+    pack: tuple  # (func builder(target), numpy args, out shape)
     times: dict = field(default_factory=lambda: {"kernel": [], "pack": []})
 
 
@@ -72,8 +73,12 @@ def dense_case(name: str, m: int, k: int, n: int, rng) -> Case:
     x = rng.standard_normal((m, k)).astype(np.float32)
     w = np.where(rng.random((n, k)) < 0.5, 1, -1)
     kargs = [ref.pack_rows(x), packing.dense_weight(w), np.ones(n, np.float32), np.zeros(n, np.float32)]
-    return Case(name, 2 * m * n * k, (lambda t: funcs.dense(p, True, t), kargs, ((m, n), "float32")),
-                (lambda t: funcs.pack_rows((m, k), True, t), [x, np.zeros(k, np.float32)], ((m, p.k_words), "uint64")))
+    return Case(
+        name,
+        2 * m * n * k,
+        (lambda t: funcs.dense(p, True, t), kargs, ((m, n), "float32")),
+        (lambda t: funcs.pack_rows((m, k), True, t), [x, np.zeros(k, np.float32)], ((m, p.k_words), "uint64")),
+    )
 
 
 def conv_case(name: str, p: Conv2dParams, rng) -> Case:
@@ -86,9 +91,16 @@ def conv_case(name: str, p: Conv2dParams, rng) -> Case:
         kargs += list(packing.conv_border(p, w))
     out = ((p.batch, g, og, p.out_height, p.out_width), "float32")
     ops = 2 * p.batch * p.out_channels * p.out_height * p.out_width * p.taps
-    return Case(name, ops, (lambda t: funcs.conv2d(p, "NCHW", True, t), kargs, out),
-                (lambda t: funcs.pack_channels(x.shape, True, g, "NCHW", t), [x, np.zeros(p.in_channels, np.float32)],
-                 (xp.shape, "uint64")))
+    return Case(
+        name,
+        ops,
+        (lambda t: funcs.conv2d(p, "NCHW", True, t), kargs, out),
+        (
+            lambda t: funcs.pack_channels(x.shape, True, g, "NCHW", t),
+            [x, np.zeros(p.in_channels, np.float32)],
+            (xp.shape, "uint64"),
+        ),
+    )
 
 
 def bhvit_cases(widths: list[int], rng) -> list[Case]:
@@ -97,18 +109,43 @@ def bhvit_cases(widths: list[int], rng) -> list[Case]:
     for wm in widths:
         c0, i0 = 64 * wm, 512 * wm
         for d in (1, 3, 5):
-            cases.append(conv_case(f"w{wm} s0 conv3x3 g4 d{d} 56x56x{c0}",
-                                   Conv2dParams(1, c0, c0, 56, 56, (3, 3), padding=(d, d), dilation=(d, d), groups=4), rng))
-        cases.append(conv_case(f"w{wm} s1 conv3x3 g4 d3 28x28x{2 * c0}",
-                               Conv2dParams(1, 2 * c0, 2 * c0, 28, 28, (3, 3), padding=(3, 3), dilation=(3, 3), groups=4), rng))
-        cases.append(conv_case(f"w{wm} down0 2x2/2 56x56 {c0}->{2 * c0}",
-                               Conv2dParams(1, c0, 2 * c0, 56, 56, (2, 2), stride=(2, 2)), rng))
-        cases.append(conv_case(f"w{wm} down1 2x2/2 28x28 {2 * c0}->{4 * c0}",
-                               Conv2dParams(1, 2 * c0, 4 * c0, 28, 28, (2, 2), stride=(2, 2)), rng))
-        for label, m, k, n in (("s0 fc1", 3136, c0, i0), ("s0 fc2", 3136, i0, c0),
-                               ("s1 fc1", 784, 2 * c0, 2 * i0), ("s1 fc2", 784, 2 * i0, 2 * c0),
-                               ("s2 qkv", 212, 4 * c0, 4 * c0), ("s2 fc1", 196, 4 * c0, 2 * i0),
-                               ("s3 fc2", 49, 4 * i0, 8 * c0)):
+            cases.append(
+                conv_case(
+                    f"w{wm} s0 conv3x3 g4 d{d} 56x56x{c0}",
+                    Conv2dParams(1, c0, c0, 56, 56, (3, 3), padding=(d, d), dilation=(d, d), groups=4),
+                    rng,
+                )
+            )
+        cases.append(
+            conv_case(
+                f"w{wm} s1 conv3x3 g4 d3 28x28x{2 * c0}",
+                Conv2dParams(1, 2 * c0, 2 * c0, 28, 28, (3, 3), padding=(3, 3), dilation=(3, 3), groups=4),
+                rng,
+            )
+        )
+        cases.append(
+            conv_case(
+                f"w{wm} down0 2x2/2 56x56 {c0}->{2 * c0}",
+                Conv2dParams(1, c0, 2 * c0, 56, 56, (2, 2), stride=(2, 2)),
+                rng,
+            )
+        )
+        cases.append(
+            conv_case(
+                f"w{wm} down1 2x2/2 28x28 {2 * c0}->{4 * c0}",
+                Conv2dParams(1, 2 * c0, 4 * c0, 28, 28, (2, 2), stride=(2, 2)),
+                rng,
+            )
+        )
+        for label, m, k, n in (
+            ("s0 fc1", 3136, c0, i0),
+            ("s0 fc2", 3136, i0, c0),
+            ("s1 fc1", 784, 2 * c0, 2 * i0),
+            ("s1 fc2", 784, 2 * i0, 2 * c0),
+            ("s2 qkv", 212, 4 * c0, 4 * c0),
+            ("s2 fc1", 196, 4 * c0, 2 * i0),
+            ("s3 fc2", 49, 4 * i0, 8 * c0),
+        ):
             cases.append(dense_case(f"w{wm} {label} {m}x{k}x{n}", m, k, n, rng))
     return cases
 
@@ -116,7 +153,9 @@ def bhvit_cases(widths: list[int], rng) -> list[Case]:
 def _timer(builder, args, out, target, number):
     lib = tvm.tirx.build(tvm.IRModule({"main": builder(target)}), target=target)
     dev = tvm.cpu()
-    tensors = [tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in args] + [tvm.runtime.empty(out[0], out[1], dev)]
+    tensors = [tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in args] + [
+        tvm.runtime.empty(out[0], out[1], dev)
+    ]
     ev = lib.time_evaluator("main", dev, number=number, repeat=1)
     ev(*tensors)  # warm up
     return lambda: ev(*tensors).mean
@@ -150,31 +189,43 @@ def hot_loop(asm: str) -> list[str]:
         ends = [j for j in range(i + 1, len(lines)) if branch.match(lines[j])]
         if not ends:
             continue
-        body = [l for l in lines[i + 1: ends[-1] + 1] if l.startswith("\t") and not l.strip().startswith((".", "//"))]
-        n_cnt = sum(l.split()[0] == "cnt" for l in body)
-        if n_cnt and (not best or (n_cnt, -len(body)) > (sum(l.split()[0] == "cnt" for l in best), -len(best))):
+        body = [
+            ln for ln in lines[i + 1 : ends[-1] + 1] if ln.startswith("\t") and not ln.strip().startswith((".", "//"))
+        ]
+        n_cnt = sum(ln.split()[0] == "cnt" for ln in body)
+        if n_cnt and (not best or (n_cnt, -len(body)) > (sum(ln.split()[0] == "cnt" for ln in best), -len(best))):
             best = body
     return best
 
 
 def mca(body: list[str]) -> dict:
     """llvm-mca on a loop body: cycles per iteration and bit-MAC/cycle."""
-    exe = shutil.which("llvm-mca") or next((shutil.which(f"llvm-mca-{v}") for v in range(22, 13, -1) if shutil.which(f"llvm-mca-{v}")), None)
-    counts = {op: sum(l.split()[0] == op for l in body) for op in ("cnt", "uadalp", "udot", "uaddlp", "eor")}
+    exe = shutil.which("llvm-mca") or next(
+        (shutil.which(f"llvm-mca-{v}") for v in range(22, 13, -1) if shutil.which(f"llvm-mca-{v}")), None
+    )
+    counts = {op: sum(ln.split()[0] == op for ln in body) for op in ("cnt", "uadalp", "udot", "uaddlp", "eor")}
     info = {"instructions": len(body), **counts}
     if exe is None:
         return {**info, "error": "llvm-mca not found"}
     with tempfile.NamedTemporaryFile("w", suffix=".s", delete=False) as f:
         f.write("\n".join(body) + "\n")
-    out = subprocess.run([exe, "-mtriple=aarch64-linux-gnu", "-mcpu=cortex-a76", "-iterations=200", f.name],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [exe, "-mtriple=aarch64-linux-gnu", "-mcpu=cortex-a76", "-iterations=200", f.name],
+        capture_output=True,
+        text=True,
+    )
     os.unlink(f.name)
     m = re.search(r"Total Cycles:\s+(\d+)", out.stdout)
     if not m:
         return {**info, "error": out.stderr.strip()[:200]}
     cycles = int(m.group(1)) / 200
-    return {**info, "tool": os.path.basename(exe), "cycles_per_iter": cycles,
-            "bit_mac_per_cycle": 128 * counts["cnt"] / cycles, "pct_of_a76_ceiling": 100 * 128 * counts["cnt"] / cycles / A76_CEILING}
+    return {
+        **info,
+        "tool": os.path.basename(exe),
+        "cycles_per_iter": cycles,
+        "bit_mac_per_cycle": 128 * counts["cnt"] / cycles,
+        "pct_of_a76_ceiling": 100 * 128 * counts["cnt"] / cycles / A76_CEILING,
+    }
 
 
 def run_a76(cases: list[Case]) -> list[dict]:
@@ -191,28 +242,45 @@ def main() -> int:
     cases = bhvit_cases(args.widths, np.random.default_rng(0))
     ghz = args.ghz or clock_ghz()
     ceiling = 1024 * ghz * args.threads  # GOP/s
-    print(f"x86 {args.mcpu}, {tvm.runtime.num_threads()} threads, clock {ghz:.2f} GHz -> popcount ceiling {ceiling:.0f} GOP/s",
-          file=sys.stderr)
+    print(
+        f"x86 {args.mcpu}, {tvm.runtime.num_threads()} threads, clock {ghz:.2f} GHz "
+        f"-> popcount ceiling {ceiling:.0f} GOP/s",
+        file=sys.stderr,
+    )
     run_x86(cases, target, args.rounds, args.number)
     results = {"target": args.mcpu, "threads": args.threads, "ghz": ghz, "ceiling_gops": ceiling, "x86": [], "a76": []}
     print(f"{'case':44s} {'kernel us':>10s} {'GOP/s':>7s} {'% ceil':>6s} {'pack us':>8s} {'+pack GOP/s':>11s}")
     for c in cases:
         tk, tp = (statistics.median(c.times[k]) for k in ("kernel", "pack"))
-        row = {"name": c.name, "ops": c.ops, "kernel_us": tk * 1e6, "pack_us": tp * 1e6, "gops": c.ops / tk / 1e9,
-               "gops_with_pack": c.ops / (tk + tp) / 1e9, "pct_of_ceiling": 100 * c.ops / tk / 1e9 / ceiling}
+        row = {
+            "name": c.name,
+            "ops": c.ops,
+            "kernel_us": tk * 1e6,
+            "pack_us": tp * 1e6,
+            "gops": c.ops / tk / 1e9,
+            "gops_with_pack": c.ops / (tk + tp) / 1e9,
+            "pct_of_ceiling": 100 * c.ops / tk / 1e9 / ceiling,
+        }
         results["x86"].append(row)
-        print(f"{c.name:44s} {row['kernel_us']:10.1f} {row['gops']:7.0f} {row['pct_of_ceiling']:6.1f} "
-              f"{row['pack_us']:8.1f} {row['gops_with_pack']:11.0f}")
+        print(
+            f"{c.name:44s} {row['kernel_us']:10.1f} {row['gops']:7.0f} {row['pct_of_ceiling']:6.1f} "
+            f"{row['pack_us']:8.1f} {row['gops_with_pack']:11.0f}"
+        )
     if not args.no_mca:
         print("\naarch64 cortex-a76 hot loop (llvm-mca)")
-        print(f"{'case':44s} {'instr':>5s} {'cnt':>4s} {'uadalp':>6s} {'cyc/it':>7s} {'bitMAC/cyc':>10s} {'% of 85':>7s}")
+        print(
+            f"{'case':44s} {'instr':>5s} {'cnt':>4s} {'uadalp':>6s} {'cyc/it':>7s} {'bitMAC/cyc':>10s} {'% of 85':>7s}"
+        )
         for row in run_a76(cases):
             results["a76"].append(row)
             if "error" in row:
                 print(f"{row['name']:44s} {row['error']}")
                 continue
-            print(f"{row['name']:44s} {row['instructions']:5d} {row['cnt']:4d} {row['uadalp']:6d} {row['cycles_per_iter']:7.1f} "
-                  f"{row['bit_mac_per_cycle']:10.1f} {row['pct_of_a76_ceiling']:7.1f}")
+            print(
+                f"{row['name']:44s} {row['instructions']:5d} {row['cnt']:4d} {row['uadalp']:6d} "
+                f"{row['cycles_per_iter']:7.1f} "
+                f"{row['bit_mac_per_cycle']:10.1f} {row['pct_of_a76_ceiling']:7.1f}"
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

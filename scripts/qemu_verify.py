@@ -12,6 +12,7 @@ Needs an arm64 Debian root with python3.11 and the aarch64 ``apache-tvm``/``nump
 
     python scripts/qemu_verify.py artifacts/latest --root /var/tmp/pi-root
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from bhvit import device
 from bhvit.compile.source import from_checkpoint
 from bhvit.compile.verify import RTOL, compare
@@ -47,8 +47,9 @@ def _stage_device_package(pkg: Path) -> None:
     """This checkout's ``bhvit.device`` (numpy-only for loading and running) as ``pkg/bhvit/device``."""
     (pkg / "bhvit").mkdir(parents=True)
     (pkg / "bhvit" / "__init__.py").write_text("")
-    shutil.copytree(Path(device.__file__).parent, pkg / "bhvit" / "device",
-                    ignore=shutil.ignore_patterns("__pycache__", "samples"))
+    shutil.copytree(
+        Path(device.__file__).parent, pkg / "bhvit" / "device", ignore=shutil.ignore_patterns("__pycache__", "samples")
+    )
 
 
 def reference(meta: dict, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,8 +83,11 @@ def main() -> int:
     qemu = shutil.which("qemu-aarch64-static")
     python = args.root / "usr/bin/python3.11"
     if qemu is None or not python.exists() or not (args.root / args.site.lstrip("/") / "tvm").is_dir():
-        print(f"setup missing: need qemu-aarch64-static and an arm64 root at {args.root} with python3.11 and the "
-              f"aarch64 apache-tvm wheel in {args.site} (pi-testing.md section 1.4)", file=sys.stderr)
+        print(
+            f"setup missing: need qemu-aarch64-static and an arm64 root at {args.root} with python3.11 and the "
+            f"aarch64 apache-tvm wheel in {args.site} (pi-testing.md section 1.4)",
+            file=sys.stderr,
+        )
         return 2
     inputs, ref = reference(meta, args.inputs, seed=1)
     with tempfile.TemporaryDirectory(dir=args.root / "tmp") as work:
@@ -92,16 +96,23 @@ def main() -> int:
         _stage_device_package(work / "pkg")
         np.savez(work / "io.npz", inputs=inputs)
         (work / "guest.py").write_text(GUEST)
-        env = {"QEMU_CPU": args.cpu, "QEMU_PAGESIZE": "16384", "PYTHONPATH": str(args.root / args.site.lstrip("/")),
-               "TVM_NUM_THREADS": str(meta.get("threads", 4)), "PATH": "/usr/bin:/bin"}
+        env = {
+            "QEMU_CPU": args.cpu,
+            "QEMU_PAGESIZE": "16384",
+            "PYTHONPATH": str(args.root / args.site.lstrip("/")),
+            "TVM_NUM_THREADS": str(meta.get("threads", 4)),
+            "PATH": "/usr/bin:/bin",
+        }
         run = subprocess.run([qemu, "-L", str(args.root), str(python), str(work / "guest.py"), str(work)], env=env)
         if run.returncode != 0:
             print(f"emulated run failed with exit code {run.returncode}", file=sys.stderr)
             return 1
         got = np.load(work / "got.npy")
     result = compare(ref, got, f"qemu {args.cpu}", args.rtol)
-    print(f"{result.runs_on}: max |logit err| {result.max_abs_err:.3g} (tolerance {result.tolerance:.3g}), top-1 "
-          f"agreement {result.top1_agree:.0%}: {'PASSED' if result.passed else 'FAILED'}")
+    print(
+        f"{result.runs_on}: max |logit err| {result.max_abs_err:.3g} (tolerance {result.tolerance:.3g}), top-1 "
+        f"agreement {result.top1_agree:.0%}: {'PASSED' if result.passed else 'FAILED'}"
+    )
     return 0 if result.passed else 1
 
 

@@ -11,6 +11,7 @@ architecture. Jobs whose result exists are skipped, interrupted ones are resumed
     python scripts/study.py scripts/studies/mini.toml                   # run everything here, then collect
     python scripts/study.py scripts/studies/thesis.toml --collect        # tables and figures only
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
-
 from bhvit.models import resolve_config
 from bhvit.models.cost import config_cost
 from bhvit.train.loop import LAST, RESULT
@@ -81,8 +81,13 @@ class Job:
         return [*launcher, *self.args, *resume]
 
 
-def load_study(path: Path, epochs: int | None = None, seeds: tuple[int, ...] | None = None,
-               only: tuple[str, ...] = (), out: Path | None = None) -> Study:
+def load_study(
+    path: Path,
+    epochs: int | None = None,
+    seeds: tuple[int, ...] | None = None,
+    only: tuple[str, ...] = (),
+    out: Path | None = None,
+) -> Study:
     """Read a study file; ``epochs``/``seeds``/``only`` shrink it (e.g. for CI), ``out`` moves it."""
     try:
         raw = tomllib.loads(path.read_text())
@@ -106,9 +111,15 @@ def load_study(path: Path, epochs: int | None = None, seeds: tuple[int, ...] | N
         for k, v in train_args.items():
             if isinstance(v, str) and Path(v).is_relative_to(default_out):
                 train_args[k] = str(out / Path(v).relative_to(default_out))
-    return Study(meta.get("name", path.stem), out or default_out,
-                 tuple(seeds or meta.get("seeds", (0,))), train_args, tuple(rows), raw.get("data", {}),
-                 raw.get("teacher", {}))
+    return Study(
+        meta.get("name", path.stem),
+        out or default_out,
+        tuple(seeds or meta.get("seeds", (0,))),
+        train_args,
+        tuple(rows),
+        raw.get("data", {}),
+        raw.get("teacher", {}),
+    )
 
 
 # bhvit-train switches that have an explicit --no- form; other booleans are plain flags.
@@ -144,15 +155,34 @@ def plan(study: Study) -> list[Job]:
             p1_name = f"p1/{row.arch_name}_s{seed}"
             p1_out = study.out / p1_name
             if p1_name not in phase1:
-                phase1[p1_name] = (p1_out, _options(dict(row.arch)) + _options(train_args)
-                                   + ["--seed", str(seed), "--phase", "1", "--out", str(p1_out)])
+                phase1[p1_name] = (
+                    p1_out,
+                    _options(dict(row.arch))
+                    + _options(train_args)
+                    + ["--seed", str(seed), "--phase", "1", "--out", str(p1_out)],
+                )
             p2_out = study.out / f"p2/{row.name}_s{seed}"
-            args = (_options(dict(row.arch)) + _options(train_args)
-                    + ["--seed", str(seed), "--phase", "2", "--precision", row.precision,
-                       "--init-from", str(p1_out / "phase1" / "best.safetensors"), "--out", str(p2_out)])
+            args = (
+                _options(dict(row.arch))
+                + _options(train_args)
+                + [
+                    "--seed",
+                    str(seed),
+                    "--phase",
+                    "2",
+                    "--precision",
+                    row.precision,
+                    "--init-from",
+                    str(p1_out / "phase1" / "best.safetensors"),
+                    "--out",
+                    str(p2_out),
+                ]
+            )
             phase2.append((f"p2/{row.name}_s{seed}", p2_out, args, (p1_name,)))
-    jobs = [Job(i, name, 1, out, tuple(args), () if name == "teacher" else needs)
-            for i, (name, (out, args)) in enumerate(phase1.items())]
+    jobs = [
+        Job(i, name, 1, out, tuple(args), () if name == "teacher" else needs)
+        for i, (name, (out, args)) in enumerate(phase1.items())
+    ]
     jobs += [Job(len(jobs) + i, name, 2, out, tuple(args), needs) for i, (name, out, args, needs) in enumerate(phase2)]
     return jobs
 
@@ -211,15 +241,31 @@ def collect(study: Study) -> list[dict]:
     """Table rows: test top-1 mean/std over the seeds that finished, the cost model, and bench results if present."""
     rows = []
     for row in study.rows:
-        results = [json.loads(p.read_text()) for seed in study.seeds
-                   if (p := study.out / f"p2/{row.name}_s{seed}" / "phase2" / RESULT).exists()]
+        results = [
+            json.loads(p.read_text())
+            for seed in study.seeds
+            if (p := study.out / f"p2/{row.name}_s{seed}" / "phase2" / RESULT).exists()
+        ]
         arch = dict(row.arch)
-        cost = config_cost(resolve_config(arch.pop("model", "bhvit_tiny"), precision=row.precision,
-                                          img_size=study.train_args.get("img_size"), **arch))
+        cost = config_cost(
+            resolve_config(
+                arch.pop("model", "bhvit_tiny"),
+                precision=row.precision,
+                img_size=study.train_args.get("img_size"),
+                **arch,
+            )
+        )
         top1 = [r["test_top1"] for r in results]
         mean, std = _mean_std(top1) if top1 else (math.nan, math.nan)
-        entry = {"tables": row.tables, "row": row.name, "precision": row.precision, "seeds": len(top1),
-                 "top1_mean": mean, "top1_std": std, **cost.row()}
+        entry = {
+            "tables": row.tables,
+            "row": row.name,
+            "precision": row.precision,
+            "seeds": len(top1),
+            "top1_mean": mean,
+            "top1_std": std,
+            **cost.row(),
+        }
         bench = study.out / "bench" / f"{row.name}.json"
         if bench.exists():
             b = json.loads(bench.read_text())
@@ -238,14 +284,18 @@ def write_tables(rows: list[dict], out: Path) -> list[Path]:
             w = csv.DictWriter(f, cols, extrasaction="ignore")
             w.writeheader()
             w.writerows(part)
-        lines = ["| model | precision | seeds | test top-1 (%) | memory (MiB) | MOPs | deployable (MiB) |"
-                 + "".join(f" {c} |" for c in cols[8:]),
-                 "|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(cols[8:])]
+        lines = [
+            "| model | precision | seeds | test top-1 (%) | memory (MiB) | MOPs | deployable (MiB) |"
+            + "".join(f" {c} |" for c in cols[8:]),
+            "|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(cols[8:]),
+        ]
         for r in part:
             acc = "n/a" if math.isnan(r["top1_mean"]) else f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}"
             extra = "".join(f" {r.get(c, float('nan')):.1f} |" for c in cols[8:])
-            lines.append(f"| {r['row']} | {r['precision']} | {r['seeds']} | {acc} | {r['memory_mib']:.2f} | "
-                         f"{r['mops']:.1f} | {r['deployable_mib']:.2f} |{extra}")
+            lines.append(
+                f"| {r['row']} | {r['precision']} | {r['seeds']} | {acc} | {r['memory_mib']:.2f} | "
+                f"{r['mops']:.1f} | {r['deployable_mib']:.2f} |{extra}"
+            )
         (out / f"{table}.md").write_text("\n".join(lines) + "\n")
         written += [out / f"{table}.csv", out / f"{table}.md"]
     return written
@@ -267,8 +317,9 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
     for key, label, name in axes:
         pts = [r for r in done if key in r]
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.errorbar([r[key] for r in pts], [r["top1_mean"] for r in pts], yerr=[r["top1_std"] for r in pts],
-                    fmt="o", capsize=3)
+        ax.errorbar(
+            [r[key] for r in pts], [r["top1_mean"] for r in pts], yerr=[r["top1_std"] for r in pts], fmt="o", capsize=3
+        )
         for r in pts:
             ax.annotate(r["row"], (r[key], r["top1_mean"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         for r in fp32:
@@ -298,20 +349,38 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("study_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--list", "list_jobs", is_flag=True, help="Print every job (index, status, needs, command) and exit.")
-@click.option("--run", "run_index", type=int, default=None,
-              help="Run only job INDEX (its dependencies must be done), e.g. as a SLURM array task.")
+@click.option(
+    "--run",
+    "run_index",
+    type=int,
+    default=None,
+    help="Run only job INDEX (its dependencies must be done), e.g. as a SLURM array task.",
+)
 @click.option("--collect", "collect_only", is_flag=True, help="Only build tables and figures from finished runs.")
-@click.option("--launcher", default=f"{shlex.quote(sys.executable)} -m bhvit.train", show_default=True,
-              help="How a job starts training, e.g. 'torchrun --nproc_per_node 4 -m bhvit.train'.")
+@click.option(
+    "--launcher",
+    default=f"{shlex.quote(sys.executable)} -m bhvit.train",
+    show_default=True,
+    help="How a job starts training, e.g. 'torchrun --nproc_per_node 4 -m bhvit.train'.",
+)
 @click.option("--epochs", type=int, default=None, help="Override the study's epochs per phase (smoke runs).")
 @click.option("--seeds", default=None, help="Override the study's seeds, comma-separated (e.g. 0 or 0,1,2).")
 @click.option("--only", default="", help="Comma-separated row names to keep (default: all rows).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Study folder [default: the study file's [study] out].")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Study folder [default: the study file's [study] out].",
+)
 def main(study_file, list_jobs, run_index, collect_only, launcher, epochs, seeds, only, out):
     """Plan, run (or list) and tabulate the runs of a width-precision study file."""
-    study = load_study(study_file, epochs, tuple(int(s) for s in seeds.split(",")) if seeds else None,
-                       tuple(filter(None, only.split(","))), out)
+    study = load_study(
+        study_file,
+        epochs,
+        tuple(int(s) for s in seeds.split(",")) if seeds else None,
+        tuple(filter(None, only.split(","))),
+        out,
+    )
     jobs = plan(study)
     launch = shlex.split(launcher)
     if list_jobs:

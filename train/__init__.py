@@ -2,6 +2,7 @@
 
 ``load_checkpoint(path) -> (model, meta)`` rebuilds any model written by ``bhvit-train`` (see ``checkpoint``).
 """
+
 from .checkpoint import CheckpointError, load_checkpoint, read_meta
 from .config import TrainCfg, TrainError
 from .run import train

@@ -1,4 +1,5 @@
 """``python -m bhvit.train`` (what ``torchrun ... -m bhvit.train`` runs) is ``bhvit-train``."""
+
 from .cli import main
 
 if __name__ == "__main__":

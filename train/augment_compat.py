@@ -4,6 +4,7 @@ With a magnitude std (``rand-m9-mstd0.5-inc1``) timm's ``PosterizeIncreasing`` c
 ``ImageOps.posterize`` rejects bits outside 1..8 where older Pillow returned a black image, so training crashed at
 random. :func:`install` maps timm's posterize ops to a version that keeps the old meaning of ``bits <= 0``.
 """
+
 from __future__ import annotations
 
 from PIL import Image, ImageOps

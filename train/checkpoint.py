@@ -12,15 +12,17 @@ Layout of ``<phase dir>/{best,last}.safetensors``:
 Loading never unpickles anything. Every write goes to a temporary file in the same directory, is fsynced and then
 renamed over the target, so a killed process leaves either the old or the new file, never a torn one.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,9 +32,24 @@ from torch import nn
 
 from .config import TrainError
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "LoadReport", "model_from_spec", "save_checkpoint",
-           "read_meta", "config_diff", "load_checkpoint", "load_state_dict", "load_matching", "load_train_state",
-           "rng_state", "set_rng_state", "atomic_write", "write_json"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "CheckpointError",
+    "LoadReport",
+    "model_from_spec",
+    "save_checkpoint",
+    "read_meta",
+    "config_diff",
+    "load_checkpoint",
+    "load_state_dict",
+    "load_matching",
+    "load_train_state",
+    "rng_state",
+    "set_rng_state",
+    "atomic_write",
+    "write_json",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +83,7 @@ def write_json(path: Path, obj: Any) -> None:
 
 # ----------------------------------------------------------------------------------------------- model specs
 
+
 def model_from_spec(spec: dict) -> nn.Module:
     """Build an untrained model from ``{"family": "bhvit"|"timm", "model": name, "config": {...}}``.
 
@@ -89,6 +107,7 @@ def model_from_spec(spec: dict) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------------------- train-state codec
+
 
 def _encode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     """JSON-able structure with tensors (and numpy arrays) moved to ``tensors`` behind placeholders."""
@@ -148,6 +167,7 @@ def set_rng_state(state: dict) -> None:
 
 
 # ------------------------------------------------------------------------------------------- save and load
+
 
 def save_checkpoint(path: Path, model: nn.Module, meta: dict, train_state: dict | None = None) -> None:
     """Atomically write ``model``'s weights, ``meta`` (and, for ``last``, ``train_state``) to ``path``."""
@@ -236,8 +256,10 @@ class LoadReport:
             return ", ".join(xs[:6]) + (f", ... ({len(xs)} in all)" if len(xs) > 6 else "") if xs else "none"
 
         total = len(self.loaded) + len(self.missing) + len(self.mismatched)
-        return (f"loaded {len(self.loaded)}/{total} tensors; not in checkpoint: {names(self.missing)}; "
-                f"shape mismatch: {names(self.mismatched)}; unused from checkpoint: {names(self.unused)}")
+        return (
+            f"loaded {len(self.loaded)}/{total} tensors; not in checkpoint: {names(self.missing)}; "
+            f"shape mismatch: {names(self.mismatched)}; unused from checkpoint: {names(self.unused)}"
+        )
 
     def to_dict(self) -> dict:
         return {"loaded": self.loaded, "missing": self.missing, "mismatched": self.mismatched, "unused": self.unused}
@@ -249,8 +271,11 @@ def config_diff(checkpoint: dict, run: dict) -> list[str]:
     Values are compared as a checkpoint header stores them (JSON: tuples are lists); a missing field is ``None``.
     """
     checkpoint, run = json.loads(json.dumps(checkpoint)), json.loads(json.dumps(run))
-    return [f"{k}: {checkpoint.get(k)!r} in the checkpoint, {run.get(k)!r} in this run"
-            for k in dict.fromkeys([*checkpoint, *run]) if checkpoint.get(k) != run.get(k)]
+    return [
+        f"{k}: {checkpoint.get(k)!r} in the checkpoint, {run.get(k)!r} in this run"
+        for k in dict.fromkeys([*checkpoint, *run])
+        if checkpoint.get(k) != run.get(k)
+    ]
 
 
 def _architecture(config: dict) -> dict:
@@ -266,14 +291,17 @@ def _check_architecture(path: Path, spec: dict) -> None:
     except CheckpointError:
         return  # plain safetensors (e.g. timm weights): name and shape matching decides
     if meta["family"] != spec["family"] or (spec["family"] == "timm" and meta["model"] != spec["model"]):
-        raise CheckpointError(f"{path} holds a {meta['family']} {meta['model']} model, this run trains "
-                              f"{spec['family']} {spec['model']}")
+        raise CheckpointError(
+            f"{path} holds a {meta['family']} {meta['model']} model, this run trains {spec['family']} {spec['model']}"
+        )
     if spec["family"] == "bhvit":
         diff = config_diff(_architecture(meta["config"]), _architecture(spec["config"]))
         if diff:
-            raise CheckpointError(f"{path} is a BHViT of another architecture or width ({'; '.join(diff)}); "
-                                  f"use a checkpoint trained with the same --width/--hidden-width/"
-                                  f"--intermediate-width/--fp-downsample")
+            raise CheckpointError(
+                f"{path} is a BHViT of another architecture or width ({'; '.join(diff)}); "
+                f"use a checkpoint trained with the same --width/--hidden-width/"
+                f"--intermediate-width/--fp-downsample"
+            )
 
 
 def load_matching(model: nn.Module, path: Path, spec: dict) -> LoadReport:

@@ -1,4 +1,5 @@
 """``TrainCfg``: one field per ``bhvit-train`` option; defaults are the thesis recipe (spec section 4, Table 5)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -97,7 +98,7 @@ class TrainCfg:
         if self.distill_weight + self.reg_weight > 1:
             raise TrainError("--distill-weight + --reg-weight must not exceed 1 (the CE weight is 1 - their sum)")
 
-    def replace(self, **changes) -> "TrainCfg":
+    def replace(self, **changes) -> TrainCfg:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:

@@ -4,13 +4,14 @@ Sources: Oxford-IIIT Pet through torchvision (``trainval``/``test``), any ImageF
 synthetic ImageFolder. The training pool always loses a seeded stratified validation split used for model selection;
 final accuracy is measured on the test split. Images that fail to decode are skipped with a warning and counted.
 """
+
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -23,8 +24,18 @@ from .config import TrainCfg, TrainError
 
 augment_compat.install()
 
-__all__ = ["Sample", "DataSplits", "ImageList", "load_splits", "stratified_split", "write_synthetic_folder",
-           "build_transform", "preprocess_meta", "build_loader", "collate_skipping"]
+__all__ = [
+    "Sample",
+    "DataSplits",
+    "ImageList",
+    "load_splits",
+    "stratified_split",
+    "write_synthetic_folder",
+    "build_transform",
+    "preprocess_meta",
+    "build_loader",
+    "collate_skipping",
+]
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +105,11 @@ def _pick(samples: list[Sample], idx: list[int]) -> list[Sample]:
 def _pets(root: Path) -> tuple[list[Sample], list[Sample], list[str]]:
     from torchvision.datasets import OxfordIIITPet
 
-    where = (f"put the extracted images.tar.gz and annotations.tar.gz from {PETS_URL} so that "
-             f"{root / 'oxford-iiit-pet' / 'images'}/*.jpg and "
-             f"{root / 'oxford-iiit-pet' / 'annotations'}/{{trainval,test}}.txt exist")
+    where = (
+        f"put the extracted images.tar.gz and annotations.tar.gz from {PETS_URL} so that "
+        f"{root / 'oxford-iiit-pet' / 'images'}/*.jpg and "
+        f"{root / 'oxford-iiit-pet' / 'annotations'}/{{trainval,test}}.txt exist"
+    )
     base = root / "oxford-iiit-pet"
     if not ((base / "images").is_dir() and (base / "annotations").is_dir()):
         log.info("Oxford-IIIT Pet not found in %s; downloading", root)
@@ -115,8 +128,10 @@ def _pets(root: Path) -> tuple[list[Sample], list[Sample], list[str]]:
 def _folder(root: Path, fraction: float, seed: int) -> tuple[list[Sample], list[Sample], list[str]]:
     from torchvision.datasets import ImageFolder
 
-    layout = (f"expected {root}/train/<class>/*.jpg and {root}/test/<class>/*.jpg (or val/), "
-              f"or class folders directly in {root}")
+    layout = (
+        f"expected {root}/train/<class>/*.jpg and {root}/test/<class>/*.jpg (or val/), "
+        f"or class folders directly in {root}"
+    )
     if not root.is_dir():
         raise TrainError(f"data dir {root} does not exist; {layout}")
     parts = [root / "train", next((root / d for d in ("test", "val") if (root / d).is_dir()), None)]
@@ -135,8 +150,9 @@ def _folder(root: Path, fraction: float, seed: int) -> tuple[list[Sample], list[
     return _pick(pool.samples, keep), _pick(pool.samples, test), pool.classes
 
 
-def write_synthetic_folder(root: Path, classes: int, per_class: int, test_per_class: int, size: int,
-                           seed: int = 0) -> Path:
+def write_synthetic_folder(
+    root: Path, classes: int, per_class: int, test_per_class: int, size: int, seed: int = 0
+) -> Path:
     """Write a seeded, class-separable ImageFolder (``root/train``, ``root/test``) of PNGs and return ``root``.
 
     Class ``k`` is a colour field of hue ``k/classes`` with stripes at angle ``180*k/classes`` degrees, a random
@@ -171,28 +187,47 @@ def load_splits(cfg: TrainCfg) -> DataSplits:
     keep, val = stratified_split([y for _, y in pool], cfg.val_fraction, cfg.split_seed)
     splits = DataSplits(_pick(pool, keep), _pick(pool, val), test, list(names))
     if not splits.val or not splits.test:
-        raise TrainError(f"{root} has too few images for a validation and a test split "
-                         f"({len(pool)} training, {len(test)} test images)")
+        raise TrainError(
+            f"{root} has too few images for a validation and a test split "
+            f"({len(pool)} training, {len(test)} test images)"
+        )
     return splits
-
-
 
 
 def build_transform(cfg: TrainCfg, train: bool) -> Callable:
     """timm's training augmentation (RandAugment, colour jitter, random erasing) or eval resize + centre crop."""
     if train:
-        return create_transform(cfg.img_size, is_training=True, auto_augment=cfg.aa or None,
-                                color_jitter=cfg.color_jitter, interpolation=cfg.interpolation,
-                                re_prob=cfg.reprob, re_mode=cfg.remode, mean=IMAGENET_DEFAULT_MEAN,
-                                std=IMAGENET_DEFAULT_STD)
-    return create_transform(cfg.img_size, is_training=False, interpolation=cfg.interpolation,
-                            crop_pct=cfg.crop_pct, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
+        return create_transform(
+            cfg.img_size,
+            is_training=True,
+            auto_augment=cfg.aa or None,
+            color_jitter=cfg.color_jitter,
+            interpolation=cfg.interpolation,
+            re_prob=cfg.reprob,
+            re_mode=cfg.remode,
+            mean=IMAGENET_DEFAULT_MEAN,
+            std=IMAGENET_DEFAULT_STD,
+        )
+    return create_transform(
+        cfg.img_size,
+        is_training=False,
+        interpolation=cfg.interpolation,
+        crop_pct=cfg.crop_pct,
+        mean=IMAGENET_DEFAULT_MEAN,
+        std=IMAGENET_DEFAULT_STD,
+    )
 
 
 def preprocess_meta(cfg: TrainCfg) -> dict:
     """What a device must do to an image before the model: stored in every checkpoint."""
-    return {"input_size": [3, cfg.img_size, cfg.img_size], "resize": math.floor(cfg.img_size / cfg.crop_pct),
-            "crop": cfg.img_size, "interpolation": cfg.interpolation, "mean": list(IMAGENET_DEFAULT_MEAN), "std": list(IMAGENET_DEFAULT_STD)}
+    return {
+        "input_size": [3, cfg.img_size, cfg.img_size],
+        "resize": math.floor(cfg.img_size / cfg.crop_pct),
+        "crop": cfg.img_size,
+        "interpolation": cfg.interpolation,
+        "mean": list(IMAGENET_DEFAULT_MEAN),
+        "std": list(IMAGENET_DEFAULT_STD),
+    }
 
 
 def build_loader(samples: list[Sample], cfg: TrainCfg, train: bool, rank: int = 0, world: int = 1) -> DataLoader:
@@ -204,11 +239,20 @@ def build_loader(samples: list[Sample], cfg: TrainCfg, train: bool, rank: int = 
     if train:
         per_rank = len(samples) // world
         if per_rank < cfg.batch_size:
-            raise TrainError(f"the training split has {len(samples)} images, fewer than one batch of "
-                             f"{cfg.batch_size} per process; lower --batch-size")
+            raise TrainError(
+                f"the training split has {len(samples)} images, fewer than one batch of "
+                f"{cfg.batch_size} per process; lower --batch-size"
+            )
         sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
     else:
         sampler = list(range(rank, len(samples), world))
-    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
-                      collate_fn=collate_skipping, drop_last=train, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=cfg.workers > 0)
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        collate_fn=collate_skipping,
+        drop_last=train,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=cfg.workers > 0,
+    )

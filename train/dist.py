@@ -1,4 +1,5 @@
 """Process-group set-up: one code path for a single process and for ``torchrun`` (DDP over NCCL or gloo)."""
+
 from __future__ import annotations
 
 import os

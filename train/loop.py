@@ -4,6 +4,7 @@ Per epoch (``epoch`` counts from 0): set the scheduler's lr, train, evaluate on 
 ``eval_every`` epochs and after the last, save ``best`` when val top-1 improves, save ``last`` with the resume
 state, then append the metrics line. After the last epoch, ``best`` is scored on the test split.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,19 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import update_bn
 from tqdm import tqdm
 
-from .checkpoint import (CheckpointError, config_diff, load_matching, load_state_dict, load_train_state,
-                         model_from_spec, read_meta, rng_state, save_checkpoint, set_rng_state, write_json)
+from .checkpoint import (
+    CheckpointError,
+    config_diff,
+    load_matching,
+    load_state_dict,
+    load_train_state,
+    model_from_spec,
+    read_meta,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    write_json,
+)
 from .config import TrainCfg, TrainError
 from .data import DataSplits, build_loader, preprocess_meta
 from .dist import DistEnv
@@ -36,8 +48,14 @@ from .task import Teacher, TrainLoss
 __all__ = ["PhaseSpec", "run_phase", "train_one_epoch", "evaluate", "recalibrate"]
 
 log = logging.getLogger(__name__)
-BEST, LAST, METRICS, RESULT, INIT_REPORT, CONFIG = ("best.safetensors", "last.safetensors", "metrics.jsonl",
-                                                    "result.json", "init_report.json", "config.json")
+BEST, LAST, METRICS, RESULT, INIT_REPORT, CONFIG = (
+    "best.safetensors",
+    "last.safetensors",
+    "metrics.jsonl",
+    "result.json",
+    "init_report.json",
+    "config.json",
+)
 
 
 @dataclass(frozen=True)
@@ -64,9 +82,20 @@ def _counters(env: DistEnv, *names: str) -> dict[str, torch.Tensor]:
     return {k: torch.zeros((), dtype=torch.float64, device=env.device) for k in names}
 
 
-def train_one_epoch(model: nn.Module, student: nn.Module, loader, loss_fn: TrainLoss, optimizer, scaler,
-                    mixup: Mixup | None, num_classes: int, smoothing: float, epoch: int, env: DistEnv,
-                    amp: bool) -> dict:
+def train_one_epoch(
+    model: nn.Module,
+    student: nn.Module,
+    loader,
+    loss_fn: TrainLoss,
+    optimizer,
+    scaler,
+    mixup: Mixup | None,
+    num_classes: int,
+    smoothing: float,
+    epoch: int,
+    env: DistEnv,
+    amp: bool,
+) -> dict:
     """One pass over ``loader``; ``model`` may be DDP-wrapped, ``student`` is the bare module (for L_re).
 
     The sums stay on the device and are read once, at the end; a non-finite loss is reported then.
@@ -100,9 +129,13 @@ def train_one_epoch(model: nn.Module, student: nn.Module, loader, loss_fn: Train
     if not math.isfinite(total["loss"]):
         raise TrainError(f"the loss became {total['loss']} in epoch {epoch}; lower --lr or check the data")
     n = max(total["n"], 1)
-    return {"train_loss": total["loss"] / n, **{f"loss_{k}": total[k] / n for k in ("ce", "distill", "reg")},
-            "train_top1": 100 * total["correct"] / n, "train_images": int(total["n"]),
-            "skipped_images": int(total["skipped"])}
+    return {
+        "train_loss": total["loss"] / n,
+        **{f"loss_{k}": total[k] / n for k in ("ce", "distill", "reg")},
+        "train_top1": 100 * total["correct"] / n,
+        "train_images": int(total["n"]),
+        "skipped_images": int(total["skipped"]),
+    }
 
 
 @torch.no_grad()
@@ -124,8 +157,12 @@ def evaluate(model: nn.Module, loader, env: DistEnv, amp: bool = False) -> dict:
         sums["n"] += len(images)
     total = env.sum(sums)
     n = max(total["n"], 1)
-    return {"top1": 100 * total["top1"] / n, "top5": 100 * total["top5"] / n, "loss": total["loss"] / n,
-            "skipped_images": int(total["skipped"])}
+    return {
+        "top1": 100 * total["top1"] / n,
+        "top5": 100 * total["top5"] / n,
+        "loss": total["loss"] / n,
+        "skipped_images": int(total["skipped"]),
+    }
 
 
 def recalibrate(model: nn.Module, loader, batches: int, env: DistEnv) -> None:
@@ -154,8 +191,10 @@ def _check_resume(path: Path, spec: dict, class_names: list[str]) -> None:
     meta = read_meta(path)
     diff = config_diff({"model": meta["model"], **meta["config"]}, {"model": spec["model"], **spec["config"]})
     if diff:
-        raise CheckpointError(f"cannot resume {path}: it was trained with other model options ({'; '.join(diff)}); "
-                              f"pass the options of the original run")
+        raise CheckpointError(
+            f"cannot resume {path}: it was trained with other model options ({'; '.join(diff)}); "
+            f"pass the options of the original run"
+        )
     if meta["class_names"] != class_names:
         raise CheckpointError(f"cannot resume {path}: it was trained on other classes than --data-dir holds")
 
@@ -186,8 +225,14 @@ def run_phase(cfg: TrainCfg, phase: PhaseSpec, splits: DataSplits, teacher: Teac
     val_loader = build_loader(splits.val, cfg, False, env.rank, env.world)
     lr = cfg.lr * max(1.0, cfg.batch_size * env.world / 512)
     optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay)
-    scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr,
-                                       warmup_lr=cfg.warmup_lr, warmup_epochs=cfg.warmup_epochs)
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        sched=cfg.sched,
+        num_epochs=cfg.epochs,
+        min_lr=cfg.min_lr,
+        warmup_lr=cfg.warmup_lr,
+        warmup_epochs=cfg.warmup_epochs,
+    )
     amp = cfg.amp and env.device.type == "cuda"
     scaler = torch.amp.GradScaler(env.device.type, enabled=amp)
     best = {"val_top1": -1.0, "epoch": -1}
@@ -206,25 +251,38 @@ def run_phase(cfg: TrainCfg, phase: PhaseSpec, splits: DataSplits, teacher: Teac
     ddp = model
     if env.world > 1:
         ddp = DistributedDataParallel(model, device_ids=[env.device] if env.device.type == "cuda" else None)
-    mixup = (Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing,
-                   num_classes=num_classes) if cfg.mixup > 0 or cfg.cutmix > 0 else None)
+    mixup = (
+        Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing, num_classes=num_classes)
+        if cfg.mixup > 0 or cfg.cutmix > 0
+        else None
+    )
     loss_fn = TrainLoss(cfg, teacher, binary)
-    meta = {**phase.spec, "class_names": splits.class_names, "preprocess": preprocess_meta(cfg),
-            "phase": phase.number, "train": cfg.to_dict()}
+    meta = {
+        **phase.spec,
+        "class_names": splits.class_names,
+        "preprocess": preprocess_meta(cfg),
+        "phase": phase.number,
+        "train": cfg.to_dict(),
+    }
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / CONFIG, meta)
         lines = _read_metrics(out / METRICS, start)
         (out / METRICS).write_text("".join(line + "\n" for line in lines))
 
-    for epoch in _bar(range(start, cfg.epochs), env, desc=f"phase {phase.number}", unit="epoch",
-                      initial=start, total=cfg.epochs):
+    for epoch in _bar(
+        range(start, cfg.epochs), env, desc=f"phase {phase.number}", unit="epoch", initial=start, total=cfg.epochs
+    ):
         t0 = time.time()
         train_loader.sampler.set_epoch(epoch)
         scheduler.step(epoch)
-        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-               **train_one_epoch(ddp, model, train_loader, loss_fn, optimizer, scaler, mixup, num_classes,
-                                 cfg.smoothing, epoch, env, amp)}
+        row = {
+            "epoch": epoch,
+            "lr": optimizer.param_groups[0]["lr"],
+            **train_one_epoch(
+                ddp, model, train_loader, loss_fn, optimizer, scaler, mixup, num_classes, cfg.smoothing, epoch, env, amp
+            ),
+        }
         row.update({"val_top1": None, "val_top5": None, "val_loss": None})
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             env.sync_buffers(model)
@@ -236,35 +294,63 @@ def run_phase(cfg: TrainCfg, phase: PhaseSpec, splits: DataSplits, teacher: Teac
                     save_checkpoint(out / BEST, model, {**meta, "epoch": epoch, "val_top1": val["top1"]})
         row["time_s"] = time.time() - t0
         if env.is_main:
-            train_state = {"epoch": epoch + 1, "best": best, "optimizer": optimizer.state_dict(),
-                           "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state()}
+            train_state = {
+                "epoch": epoch + 1,
+                "best": best,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": rng_state(),
+            }
             save_checkpoint(out / LAST, model, {**meta, "epoch": epoch, "val_top1": row["val_top1"]}, train_state)
             with open(out / METRICS, "a") as f:
                 f.write(json.dumps(row) + "\n")
-        log.info("phase %d epoch %d/%d: loss %.4f, lr %.3g, train top-1 %.2f, val top-1 %s (%.1fs)",
-                 phase.number, epoch + 1, cfg.epochs, row["train_loss"], row["lr"], row["train_top1"],
-                 "-" if row["val_top1"] is None else f"{row['val_top1']:.2f}", row["time_s"])
+        log.info(
+            "phase %d epoch %d/%d: loss %.4f, lr %.3g, train top-1 %.2f, val top-1 %s (%.1fs)",
+            phase.number,
+            epoch + 1,
+            cfg.epochs,
+            row["train_loss"],
+            row["lr"],
+            row["train_top1"],
+            "-" if row["val_top1"] is None else f"{row['val_top1']:.2f}",
+            row["time_s"],
+        )
         env.barrier()
     return _finish(cfg, phase, model, splits, best, env, amp)
 
 
-def _finish(cfg: TrainCfg, phase: PhaseSpec, model: nn.Module, splits: DataSplits, best: dict, env: DistEnv,
-            amp: bool) -> dict:
+def _finish(
+    cfg: TrainCfg, phase: PhaseSpec, model: nn.Module, splits: DataSplits, best: dict, env: DistEnv, amp: bool
+) -> dict:
     """Score ``best`` on the test split; write result.json (test top-1, best val, cost row)."""
     out = phase.directory
     model.load_state_dict({k: v.to(env.device) for k, v in load_state_dict(out / BEST).items()})
     test = evaluate(model, build_loader(splits.test, cfg, False, env.rank, env.world), env, amp)
-    result = {"phase": phase.number, "model": phase.spec["model"], "checkpoint": str(out / BEST),
-              "best_epoch": best["epoch"], "best_val_top1": best["val_top1"], "test_top1": test["top1"],
-              "test_top5": test["top5"], "test_images": len(splits.test),
-              "test_skipped_images": test["skipped_images"], "epochs": cfg.epochs}
+    result = {
+        "phase": phase.number,
+        "model": phase.spec["model"],
+        "checkpoint": str(out / BEST),
+        "best_epoch": best["epoch"],
+        "best_val_top1": best["val_top1"],
+        "test_top1": test["top1"],
+        "test_top5": test["top5"],
+        "test_images": len(splits.test),
+        "test_skipped_images": test["skipped_images"],
+        "epochs": cfg.epochs,
+    }
     if phase.spec["family"] == "bhvit":
         from bhvit.models.cost import model_cost
 
         result["cost"] = model_cost(model).row()
     if env.is_main:
         write_json(out / RESULT, result)
-    log.info("phase %d: test top-1 %.2f (best val top-1 %.2f at epoch %d)", phase.number, result["test_top1"],
-             best["val_top1"], best["epoch"])
+    log.info(
+        "phase %d: test top-1 %.2f (best val top-1 %.2f at epoch %d)",
+        phase.number,
+        result["test_top1"],
+        best["val_top1"],
+        best["epoch"],
+    )
     env.barrier()
     return result

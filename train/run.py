@@ -4,6 +4,7 @@ Phase 1 trains the FP32 model of the requested architecture (from scratch or ``-
 ``--precision`` model of the *same* architecture starting from phase 1's ``best`` checkpoint (or ``--init-from``
 when only phase 2 runs). timm models (e.g. the teacher) have one phase.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,10 @@ def _guard_out_dir(cfg: TrainCfg, out: Path, phases: list[int]) -> None:
         return
     finished = all((out / f"phase{n}" / RESULT).exists() for n in taken)
     what = "a finished run" if finished else "an unfinished run"
-    raise TrainError(f"{out} already holds {what} (phase {', '.join(map(str, taken))}); pass --resume to continue "
-                     f"it, --overwrite to start again, or another --out")
+    raise TrainError(
+        f"{out} already holds {what} (phase {', '.join(map(str, taken))}); pass --resume to continue "
+        f"it, --overwrite to start again, or another --out"
+    )
 
 
 def _phase_init(cfg: TrainCfg, out: Path, number: int) -> Path | None:
@@ -59,8 +62,10 @@ def _phase_init(cfg: TrainCfg, out: Path, number: int) -> Path | None:
         return cfg.init_from
     phase1_best = out / "phase1" / BEST
     if cfg.phase == "2" and not phase1_best.exists():
-        raise TrainError(f"phase 2 starts from a trained model: pass --init-from CKPT or run phase 1 into {out} "
-                         f"first ({phase1_best} is missing)")
+        raise TrainError(
+            f"phase 2 starts from a trained model: pass --init-from CKPT or run phase 1 into {out} "
+            f"first ({phase1_best} is missing)"
+        )
     return phase1_best
 
 
@@ -79,8 +84,13 @@ def _train(cfg: TrainCfg, env: DistEnv) -> dict:
     env.barrier()
     if not env.is_main:
         splits = load_splits(cfg)
-    log.info("data: %d train, %d val, %d test images, %d classes", len(splits.train), len(splits.val),
-             len(splits.test), len(splits.class_names))
+    log.info(
+        "data: %d train, %d val, %d test images, %d classes",
+        len(splits.train),
+        len(splits.val),
+        len(splits.test),
+        len(splits.class_names),
+    )
     teacher = load_teacher(cfg, splits.class_names, env.device) if uses_distillation(cfg) else None
     results = []
     for number in phases:

@@ -5,6 +5,7 @@ when a teacher is used (else 0) and ``beta = reg_weight`` for binary models once
 (else 0). This single formula gives the thesis' binary runs (0.2 CE + 0.8 L_dis, then 0.1 / 0.8 / 0.1), its FP runs
 (0.2 CE + 0.8 L_dis) and, without a teacher, plain CE (binary: 0.9 CE + 0.1 L_re in the final 10%).
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,8 +20,16 @@ from torch.nn import functional as F
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import TrainCfg, TrainError
 
-__all__ = ["is_bhvit", "default_img_size", "student_spec", "uses_distillation", "Teacher", "load_teacher",
-           "LossWeights", "TrainLoss"]
+__all__ = [
+    "is_bhvit",
+    "default_img_size",
+    "student_spec",
+    "uses_distillation",
+    "Teacher",
+    "load_teacher",
+    "LossWeights",
+    "TrainLoss",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +61,17 @@ def student_spec(cfg: TrainCfg, num_classes: int, precision: str) -> dict:
         from bhvit.models import ConfigError, resolve_config
 
         try:
-            model_cfg = resolve_config(cfg.model, width=cfg.width, hidden_width=cfg.hidden_width,
-                                       intermediate_width=cfg.intermediate_width,
-                                       fp_downsample=cfg.fp_downsample or None, precision=precision,
-                                       img_size=cfg.img_size, num_classes=num_classes, drop_path_rate=cfg.drop_path)
+            model_cfg = resolve_config(
+                cfg.model,
+                width=cfg.width,
+                hidden_width=cfg.hidden_width,
+                intermediate_width=cfg.intermediate_width,
+                fp_downsample=cfg.fp_downsample or None,
+                precision=precision,
+                img_size=cfg.img_size,
+                num_classes=num_classes,
+                drop_path_rate=cfg.drop_path,
+            )
         except ConfigError as e:
             raise TrainError(str(e)) from None
         return {"family": "bhvit", "model": cfg.model, "config": model_cfg.to_dict()}
@@ -77,7 +93,7 @@ class Teacher(nn.Module):
         super().__init__()
         self.model, self.input_size = model.eval().requires_grad_(False), input_size
 
-    def train(self, mode: bool = True) -> "Teacher":
+    def train(self, mode: bool = True) -> Teacher:
         return self  # always eval: BN statistics and dropout of the teacher stay fixed
 
     @torch.no_grad()
@@ -90,9 +106,11 @@ class Teacher(nn.Module):
 def load_teacher(cfg: TrainCfg, class_names: list[str], device: torch.device) -> Teacher:
     """The frozen teacher from ``--teacher-checkpoint``, checked against ``--teacher`` and the class names."""
     if cfg.teacher_checkpoint is None:
-        raise TrainError(f"distillation needs --teacher-checkpoint: train the teacher first with "
-                         f"`bhvit-train --model {cfg.teacher} --dataset {cfg.dataset} --data-dir {cfg.data_dir} "
-                         f"--out runs/teacher` (then pass runs/teacher/phase1/best.safetensors), or use --no-distill")
+        raise TrainError(
+            f"distillation needs --teacher-checkpoint: train the teacher first with "
+            f"`bhvit-train --model {cfg.teacher} --dataset {cfg.dataset} --data-dir {cfg.data_dir} "
+            f"--out runs/teacher` (then pass runs/teacher/phase1/best.safetensors), or use --no-distill"
+        )
     try:
         teacher, meta = load_checkpoint(Path(cfg.teacher_checkpoint), device)
     except CheckpointError as e:
@@ -100,8 +118,10 @@ def load_teacher(cfg: TrainCfg, class_names: list[str], device: torch.device) ->
     if meta["model"] != cfg.teacher:
         raise TrainError(f"--teacher-checkpoint holds {meta['model']}, but --teacher is {cfg.teacher}")
     if meta["class_names"] != class_names:
-        raise TrainError(f"--teacher-checkpoint was trained on other classes ({len(meta['class_names'])}) than "
-                         f"this dataset ({len(class_names)}); fine-tune the teacher on the same data")
+        raise TrainError(
+            f"--teacher-checkpoint was trained on other classes ({len(meta['class_names'])}) than "
+            f"this dataset ({len(class_names)}); fine-tune the teacher on the same data"
+        )
     log.info("teacher %s from %s (val top-1 %s)", meta["model"], cfg.teacher_checkpoint, meta.get("val_top1"))
     return Teacher(teacher, meta["preprocess"]["input_size"][-1])
 
@@ -126,8 +146,9 @@ class TrainLoss(nn.Module):
         beta = self.cfg.reg_weight if self.binary and epoch >= self.cfg.reg_start * self.cfg.epochs else 0.0
         return LossWeights(1.0 - lam - beta, lam, beta)
 
-    def forward(self, model: nn.Module, logits: torch.Tensor, images: torch.Tensor, targets: torch.Tensor,
-                epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, model: nn.Module, logits: torch.Tensor, images: torch.Tensor, targets: torch.Tensor, epoch: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``targets`` are Mixup's soft targets; the teacher sees the same (mixed) ``images``.
 
         Returns the loss and its unweighted parts (detached, still on the device: no host sync).

@@ -1,7 +1,8 @@
 """Scheduled PrimFuncs for every binary kernel: TE compute + the target's schedule."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from tvm import te, tirx
 from tvm.target import Target
@@ -11,8 +12,7 @@ from .compute._common import placeholder
 from .params import AttentionParams, Conv2dParams, DenseParams
 from .schedule import schedule_for
 
-__all__ = ["pack_rows", "pack_channels", "pack_tokens", "pack_levels", "dense", "dense_pack_pool", "conv2d", "qk",
-           "av"]
+__all__ = ["pack_rows", "pack_channels", "pack_tokens", "pack_levels", "dense", "dense_pack_pool", "conv2d", "qk", "av"]
 
 
 def _scheduled(tensors: Sequence[te.Tensor], target: Target) -> tirx.PrimFunc:
@@ -30,8 +30,9 @@ def pack_rows(shape: Sequence[int], with_threshold: bool, target: Target) -> tir
     return _scheduled([x, *([th] if th is not None else []), bitpack.pack_rows(x, th)], target)
 
 
-def pack_channels(shape: Sequence[int], with_threshold: bool, groups: int, layout: str,
-                  target: Target) -> tirx.PrimFunc:
+def pack_channels(
+    shape: Sequence[int], with_threshold: bool, groups: int, layout: str, target: Target
+) -> tirx.PrimFunc:
     """NCHW/NHWC float32 [, threshold (C,)] -> per-group channel words."""
     x = _float_input(shape)
     th = _float_input((shape[1 if layout == "NCHW" else 3],), "threshold") if with_threshold else None
@@ -48,14 +49,22 @@ def pack_levels(p: AttentionParams, target: Target) -> tirx.PrimFunc:
     return _scheduled([levels, battention.pack_levels(levels)], target)
 
 
-def dense(p: DenseParams, with_bias: bool, target: Target, residual_width: int | None = None,
-          with_act: bool = False) -> tirx.PrimFunc:
+def dense(
+    p: DenseParams, with_bias: bool, target: Target, residual_width: int | None = None, with_act: bool = False
+) -> tirx.PrimFunc:
     """Packed (M, Kw), weights, scale [, bias] [, residual (M, R)] [, act (3, N)] -> (M, N) float32."""
     return _scheduled(bdense.bdense(p, with_bias, residual_width, with_act), target)
 
 
-def dense_pack_pool(p: DenseParams, ratio: int, with_bias: bool, target: Target, residual_width: int | None = None,
-                    with_act: bool = False, with_threshold: bool = False) -> tirx.PrimFunc:
+def dense_pack_pool(
+    p: DenseParams,
+    ratio: int,
+    with_bias: bool,
+    target: Target,
+    residual_width: int | None = None,
+    with_act: bool = False,
+    with_threshold: bool = False,
+) -> tirx.PrimFunc:
     """As :func:`dense` [, threshold (N,)] -> sign words (M, N/64) uint64 and group means (M, N/ratio) float32."""
     return _scheduled(bdense.bdense_pack_pool(p, ratio, with_bias, residual_width, with_act, with_threshold), target)
 

@@ -1,4 +1,5 @@
 """Compile-time (numpy) packing of ±1 weights into the kernels' word layouts."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -54,8 +55,8 @@ def conv_border(p: Conv2dParams, weight_signs: np.ndarray, layout: str = "NCHW")
     padding for outputs of row class r in column x (see ``compute.bconv2d``).
     """
     (row_class, row_ok), (col_class, col_ok) = (p.border_classes(axis) for axis in (0, 1))
-    padded = ~(np.array(row_ok)[:, None, :, None] & np.array(col_ok)[None, :, None, :])   # (RC, CC, KH, KW)
-    tap_sums = np.asarray(weight_signs, dtype=np.int64).sum(axis=1)                      # (O, KH, KW)
+    padded = ~(np.array(row_ok)[:, None, :, None] & np.array(col_ok)[None, :, None, :])  # (RC, CC, KH, KW)
+    tap_sums = np.asarray(weight_signs, dtype=np.int64).sum(axis=1)  # (O, KH, KW)
     border = np.einsum("rcij,oij->rco", padded.astype(np.int64), tap_sums)[:, col_class]  # (RC, Wo, O)
     border = border.reshape(*border.shape[:2], p.groups, p.out_per_group)
     if layout == "NCHW":

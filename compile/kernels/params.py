@@ -3,6 +3,7 @@
 Every binary op packs its reduction axis into 64-bit words (:data:`WORD_BITS`). Bits past the end
 of the axis are 0 on both operands, so they XOR to 0 and add nothing to a popcount.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -94,16 +95,21 @@ class Conv2dParams:
         """
         n_out = (self.out_height, self.out_width)[axis]
         patterns: dict[tuple[bool, ...], int] = {}
-        index = [patterns.setdefault(tuple(self.tap_in_bounds(o, t, axis) for t in range(self.kernel[axis])),
-                                     len(patterns)) for o in range(n_out)]
+        index = [
+            patterns.setdefault(tuple(self.tap_in_bounds(o, t, axis) for t in range(self.kernel[axis])), len(patterns))
+            for o in range(n_out)
+        ]
         return index, list(patterns)
 
     @property
     def reads_padding(self) -> bool:
         """Whether any output reads a padded tap (then the conv pads its input and corrects the border)."""
-        return any(not self.tap_in_bounds(o, t, a)
-                   for a, (n_out, n_tap) in enumerate(((self.out_height, self.kernel[0]), (self.out_width, self.kernel[1])))
-                   for o in (0, n_out - 1) for t in range(n_tap))
+        return any(
+            not self.tap_in_bounds(o, t, a)
+            for a, (n_out, n_tap) in enumerate(((self.out_height, self.kernel[0]), (self.out_width, self.kernel[1])))
+            for o in (0, n_out - 1)
+            for t in range(n_tap)
+        )
 
 
 @dataclass(frozen=True)

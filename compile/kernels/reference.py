@@ -4,6 +4,7 @@
 products of ±1 (or {0, 1}) values; ``scale``/``bias`` are then applied in float32, exactly as
 ``F.linear(sign(x), w) * scale + bias`` and ``F.conv2d(sign(x), w, padding=...)`` compute them.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,19 @@ import numpy as np
 from .packing import pack_bits
 from .params import Conv2dParams
 
-__all__ = ["sign", "pack_rows", "pack_channels", "pack_tokens", "pack_levels",
-           "rprelu", "dense", "dense_pack_pool", "conv2d", "qk", "av"]
+__all__ = [
+    "sign",
+    "pack_rows",
+    "pack_channels",
+    "pack_tokens",
+    "pack_levels",
+    "rprelu",
+    "dense",
+    "dense_pack_pool",
+    "conv2d",
+    "qk",
+    "av",
+]
 
 LEVELS = 3
 
@@ -40,7 +52,7 @@ def pack_channels(x: np.ndarray, threshold: np.ndarray | None, groups: int, layo
     c_axis = 1 if layout == "NCHW" else 3
     bits = _shifted(x, threshold, c_axis) >= 0
     shape = list(bits.shape)
-    shape[c_axis:c_axis + 1] = [groups, shape[c_axis] // groups]
+    shape[c_axis : c_axis + 1] = [groups, shape[c_axis] // groups]
     return pack_bits(bits.reshape(shape), axis=c_axis + 1)
 
 
@@ -65,9 +77,15 @@ def rprelu(y: np.ndarray, act: np.ndarray) -> np.ndarray:
     return np.where(y >= 0, y, y * slope) + shift_out
 
 
-def dense(x: np.ndarray, weight_signs: np.ndarray, threshold: np.ndarray | None,
-          scale: np.ndarray, bias: np.ndarray | None, residual: np.ndarray | None = None,
-          act: np.ndarray | None = None) -> np.ndarray:
+def dense(
+    x: np.ndarray,
+    weight_signs: np.ndarray,
+    threshold: np.ndarray | None,
+    scale: np.ndarray,
+    bias: np.ndarray | None,
+    residual: np.ndarray | None = None,
+    act: np.ndarray | None = None,
+) -> np.ndarray:
     """(..., K) float32 -> (..., N): rprelu((sign(x + threshold) @ weight_signs.T) * scale + bias + tile(residual)),
     ``tile`` repeating the (..., R) residual N / R times along the last axis."""
     dot = sign(x, threshold) @ np.asarray(weight_signs, np.int64).T
@@ -78,16 +96,31 @@ def dense(x: np.ndarray, weight_signs: np.ndarray, threshold: np.ndarray | None,
     return y if act is None else rprelu(y, act)
 
 
-def dense_pack_pool(x: np.ndarray, weight_signs: np.ndarray, threshold: np.ndarray | None, scale: np.ndarray,
-                    bias: np.ndarray | None, residual: np.ndarray | None, act: np.ndarray | None,
-                    next_threshold: np.ndarray | None, ratio: int) -> tuple[np.ndarray, np.ndarray]:
+def dense_pack_pool(
+    x: np.ndarray,
+    weight_signs: np.ndarray,
+    threshold: np.ndarray | None,
+    scale: np.ndarray,
+    bias: np.ndarray | None,
+    residual: np.ndarray | None,
+    act: np.ndarray | None,
+    next_threshold: np.ndarray | None,
+    ratio: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """``y = dense(...)`` -> (``pack_rows(y, next_threshold)``, ``y`` averaged over groups of ``ratio`` channels)."""
     y = dense(x, weight_signs, threshold, scale, bias, residual, act)
     return pack_rows(y, next_threshold), y.reshape(*y.shape[:-1], -1, ratio).mean(-1, dtype=np.float32)
 
 
-def conv2d(x: np.ndarray, weight_signs: np.ndarray, threshold: np.ndarray | None, scale: np.ndarray,
-           bias: np.ndarray | None, p: Conv2dParams, layout: str = "NCHW") -> np.ndarray:
+def conv2d(
+    x: np.ndarray,
+    weight_signs: np.ndarray,
+    threshold: np.ndarray | None,
+    scale: np.ndarray,
+    bias: np.ndarray | None,
+    p: Conv2dParams,
+    layout: str = "NCHW",
+) -> np.ndarray:
     """conv2d(sign(x + threshold), weight_signs) with zero padding after the sign, * scale + bias."""
     if layout == "NHWC":
         x = np.moveaxis(x, 3, 1)
@@ -99,7 +132,7 @@ def conv2d(x: np.ndarray, weight_signs: np.ndarray, threshold: np.ndarray | None
     dot = np.zeros((p.batch, g, p.out_per_group, ho, wo), np.int64)
     for i in range(p.kernel[0]):
         for j in range(p.kernel[1]):
-            patch = s[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw]
+            patch = s[:, :, i * dh : i * dh + sh * (ho - 1) + 1 : sh, j * dw : j * dw + sw * (wo - 1) + 1 : sw]
             patch = patch.reshape(p.batch, g, p.in_per_group, ho, wo)
             dot += np.einsum("bgchw,goc->bgohw", patch, w[..., i, j])
     y = _affine(dot.reshape(p.batch, p.out_channels, ho, wo), scale, bias, (1, -1, 1, 1))

@@ -7,10 +7,12 @@ scheduled for ``target`` and marked opaque, and returns the float32 result expre
 are packed here, once, to 1 bit per weight constants. :func:`emit_binary_mlp` chains two dense products, the
 first one writing the second one's packed input (and the pooled shortcut) directly.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from math import prod
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from tvm import relax, tirx
@@ -19,8 +21,14 @@ from tvm.target import Target
 from . import funcs, packing
 from .params import WORD_BITS, AttentionParams, Conv2dParams, DenseParams, words
 
-__all__ = ["DenseWeights", "emit_binary_dense", "emit_binary_mlp", "emit_binary_conv2d", "emit_binary_qk",
-           "emit_binary_av"]
+__all__ = [
+    "DenseWeights",
+    "emit_binary_dense",
+    "emit_binary_mlp",
+    "emit_binary_conv2d",
+    "emit_binary_qk",
+    "emit_binary_av",
+]
 
 IntPair = int | Sequence[int]
 
@@ -46,14 +54,16 @@ def _tensor(shape: Sequence[int], dtype: str) -> relax.TensorType:
     return relax.TensorType([int(s) for s in shape], dtype)
 
 
-def _call(bb: relax.BlockBuilder, func: tirx.PrimFunc, name: str, args: list, shape: Sequence[int],
-          dtype: str) -> relax.Expr:
+def _call(
+    bb: relax.BlockBuilder, func: tirx.PrimFunc, name: str, args: list, shape: Sequence[int], dtype: str
+) -> relax.Expr:
     """Emit a ``call_tir`` to ``func`` with one output."""
     return bb.emit(relax.call_tir(_add(bb, func, name), args, out_ty=_tensor(shape, dtype)))
 
 
-def _call_outputs(bb: relax.BlockBuilder, func: tirx.PrimFunc, name: str, args: list,
-                  outs: Sequence[tuple[Sequence[int], str]]) -> list[relax.Expr]:
+def _call_outputs(
+    bb: relax.BlockBuilder, func: tirx.PrimFunc, name: str, args: list, outs: Sequence[tuple[Sequence[int], str]]
+) -> list[relax.Expr]:
     """Emit a ``call_tir`` to ``func`` with several outputs; returns one expression per output."""
     call = bb.emit(relax.call_tir(_add(bb, func, name), args, out_ty=[_tensor(*out) for out in outs]))
     return [bb.emit(relax.TupleGetItem(call, i)) for i in range(len(outs))]
@@ -83,9 +93,18 @@ class DenseWeights(NamedTuple):
     act: np.ndarray | None = None
 
 
-def emit_binary_dense(bb: relax.BlockBuilder, x: relax.Expr, *, weight_signs: np.ndarray,
-                      threshold: np.ndarray | None, scale: np.ndarray, bias: np.ndarray | None,
-                      target, residual: relax.Expr | None = None, act: np.ndarray | None = None) -> relax.Expr:
+def emit_binary_dense(
+    bb: relax.BlockBuilder,
+    x: relax.Expr,
+    *,
+    weight_signs: np.ndarray,
+    threshold: np.ndarray | None,
+    scale: np.ndarray,
+    bias: np.ndarray | None,
+    target,
+    residual: relax.Expr | None = None,
+    act: np.ndarray | None = None,
+) -> relax.Expr:
     """y[..., n] = rprelu((sum_k sign(x[..., k] + threshold[k]) * weight_signs[n, k]) * scale[n] + bias[n]
     + residual[..., n % R]).
 
@@ -100,8 +119,9 @@ def emit_binary_dense(bb: relax.BlockBuilder, x: relax.Expr, *, weight_signs: np
     return _unrows(bb, _dense_packed(bb, xp, p, fc, _residual_rows(bb, residual, lead, p.m), target), lead)
 
 
-def emit_binary_mlp(bb: relax.BlockBuilder, z: relax.Expr, *, fc1: DenseWeights, fc2: DenseWeights, ratio: int,
-                    target) -> relax.Expr:
+def emit_binary_mlp(
+    bb: relax.BlockBuilder, z: relax.Expr, *, fc1: DenseWeights, fc2: DenseWeights, ratio: int, target
+) -> relax.Expr:
     """The binary MLP ``fc2(h, residual=pool(h))`` with ``h = fc1(z, residual=z)`` (each with its ``act``) and
     ``pool`` the mean over groups of ``ratio`` channels.
 
@@ -118,12 +138,15 @@ def emit_binary_mlp(bb: relax.BlockBuilder, z: relax.Expr, *, fc1: DenseWeights,
     p = DenseParams(prod(lead), k, n)
     zr = _rows(bb, z, p.m)
     args = [_pack_dense_input(bb, zr, p, fc1.threshold, target), *_dense_constants(fc1, zr), *_opt(fc2.threshold)]
-    name = (f"bdense_pack_pool_{p.m}x{k}x{n}_p{ratio}{_suffix(fc2.threshold, fc1.bias)}"
-            + ("_a" if fc1.act is not None else ""))
-    func = funcs.dense_pack_pool(p, ratio, fc1.bias is not None, target, k, fc1.act is not None,
-                                 fc2.threshold is not None)
-    packed, pooled = _call_outputs(bb, func, name, args, [((p.m, n // WORD_BITS), "uint64"),
-                                                           ((p.m, n // ratio), "float32")])
+    name = f"bdense_pack_pool_{p.m}x{k}x{n}_p{ratio}{_suffix(fc2.threshold, fc1.bias)}" + (
+        "_a" if fc1.act is not None else ""
+    )
+    func = funcs.dense_pack_pool(
+        p, ratio, fc1.bias is not None, target, k, fc1.act is not None, fc2.threshold is not None
+    )
+    packed, pooled = _call_outputs(
+        bb, func, name, args, [((p.m, n // WORD_BITS), "uint64"), ((p.m, n // ratio), "float32")]
+    )
     p2 = DenseParams(p.m, n, int(fc2.weight_signs.shape[0]))
     return _unrows(bb, _dense_packed(bb, packed, p2, fc2, pooled, target), lead)
 
@@ -141,26 +164,46 @@ def _unrows(bb: relax.BlockBuilder, y: relax.Expr, lead: list[int]) -> relax.Exp
     return bb.emit(relax.op.reshape(y, (*lead, _shape(y)[-1]))) if len(lead) != 1 else y
 
 
-def _pack_dense_input(bb: relax.BlockBuilder, x: relax.Expr, p: DenseParams, threshold: np.ndarray | None,
-                      target: Target) -> relax.Expr:
+def _pack_dense_input(
+    bb: relax.BlockBuilder, x: relax.Expr, p: DenseParams, threshold: np.ndarray | None, target: Target
+) -> relax.Expr:
     """``x`` (..., K) -> its (M, Kw) sign words."""
-    return _call(bb, funcs.pack_rows((p.m, p.k), threshold is not None, target),
-                 f"bpack_rows_{p.m}x{p.k}{_suffix(threshold, None)}", [_rows(bb, x, p.m), *_opt(threshold)],
-                 (p.m, p.k_words), "uint64")
+    return _call(
+        bb,
+        funcs.pack_rows((p.m, p.k), threshold is not None, target),
+        f"bpack_rows_{p.m}x{p.k}{_suffix(threshold, None)}",
+        [_rows(bb, x, p.m), *_opt(threshold)],
+        (p.m, p.k_words),
+        "uint64",
+    )
 
 
 def _dense_constants(fc: DenseWeights, residual: relax.Expr | None) -> list:
     """The dense kernel's arguments after the packed input: weights, scale [, bias] [, residual] [, act]."""
-    return [_const(packing.dense_weight(fc.weight_signs), "uint64"), _const(fc.scale, "float32"), *_opt(fc.bias),
-            *([] if residual is None else [residual]), *_opt(fc.act)]
+    return [
+        _const(packing.dense_weight(fc.weight_signs), "uint64"),
+        _const(fc.scale, "float32"),
+        *_opt(fc.bias),
+        *([] if residual is None else [residual]),
+        *_opt(fc.act),
+    ]
 
 
-def _dense_packed(bb: relax.BlockBuilder, xp: relax.Expr, p: DenseParams, fc: DenseWeights,
-                  residual: relax.Expr | None, target: Target) -> relax.Expr:
+def _dense_packed(
+    bb: relax.BlockBuilder,
+    xp: relax.Expr,
+    p: DenseParams,
+    fc: DenseWeights,
+    residual: relax.Expr | None,
+    target: Target,
+) -> relax.Expr:
     """The dense kernel on packed (M, Kw) input, ``residual`` (M, R) or None; returns float32 (M, N)."""
     r = None if residual is None else _shape(residual)[-1]
-    name = (f"bdense_{p.m}x{p.k}x{p.n}{_suffix(None, fc.bias)}" + (f"_r{r}" if r else "")
-            + ("_a" if fc.act is not None else ""))
+    name = (
+        f"bdense_{p.m}x{p.k}x{p.n}{_suffix(None, fc.bias)}"
+        + (f"_r{r}" if r else "")
+        + ("_a" if fc.act is not None else "")
+    )
     func = funcs.dense(p, fc.bias is not None, target, r, fc.act is not None)
     return _call(bb, func, name, [xp, *_dense_constants(fc, residual)], (p.m, p.n), "float32")
 
@@ -169,10 +212,21 @@ def _pair(v: IntPair) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, (int, np.integer)) else (int(v[0]), int(v[1]))
 
 
-def emit_binary_conv2d(bb: relax.BlockBuilder, x: relax.Expr, *, weight_signs: np.ndarray,
-                       threshold: np.ndarray | None, scale: np.ndarray, bias: np.ndarray | None,
-                       stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1,
-                       layout: str = "NCHW", target) -> relax.Expr:
+def emit_binary_conv2d(
+    bb: relax.BlockBuilder,
+    x: relax.Expr,
+    *,
+    weight_signs: np.ndarray,
+    threshold: np.ndarray | None,
+    scale: np.ndarray,
+    bias: np.ndarray | None,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    layout: str = "NCHW",
+    target,
+) -> relax.Expr:
     """conv2d(sign(x + threshold), weight_signs) * scale[o] + bias[o], zero padding after the sign.
 
     ``x`` float32 NCHW (or NHWC); ``weight_signs`` (O, I/groups, KH, KW) of ±1; the output has
@@ -182,21 +236,42 @@ def emit_binary_conv2d(bb: relax.BlockBuilder, x: relax.Expr, *, weight_signs: n
     shape = _shape(x)
     b, c, h, w = shape if layout == "NCHW" else (shape[0], shape[3], shape[1], shape[2])
     o = int(weight_signs.shape[0])
-    p = Conv2dParams(b, c, o, h, w, tuple(int(s) for s in weight_signs.shape[2:]), _pair(stride), _pair(padding),
-                     _pair(dilation), groups)
+    p = Conv2dParams(
+        b,
+        c,
+        o,
+        h,
+        w,
+        tuple(int(s) for s in weight_signs.shape[2:]),
+        _pair(stride),
+        _pair(padding),
+        _pair(dilation),
+        groups,
+    )
     g, og = groups, p.out_per_group
     in_shape = (b, g, p.group_words, h, w) if layout == "NCHW" else (b, h, w, g, p.group_words)
-    xp = _call(bb, funcs.pack_channels(shape, threshold is not None, g, layout, target),
-               f"bpack_{layout.lower()}_{'x'.join(map(str, shape))}_g{g}{_suffix(threshold, None)}",
-               [x, *_opt(threshold)], in_shape, "uint64")
-    args = [xp, _const(packing.conv_weight(weight_signs, g), "uint64"), _const(np.reshape(scale, (g, og)), "float32"),
-            *_opt(None if bias is None else np.reshape(bias, (g, og)))]
+    xp = _call(
+        bb,
+        funcs.pack_channels(shape, threshold is not None, g, layout, target),
+        f"bpack_{layout.lower()}_{'x'.join(map(str, shape))}_g{g}{_suffix(threshold, None)}",
+        [x, *_opt(threshold)],
+        in_shape,
+        "uint64",
+    )
+    args = [
+        xp,
+        _const(packing.conv_weight(weight_signs, g), "uint64"),
+        _const(np.reshape(scale, (g, og)), "float32"),
+        *_opt(None if bias is None else np.reshape(bias, (g, og))),
+    ]
     if p.reads_padding:
         args += [_const(t, t.dtype.name) for t in packing.conv_border(p, weight_signs, layout)]
     ho, wo = p.out_height, p.out_width
     out5 = (b, g, og, ho, wo) if layout == "NCHW" else (b, ho, wo, g, og)
-    name = (f"bconv2d_{layout.lower()}_{b}x{c}x{h}x{w}_o{o}_k{p.kernel[0]}x{p.kernel[1]}_s{p.stride[0]}x{p.stride[1]}"
-            f"_p{p.padding[0]}x{p.padding[1]}_d{p.dilation[0]}x{p.dilation[1]}_g{g}{_suffix(None, bias)}")
+    name = (
+        f"bconv2d_{layout.lower()}_{b}x{c}x{h}x{w}_o{o}_k{p.kernel[0]}x{p.kernel[1]}_s{p.stride[0]}x{p.stride[1]}"
+        f"_p{p.padding[0]}x{p.padding[1]}_d{p.dilation[0]}x{p.dilation[1]}_g{g}{_suffix(None, bias)}"
+    )
     y = _call(bb, funcs.conv2d(p, layout, bias is not None, target), name, args, out5, "float32")
     return bb.emit(relax.op.reshape(y, (b, o, ho, wo) if layout == "NCHW" else (b, ho, wo, o)))
 
@@ -223,8 +298,15 @@ def emit_binary_av(bb: relax.BlockBuilder, levels: relax.Expr, v: relax.Expr, *,
     target = _target(target)
     p = _attention_params(_shape(v))
     key = "x".join(map(str, _shape(v)))
-    masks = _call(bb, funcs.pack_levels(p, target), f"bpack_levels_{key}", [levels],
-                  (p.batch, p.heads, p.tokens, 3, words(p.tokens)), "uint64")
-    vp = _call(bb, funcs.pack_tokens(p, target), f"bpack_tokens_{key}", [v],
-               (p.batch, p.heads, p.token_words, p.dim), "uint64")
+    masks = _call(
+        bb,
+        funcs.pack_levels(p, target),
+        f"bpack_levels_{key}",
+        [levels],
+        (p.batch, p.heads, p.tokens, 3, words(p.tokens)),
+        "uint64",
+    )
+    vp = _call(
+        bb, funcs.pack_tokens(p, target), f"bpack_tokens_{key}", [v], (p.batch, p.heads, p.token_words, p.dim), "uint64"
+    )
     return _call(bb, funcs.av(p, target), f"bav_{key}", [masks, vp], _shape(v), "float32")

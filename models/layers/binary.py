@@ -1,4 +1,5 @@
 """Linear and conv layers whose precision is a constructor argument (Larq style)."""
+
 from __future__ import annotations
 
 import torch
@@ -45,8 +46,16 @@ class QuantLayer:
 class BinaryLinear(nn.Linear, QuantLayer):
     """``nn.Linear`` with a precision; binary: ``F.linear(sign(x), alpha*sign(W - rowmean W))``. No bias by default."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = False, precision: str = "binary",
-                 recu: bool = False, device=None, dtype=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = False,
+        precision: str = "binary",
+        recu: bool = False,
+        device=None,
+        dtype=None,
+    ):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self._set_precision(precision, recu)
 
@@ -57,10 +66,32 @@ class BinaryLinear(nn.Linear, QuantLayer):
 class BinaryConv2d(nn.Conv2d, QuantLayer):
     """``nn.Conv2d`` with a precision. Zero padding is applied after the sign, so padded taps contribute 0."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = False, precision: str = "binary", device=None, dtype=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                         groups=groups, bias=bias, device=device, dtype=dtype)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = False,
+        precision: str = "binary",
+        device=None,
+        dtype=None,
+    ):
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+            device=device,
+            dtype=dtype,
+        )
         # The published conv quantiser never uses ReCU (spec 3.3), so convs always use the clamp STE.
         self._set_precision(precision, recu=False)
 

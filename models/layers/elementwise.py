@@ -2,6 +2,7 @@
 
 Each takes ``channel_dim``: ``-1`` for tokens ``(B, N, C)``, ``1`` for maps ``(B, C, H, W)``.
 """
+
 from __future__ import annotations
 
 import torch

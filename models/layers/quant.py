@@ -4,6 +4,7 @@ Sign convention: ``sign(0) = +1`` everywhere (activations and weights). That is 
 (bit set <=> value >= 0), so the PyTorch model and a compiled artifact agree exactly; PyTorch's ``torch.sign``
 would give 0 there.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,7 +22,10 @@ def sign_pm1(x: torch.Tensor) -> torch.Tensor:
 
 
 class ApproxSign(torch.autograd.Function):
-    """Bi-Real ApproxSign: forward ``sign_pm1(x)``; backward ``g*(2+2x)`` on [-1,0], ``g*(2-2x)`` on (0,1], 0 outside."""
+    """Bi-Real ApproxSign: forward ``sign_pm1(x)``.
+
+    Backward: ``g*(2+2x)`` on [-1,0], ``g*(2-2x)`` on (0,1], 0 outside.
+    """
 
     @staticmethod
     def forward(ctx, x):

@@ -1,4 +1,5 @@
 """Weight-free shift branches of BHViT (``--shift3`` / ``--shift5``), on maps ``(B, C, H, W)``. Rolls are circular."""
+
 from __future__ import annotations
 
 import torch
@@ -44,8 +45,15 @@ class ChannelGroupShift(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = x.chunk(4, dim=1)
         s = self.step
-        return torch.cat([circular_shift(g[0], s, 2), circular_shift(g[1], -s, 2),
-                          circular_shift(g[2], s, 3), circular_shift(g[3], -s, 3)], dim=1)
+        return torch.cat(
+            [
+                circular_shift(g[0], s, 2),
+                circular_shift(g[1], -s, 2),
+                circular_shift(g[2], s, 3),
+                circular_shift(g[3], -s, 3),
+            ],
+            dim=1,
+        )
 
 
 class ShiftBranches(nn.Module):

@@ -1,4 +1,5 @@
 """``bhvit-compile`` options and errors through Click's CliRunner: one line, non-zero exit, no artifact."""
+
 from __future__ import annotations
 
 import json
@@ -6,9 +7,8 @@ import shutil
 
 import click
 import pytest
-from click.testing import CliRunner
-
 from bhvit.compile.cli import main
+from click.testing import CliRunner
 
 
 def _run(*args):
@@ -33,10 +33,17 @@ def test_help_documents_every_option():
 def test_default_artifact_names_differ_for_different_models():
     from bhvit.compile.source import random_init
 
-    names = {random_init(m, **kw).name for m, kw in [("bhvit_tiny_w3", {}), ("bhvit_tiny_w3", {"width": 2.0}),
-                                                     ("test_bhvit", {}), ("test_bhvit", {"img_size": 32}),
-                                                     ("test_bhvit", {"num_classes": 3}),
-                                                     ("test_bhvit", {"precision": "fp32"})]}
+    names = {
+        random_init(m, **kw).name
+        for m, kw in [
+            ("bhvit_tiny_w3", {}),
+            ("bhvit_tiny_w3", {"width": 2.0}),
+            ("test_bhvit", {}),
+            ("test_bhvit", {"img_size": 32}),
+            ("test_bhvit", {"num_classes": 3}),
+            ("test_bhvit", {"precision": "fp32"}),
+        ]
+    }
     assert len(names) == 6 and "bhvit_tiny_w3.w1a1" in names
 
 
@@ -50,8 +57,18 @@ def test_needs_checkpoint_or_random_init():
 
 
 def test_random_init_options_with_a_checkpoint_are_a_usage_error(tmp_path):
-    result = _run(tmp_path / "m.safetensors", "--target", "host", "--width", "2", "--fp-downsample",
-                  "--precision", "binary", "-o", tmp_path / "a")
+    result = _run(
+        tmp_path / "m.safetensors",
+        "--target",
+        "host",
+        "--width",
+        "2",
+        "--fp-downsample",
+        "--precision",
+        "binary",
+        "-o",
+        tmp_path / "a",
+    )
     _assert_refused(result, "--precision, --width, --fp-downsample only apply to --random-init", code=2)
     assert "--model" not in result.output and "--seed" not in result.output  # defaults the user did not set
     assert not (tmp_path / "a").exists()
@@ -79,8 +96,10 @@ def test_non_bhvit_checkpoint(tmp_path):
 
 
 def test_bad_model_option(tmp_path):
-    _assert_refused(_run("--random-init", "--model", "test_bhvit", "--img-size", "50", "--target", "host",
-                         "-o", tmp_path / "a"), "img_size 50")
+    _assert_refused(
+        _run("--random-init", "--model", "test_bhvit", "--img-size", "50", "--target", "host", "-o", tmp_path / "a"),
+        "img_size 50",
+    )
     assert not (tmp_path / "a").exists()
 
 
@@ -101,8 +120,19 @@ def test_output_holding_another_artifact_is_refused_unless_overwrite(tmp_path):
     assert "verification passed" in first.output and f"Saved to {out}" in first.output
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["runtime"] == "onnxruntime" and meta["verification"]["passed"]
-    other = ("--random-init", "--model", "test_bhvit", "--precision", "fp32", "--target", "host", "--format", "onnx",
-             "-o", out)
+    other = (
+        "--random-init",
+        "--model",
+        "test_bhvit",
+        "--precision",
+        "fp32",
+        "--target",
+        "host",
+        "--format",
+        "onnx",
+        "-o",
+        out,
+    )
     _assert_refused(_run(*other), "holds a different artifact")
     assert json.loads((out / "metadata.json").read_text()) == meta  # untouched
     replaced = _run(*other, "--overwrite", "--no-verify")
@@ -113,8 +143,9 @@ def test_output_holding_another_artifact_is_refused_unless_overwrite(tmp_path):
 
 def test_output_that_is_not_an_artifact_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    _assert_refused(_run("--random-init", "--model", "test_bhvit", "--target", "host", "-o", tmp_path),
-                    "holds no bhvit artifact")
+    _assert_refused(
+        _run("--random-init", "--model", "test_bhvit", "--target", "host", "-o", tmp_path), "holds no bhvit artifact"
+    )
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
@@ -131,5 +162,6 @@ def test_default_output_and_latest_link(tmp_path, monkeypatch):
 
 def test_tune_trials_need_a_database_dir(tmp_path):
     _assert_refused(_run("--random-init", "--target", "host", "--tune-trials", "3"), "needs --tune-db", code=2)
-    _assert_refused(_run("--random-init", "--target", "host", "--tune-db", tmp_path / "none"), "not a directory",
-                    code=2)
+    _assert_refused(
+        _run("--random-init", "--target", "host", "--tune-db", tmp_path / "none"), "not a directory", code=2
+    )

@@ -1,8 +1,7 @@
 import json
 
-from click.testing import CliRunner
-
 from bhvit.models.cli import main
+from click.testing import CliRunner
 
 
 def test_cost_cli_prints_thesis_sweep_by_default():
@@ -37,8 +36,9 @@ def test_cost_cli_rejects_bad_image_size_with_usage_error():
 
 def test_cost_cli_search_marks_pareto_front_and_plots(tmp_path):
     png = tmp_path / "front.png"
-    result = CliRunner().invoke(main, ["--search", "--budget", "10:300", "--width", "1", "--width", "2",
-                                       "--plot", str(png)])
+    result = CliRunner().invoke(
+        main, ["--search", "--budget", "10:300", "--width", "1", "--width", "2", "--plot", str(png)]
+    )
     assert result.exit_code == 0, result.output
     assert "candidates fit" in result.output and " *" in result.output
     assert png.stat().st_size > 1000

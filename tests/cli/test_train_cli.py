@@ -1,4 +1,5 @@
 """bhvit-train options and error messages (CliRunner), plus the console-script and ``python -m`` entry points."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -6,11 +7,10 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
-
 from bhvit.train.cli import main
 from bhvit.train.config import TrainCfg
 from bhvit.train.data import write_synthetic_folder
+from click.testing import CliRunner
 
 
 @pytest.fixture(scope="module")
@@ -43,23 +43,57 @@ def test_train_cli_resume_needs_out():
 
 
 def test_train_cli_distillation_without_teacher_says_how_to_train_one(small_data, tmp_path):
-    out = _fail(["--model", "test_bhvit", "--dataset", "folder", "--data-dir", str(small_data),
-                 "--out", str(tmp_path / "r")])
+    out = _fail(
+        ["--model", "test_bhvit", "--dataset", "folder", "--data-dir", str(small_data), "--out", str(tmp_path / "r")]
+    )
     assert "--teacher-checkpoint" in out and "bhvit-train --model deit_tiny_patch16_224" in out
 
 
 def test_train_cli_corrupt_init_from_is_a_clear_error(small_data, tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00" * 64)
-    out = _fail(["--model", "test_bhvit", "--dataset", "folder", "--data-dir", str(small_data), "--no-distill",
-                 "--batch-size", "4", "--workers", "0", "--device", "cpu", "--init-from", str(bad),
-                 "--out", str(tmp_path / "r")])
+    out = _fail(
+        [
+            "--model",
+            "test_bhvit",
+            "--dataset",
+            "folder",
+            "--data-dir",
+            str(small_data),
+            "--no-distill",
+            "--batch-size",
+            "4",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--init-from",
+            str(bad),
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     assert "not a readable safetensors file" in out
 
 
 def test_train_cli_unknown_precision_suggests_a_preset(small_data, tmp_path):
-    out = _fail(["--model", "test_bhvit", "--dataset", "folder", "--data-dir", str(small_data), "--no-distill",
-                 "--precision", "binary_fpd", "--phase", "1", "--out", str(tmp_path / "r")])
+    out = _fail(
+        [
+            "--model",
+            "test_bhvit",
+            "--dataset",
+            "folder",
+            "--data-dir",
+            str(small_data),
+            "--no-distill",
+            "--precision",
+            "binary_fpd",
+            "--phase",
+            "1",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     assert "did you mean 'binary_fpds'" in out
 
 

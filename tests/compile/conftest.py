@@ -1,10 +1,10 @@
 """Session-cached compiles of the tiny ``test_bhvit`` model (each takes ~10-25 s on the 2-core CI machine)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
 
 
 class Compiled:
@@ -14,8 +14,14 @@ class Compiled:
         self.root = root
         self._cache: dict[tuple, tuple] = {}
 
-    def __call__(self, precision: str = "binary", fp_downsample: bool = False, target: str = "host",
-                 fmt: str = "tvm", verify: bool | None = None):
+    def __call__(
+        self,
+        precision: str = "binary",
+        fp_downsample: bool = False,
+        target: str = "host",
+        fmt: str = "tvm",
+        verify: bool | None = None,
+    ):
         key = (precision, fp_downsample, target, fmt, verify)
         if key not in self._cache:
             from bhvit.compile.compiler import CompileOptions, compile_model

@@ -1,4 +1,5 @@
 """End-to-end: random-init test_bhvit -> artifact -> run it as the device does, compare with PyTorch."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,6 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-
 from bhvit.device.artifact import file_sha256, load_artifact
 from bhvit.device.runtime import load_model
 
@@ -45,8 +45,22 @@ def test_every_binary_layer_lowers_to_a_bitpacked_kernel(compiled):
 def test_artifact_metadata_complete_and_checksums_right(compiled):
     source, out, meta = compiled("binary")
     data = json.loads((out / "metadata.json").read_text())
-    for key in ("format", "format_version", "runtime", "library", "target", "threads", "model", "class_names",
-                "preprocess", "cost", "files", "versions", "verification", "created"):
+    for key in (
+        "format",
+        "format_version",
+        "runtime",
+        "library",
+        "target",
+        "threads",
+        "model",
+        "class_names",
+        "preprocess",
+        "cost",
+        "files",
+        "versions",
+        "verification",
+        "created",
+    ):
         assert key in data, key
     assert data["format"] == "bhvit-artifact" and data["format_version"] == 2 and data["runtime"] == "tvm"
     assert data["target"]["arch"] == "x86_64" and data["target"]["tvm"]["kind"] == "llvm"
@@ -57,15 +71,18 @@ def test_artifact_metadata_complete_and_checksums_right(compiled):
     assert data["weights"]["file"] == "weights.bin"
     layout = data["weights"]["tensors"]
     assert layout and all(t["offset"] % 64 == 0 for t in layout)
-    assert (out / "weights.bin").stat().st_size == max(t["offset"] + np.dtype(t["dtype"]).itemsize
-                                                       * int(np.prod(t["shape"])) for t in layout)
+    assert (out / "weights.bin").stat().st_size == max(
+        t["offset"] + np.dtype(t["dtype"]).itemsize * int(np.prod(t["shape"])) for t in layout
+    )
     assert {"deployable_mib", "mops", "artifact_mib"} <= set(data["cost"])
     assert {"torch", "tvm", "bhvit"} <= set(data["versions"])
     assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.so", "weights.bin"]  # no temp files
 
 
-@pytest.mark.skipif(not __import__("shutil").which("aarch64-linux-gnu-gcc"),
-                    reason="needs aarch64-linux-gnu-gcc (apt-get install gcc-aarch64-linux-gnu)")
+@pytest.mark.skipif(
+    not __import__("shutil").which("aarch64-linux-gnu-gcc"),
+    reason="needs aarch64-linux-gnu-gcc (apt-get install gcc-aarch64-linux-gnu)",
+)
 def test_rpi5_cross_compile_gives_aarch64_elf_verified_by_host_twin(compiled):
     _, out, meta = compiled("binary", target="rpi5")
     head = (out / "model.so").read_bytes()[:20]

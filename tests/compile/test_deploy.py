@@ -1,16 +1,24 @@
 """The deploy form computes the model's function with BN/alpha/shift folded into the binary ops."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-
-from bhvit.compile.deploy import (FOLDS, DeployAttentionProducts, DeployConv2d, DeployDenseBranch, DeployLinear,
-                                  DeployMLP, PatchifyConv, to_deploy)
+from bhvit.compile.deploy import (
+    FOLDS,
+    DeployAttentionProducts,
+    DeployConv2d,
+    DeployDenseBranch,
+    DeployLinear,
+    DeployMLP,
+    PatchifyConv,
+    to_deploy,
+)
 from bhvit.compile.ops import EAGER
 from bhvit.models import build_model
 from bhvit.models.bhvit import BinaryMLP
 from bhvit.models.config import PrecisionCfg
+from torch import nn
 
 FP_FC2 = PrecisionCfg("binary", (("*.mlp.fc2", "fp32"),))  # fc1 binary, fc2 FP: the MLP keeps its FP glue
 
@@ -30,9 +38,16 @@ def _perturbed(**kw) -> nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("kw", [dict(precision="binary"), dict(precision="fp32"),
-                                dict(precision="binary", fp_downsample=True), dict(precision=FP_FC2)],
-                         ids=["binary", "fp32", "fpds", "fp-fc2"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(precision="binary"),
+        dict(precision="fp32"),
+        dict(precision="binary", fp_downsample=True),
+        dict(precision=FP_FC2),
+    ],
+    ids=["binary", "fp32", "fpds", "fp-fc2"],
+)
 @pytest.mark.parametrize("ops", ["custom", "eager"])
 def test_deploy_form_matches_model(kw, ops):
     model = _perturbed(**kw)
@@ -83,8 +98,7 @@ def test_mlp_with_an_fp_linear_keeps_its_fp_glue():
     deploy = to_deploy(model)
     assert not any(isinstance(m, DeployMLP) for m in deploy.modules())
     mlps = [m for m in deploy.modules() if isinstance(m, BinaryMLP)]
-    assert len(mlps) == 4 and all(isinstance(m.fc1, DeployLinear) and not isinstance(m.fc2, DeployLinear)
-                                  for m in mlps)
+    assert len(mlps) == 4 and all(isinstance(m.fc1, DeployLinear) and not isinstance(m.fc2, DeployLinear) for m in mlps)
     fused = [n for n in _binary_nodes(model) if len(n.args) > 5]
     assert len(fused) == 2 * 4 and all(n.meta["val"].shape == n.args[0].meta["val"].shape for n in fused)  # q/k/v/out
 

@@ -1,4 +1,5 @@
 """Binary kernels: every compute x schedule against the numpy oracles, codegen checks, Relax emitters."""
+
 from __future__ import annotations
 
 import functools
@@ -9,12 +10,12 @@ import numpy as np
 import pytest
 
 tvm = pytest.importorskip("tvm")
-from tvm import relax  # noqa: E402
-from tvm.target import Target, codegen  # noqa: E402
-
-from bhvit.compile.kernels import funcs, packing, reference as ref, relax_ops  # noqa: E402
+from bhvit.compile.kernels import funcs, packing, relax_ops  # noqa: E402
+from bhvit.compile.kernels import reference as ref  # noqa: E402
 from bhvit.compile.kernels.params import AttentionParams, Conv2dParams, DenseParams  # noqa: E402
 from bhvit.compile.kernels.schedule import select  # noqa: E402
+from tvm import relax  # noqa: E402
+from tvm.target import Target, codegen  # noqa: E402
 
 pytestmark = pytest.mark.tvm
 
@@ -69,7 +70,9 @@ def test_pack_channels_matches_reference(layout, channels, groups):
 
 
 @TARGETS
-@pytest.mark.parametrize("m,k,n,with_bias", [(21, 150, 24, True), (14, 64, 64, False), (49, 128, 40, True), (1, 300, 8, True)])
+@pytest.mark.parametrize(
+    "m,k,n,with_bias", [(21, 150, 24, True), (14, 64, 64, False), (49, 128, 40, True), (1, 300, 8, True)]
+)
 def test_dense_matches_reference(m, k, n, with_bias, target):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((m, k)).astype(np.float32)
@@ -78,19 +81,37 @@ def test_dense_matches_reference(m, k, n, with_bias, target):
     args = [ref.pack_rows(x, th), packing.dense_weight(w), scale, *([bias] if with_bias else [])]
     out = _run(funcs.dense(DenseParams(m, k, n), with_bias, target), args, (m, n), "float32", target)
     _close(out, ref.dense(x, w, th, scale, bias))
-    ones = _run(funcs.dense(DenseParams(m, k, n), False, target), args[:2] + [np.ones(n, np.float32)], (m, n), "float32", target)
+    ones = _run(
+        funcs.dense(DenseParams(m, k, n), False, target), args[:2] + [np.ones(n, np.float32)], (m, n), "float32", target
+    )
     np.testing.assert_array_equal(ones, ref.dense(x, w, th, np.ones(n), None))  # integers: exact
 
 
 @TARGETS
-@pytest.mark.parametrize("m,k,n,r,with_act", [(21, 150, 40, 20, True), (21, 150, 40, 40, True), (35, 100, 96, 32, True),
-                                              (35, 100, 96, 32, False), (9, 70, 24, None, True)])
+@pytest.mark.parametrize(
+    "m,k,n,r,with_act",
+    [
+        (21, 150, 40, 20, True),
+        (21, 150, 40, 40, True),
+        (35, 100, 96, 32, True),
+        (35, 100, 96, 32, False),
+        (9, 70, 24, None, True),
+    ],
+)
 def test_dense_residual_and_act_match_reference(m, k, n, r, with_act, target):
     rng = np.random.default_rng(6)
-    x, w, th = rng.standard_normal((m, k)).astype(np.float32), _signs(rng, n, k), rng.standard_normal(k).astype(np.float32)
+    x, w, th = (
+        rng.standard_normal((m, k)).astype(np.float32),
+        _signs(rng, n, k),
+        rng.standard_normal(k).astype(np.float32),
+    )
     scale, bias = rng.random(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
     residual = None if r is None else (rng.standard_normal((m, r)) * 8).astype(np.float32)
-    act = np.stack([rng.standard_normal(n), rng.random(n), rng.standard_normal(n)]).astype(np.float32) if with_act else None
+    act = (
+        np.stack([rng.standard_normal(n), rng.random(n), rng.standard_normal(n)]).astype(np.float32)
+        if with_act
+        else None
+    )
     args = [ref.pack_rows(x, th), packing.dense_weight(w), scale, bias, *(t for t in (residual, act) if t is not None)]
     out = _run(funcs.dense(DenseParams(m, k, n), True, target, r, with_act), args, (m, n), "float32", target)
     expected = ref.dense(x, w, th, scale, bias, residual, act)
@@ -99,11 +120,17 @@ def test_dense_residual_and_act_match_reference(m, k, n, r, with_act, target):
 
 
 @TARGETS
-@pytest.mark.parametrize("m,k,n,r,ratio,with_bias", [(21, 24, 192, 24, 8, True), (35, 100, 128, 32, 4, False),
-                                                     (49, 150, 192, 64, 8, True), (7, 30, 64, 16, 2, True)])
+@pytest.mark.parametrize(
+    "m,k,n,r,ratio,with_bias",
+    [(21, 24, 192, 24, 8, True), (35, 100, 128, 32, 4, False), (49, 150, 192, 64, 8, True), (7, 30, 64, 16, 2, True)],
+)
 def test_dense_pack_pool_matches_reference(m, k, n, r, ratio, with_bias, target):
     rng = np.random.default_rng(7)
-    x, w, th = rng.standard_normal((m, k)).astype(np.float32), _signs(rng, n, k), rng.standard_normal(k).astype(np.float32)
+    x, w, th = (
+        rng.standard_normal((m, k)).astype(np.float32),
+        _signs(rng, n, k),
+        rng.standard_normal(k).astype(np.float32),
+    )
     scale, next_th = rng.random(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
     bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
     residual = (rng.standard_normal((m, r)) * 8).astype(np.float32)
@@ -112,7 +139,15 @@ def test_dense_pack_pool_matches_reference(m, k, n, r, ratio, with_bias, target)
     lib = tvm.tirx.build(tvm.IRModule({"main": func}), target=target)
     dev = tvm.cpu()
     packed, pooled = tvm.runtime.empty((m, n // 64), "uint64", dev), tvm.runtime.empty((m, n // ratio), "float32", dev)
-    args = [ref.pack_rows(x, th), packing.dense_weight(w), scale, *([bias] if with_bias else []), residual, act, next_th]
+    args = [
+        ref.pack_rows(x, th),
+        packing.dense_weight(w),
+        scale,
+        *([bias] if with_bias else []),
+        residual,
+        act,
+        next_th,
+    ]
     lib["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in args], packed, pooled)
     expected_packed, expected_pooled = ref.dense_pack_pool(x, w, th, scale, bias, residual, act, next_th, ratio)
     np.testing.assert_array_equal(packed.numpy(), expected_packed)
@@ -123,31 +158,75 @@ def test_dense_pack_pool_keeps_its_float_output_in_a_stack_tile():
     """The (M, N) float output is compacted to one MR x 64 tile under TVM's stack-allocation limit."""
     passes = tvm.s_tir.transform
     func = funcs.dense_pack_pool(DenseParams(3136, 192, 1536), 8, True, ZNVER4, 192, True, True)
-    mod = tvm.transform.Sequential([passes.ConvertBlocksToOpaque(), passes.PlanAndUpdateBufferAllocationLocation(),
-                                    passes.CompactBufferAllocation()])(tvm.IRModule({"main": func}))
+    mod = tvm.transform.Sequential(
+        [
+            passes.ConvertBlocksToOpaque(),
+            passes.PlanAndUpdateBufferAllocationLocation(),
+            passes.CompactBufferAllocation(),
+        ]
+    )(tvm.IRModule({"main": func}))
     rows, cols = map(int, re.search(r"out = T\.sblock_alloc_buffer\(\((\d+), (\d+)\)\)", mod.script()).groups())
     assert cols == 64 and rows * cols * 4 < 1024
 
 
 def test_x86_dense_epilogue_loads_the_tiled_residual_as_vectors():
     """R = 64 is a multiple of the tile's NR x 8 lanes: n % R folds into the vector index (no per-lane loads)."""
-    ll = tvm.tirx.build(tvm.IRModule({"main": funcs.dense(DenseParams(28, 512, 128), True, ZNVER4, 64, True)}),
-                        target=ZNVER4).inspect_source("ll")
+    ll = tvm.tirx.build(
+        tvm.IRModule({"main": funcs.dense(DenseParams(28, 512, 128), True, ZNVER4, 64, True)}), target=ZNVER4
+    ).inspect_source("ll")
     assert "load <8 x float>" in ll and "load float," not in ll and "select <8 x i1>" in ll
 
 
 CONVS = {
-    "g4_d1_c64": dict(batch=2, in_channels=64, out_channels=64, height=7, width=7, kernel=(3, 3), padding=(1, 1), groups=4),
-    "g4_d3_c192": dict(batch=1, in_channels=192, out_channels=192, height=9, width=11, kernel=(3, 3), padding=(3, 3),
-                       dilation=(3, 3), groups=4),
-    "g4_d5_7x7": dict(batch=2, in_channels=64, out_channels=64, height=7, width=7, kernel=(3, 3), padding=(5, 5),
-                      dilation=(5, 5), groups=4),
+    "g4_d1_c64": dict(
+        batch=2, in_channels=64, out_channels=64, height=7, width=7, kernel=(3, 3), padding=(1, 1), groups=4
+    ),
+    "g4_d3_c192": dict(
+        batch=1,
+        in_channels=192,
+        out_channels=192,
+        height=9,
+        width=11,
+        kernel=(3, 3),
+        padding=(3, 3),
+        dilation=(3, 3),
+        groups=4,
+    ),
+    "g4_d5_7x7": dict(
+        batch=2,
+        in_channels=64,
+        out_channels=64,
+        height=7,
+        width=7,
+        kernel=(3, 3),
+        padding=(5, 5),
+        dilation=(5, 5),
+        groups=4,
+    ),
     "down_2x2_s2": dict(batch=2, in_channels=12, out_channels=8, height=8, width=10, kernel=(2, 2), stride=(2, 2)),
-    "rows_g4_d3_c192": dict(batch=1, in_channels=192, out_channels=192, height=5, width=16, kernel=(3, 3),
-                            padding=(3, 3), dilation=(3, 3), groups=4),  # NCHW: 16-wide rows are the vector axis
+    "rows_g4_d3_c192": dict(
+        batch=1,
+        in_channels=192,
+        out_channels=192,
+        height=5,
+        width=16,
+        kernel=(3, 3),
+        padding=(3, 3),
+        dilation=(3, 3),
+        groups=4,
+    ),  # NCHW: 16-wide rows are the vector axis
     "rows_down_c128": dict(batch=1, in_channels=128, out_channels=32, height=4, width=16, kernel=(2, 2), stride=(2, 2)),
-    "s2_p1_c100": dict(batch=1, in_channels=100, out_channels=24, height=9, width=8, kernel=(3, 3), stride=(2, 2),
-                       padding=(1, 1), groups=2),
+    "s2_p1_c100": dict(
+        batch=1,
+        in_channels=100,
+        out_channels=24,
+        height=9,
+        width=8,
+        kernel=(3, 3),
+        stride=(2, 2),
+        padding=(1, 1),
+        groups=2,
+    ),
 }
 
 
@@ -160,10 +239,18 @@ def test_conv2d_matches_reference(case, layout, target):
     x = rng.standard_normal((p.batch, p.in_channels, p.height, p.width)).astype(np.float32)
     if layout == "NHWC":
         x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    w, th = _signs(rng, p.out_channels, p.in_per_group, *p.kernel), rng.standard_normal(p.in_channels).astype(np.float32)
+    w, th = (
+        _signs(rng, p.out_channels, p.in_per_group, *p.kernel),
+        rng.standard_normal(p.in_channels).astype(np.float32),
+    )
     scale = np.ones(p.out_channels, np.float32)
-    xp = _run(funcs.pack_channels(x.shape, True, p.groups, layout, target), [x, th],
-              ref.pack_channels(x, th, p.groups, layout).shape, "uint64", target)
+    xp = _run(
+        funcs.pack_channels(x.shape, True, p.groups, layout, target),
+        [x, th],
+        ref.pack_channels(x, th, p.groups, layout).shape,
+        "uint64",
+        target,
+    )
     np.testing.assert_array_equal(xp, ref.pack_channels(x, th, p.groups, layout))
     args = [xp, packing.conv_weight(w, p.groups), scale.reshape(p.groups, -1)]
     if p.reads_padding:
@@ -221,7 +308,9 @@ def test_aarch64_build_emits_cnt_and_uadalp():
     assert "\tcnt\t" in asm and "uadalp" in asm
 
 
-@pytest.mark.skipif(not has_aarch64_cc(), reason="aarch64-linux-gnu-gcc not installed (apt-get install gcc-aarch64-linux-gnu)")
+@pytest.mark.skipif(
+    not has_aarch64_cc(), reason="aarch64-linux-gnu-gcc not installed (apt-get install gcc-aarch64-linux-gnu)"
+)
 def test_aarch64_cross_export_links(tmp_path):
     lib = tvm.tirx.build(tvm.IRModule({"main": funcs.dense(DenseParams(28, 512, 64), True, A76)}), target=A76)
     path = tmp_path / "bdense_a76.so"
@@ -232,11 +321,19 @@ def test_aarch64_cross_export_links(tmp_path):
 def test_relax_emitters_run_in_vm():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 5, 100)).astype(np.float32)
-    dw, dth, dscale, dbias = _signs(rng, 24, 100), rng.standard_normal(100).astype(np.float32), \
-        rng.random(24).astype(np.float32), rng.random(24).astype(np.float32)
+    dw, dth, dscale, dbias = (
+        _signs(rng, 24, 100),
+        rng.standard_normal(100).astype(np.float32),
+        rng.random(24).astype(np.float32),
+        rng.random(24).astype(np.float32),
+    )
     c = rng.standard_normal((2, 64, 7, 7)).astype(np.float32)
-    cw, cth, cscale, cbias = _signs(rng, 64, 16, 3, 3), rng.standard_normal(64).astype(np.float32), \
-        rng.random(64).astype(np.float32), rng.random(64).astype(np.float32)
+    cw, cth, cscale, cbias = (
+        _signs(rng, 64, 16, 3, 3),
+        rng.standard_normal(64).astype(np.float32),
+        rng.random(64).astype(np.float32),
+        rng.random(64).astype(np.float32),
+    )
     d = rng.standard_normal((1, 12, 8, 8)).astype(np.float32)
     dsw = _signs(rng, 24, 12, 2, 2)
     q, k = (rng.standard_normal((1, 2, 53, 64)).astype(np.float32) for _ in range(2))
@@ -248,16 +345,48 @@ def test_relax_emitters_run_in_vm():
     with bb.function("main", list(params.values())):
         with bb.dataflow():
             outs = [
-                relax_ops.emit_binary_dense(bb, params["x"], weight_signs=dw, threshold=dth, scale=dscale, bias=dbias,
-                                            target=HOST),
-                relax_ops.emit_binary_conv2d(bb, params["c"], weight_signs=cw, threshold=cth, scale=cscale, bias=cbias,
-                                             stride=1, padding=5, dilation=5, groups=4, target=HOST),
-                relax_ops.emit_binary_conv2d(bb, params["d"], weight_signs=dsw, threshold=None, scale=np.ones(24),
-                                             bias=None, stride=2, padding=0, dilation=1, groups=1, target=HOST),
+                relax_ops.emit_binary_dense(
+                    bb, params["x"], weight_signs=dw, threshold=dth, scale=dscale, bias=dbias, target=HOST
+                ),
+                relax_ops.emit_binary_conv2d(
+                    bb,
+                    params["c"],
+                    weight_signs=cw,
+                    threshold=cth,
+                    scale=cscale,
+                    bias=cbias,
+                    stride=1,
+                    padding=5,
+                    dilation=5,
+                    groups=4,
+                    target=HOST,
+                ),
+                relax_ops.emit_binary_conv2d(
+                    bb,
+                    params["d"],
+                    weight_signs=dsw,
+                    threshold=None,
+                    scale=np.ones(24),
+                    bias=None,
+                    stride=2,
+                    padding=0,
+                    dilation=1,
+                    groups=1,
+                    target=HOST,
+                ),
                 relax_ops.emit_binary_qk(bb, params["q"], params["k"], target=HOST),
                 relax_ops.emit_binary_av(bb, params["levels"], params["k"], target=HOST),
-                relax_ops.emit_binary_dense(bb, params["x"], weight_signs=dw, threshold=dth, scale=dscale, bias=dbias,
-                                            target=HOST, residual=params["res"], act=act),
+                relax_ops.emit_binary_dense(
+                    bb,
+                    params["x"],
+                    weight_signs=dw,
+                    threshold=dth,
+                    scale=dscale,
+                    bias=dbias,
+                    target=HOST,
+                    residual=params["res"],
+                    act=act,
+                ),
             ]
             result = bb.emit_output(relax.Tuple(outs))
         bb.emit_func_output(result)
@@ -282,9 +411,13 @@ def test_relax_mlp_matches_reference(k, ratio):
 
     def layer(n_out, n_in):
         act = np.stack([rng.standard_normal(n_out), rng.random(n_out), rng.standard_normal(n_out)]).astype(np.float32)
-        return relax_ops.DenseWeights(_signs(rng, n_out, n_in), rng.standard_normal(n_in).astype(np.float32),
-                                      rng.random(n_out).astype(np.float32),
-                                      rng.standard_normal(n_out).astype(np.float32), act)
+        return relax_ops.DenseWeights(
+            _signs(rng, n_out, n_in),
+            rng.standard_normal(n_in).astype(np.float32),
+            rng.random(n_out).astype(np.float32),
+            rng.standard_normal(n_out).astype(np.float32),
+            act,
+        )
 
     fc1, fc2 = layer(n, k), layer(k, n)
     bb = relax.BlockBuilder()

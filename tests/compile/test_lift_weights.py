@@ -1,13 +1,13 @@
 """Lifting a lowered module's constants into parameters keeps the function and dedups shared constants."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 tvm = pytest.importorskip("tvm")
-from tvm import relax  # noqa: E402
-
 from bhvit.compile.weights import lift_weights  # noqa: E402
+from tvm import relax  # noqa: E402
 
 pytestmark = pytest.mark.tvm
 

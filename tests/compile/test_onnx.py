@@ -1,4 +1,5 @@
 """The ONNX routes: FP32 matches PyTorch in onnxruntime, INT8 runs and mostly agrees."""
+
 from __future__ import annotations
 
 import numpy as np

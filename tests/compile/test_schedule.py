@@ -1,4 +1,5 @@
 """The generic CPU schedule keeps FP PrimFuncs correct and makes them parallel and vectorised."""
+
 from __future__ import annotations
 
 import platform
@@ -25,17 +26,24 @@ def _legalized(build):
 
 
 CASES = {
-    "matmul": lambda bb, r: ([r.Var("a", r.TensorType((56, 96), "float32")),
-                              r.Var("b", r.TensorType((96, 64), "float32"))], r.op.matmul),
-    "conv2d": lambda bb, r: ([r.Var("x", r.TensorType((1, 16, 14, 14), "float32")),
-                              r.Var("w", r.TensorType((32, 4, 3, 3), "float32"))],
-                             lambda x, w: r.op.nn.conv2d(x, w, padding=2, dilation=2, groups=4)),
-    "maxpool": lambda bb, r: ([r.Var("x", r.TensorType((1, 8, 14, 14), "float32"))],
-                              lambda x: r.op.nn.max_pool2d(x, 7, 7, 3)),
+    "matmul": lambda bb, r: (
+        [r.Var("a", r.TensorType((56, 96), "float32")), r.Var("b", r.TensorType((96, 64), "float32"))],
+        r.op.matmul,
+    ),
+    "conv2d": lambda bb, r: (
+        [r.Var("x", r.TensorType((1, 16, 14, 14), "float32")), r.Var("w", r.TensorType((32, 4, 3, 3), "float32"))],
+        lambda x, w: r.op.nn.conv2d(x, w, padding=2, dilation=2, groups=4),
+    ),
+    "maxpool": lambda bb, r: (
+        [r.Var("x", r.TensorType((1, 8, 14, 14), "float32"))],
+        lambda x: r.op.nn.max_pool2d(x, 7, 7, 3),
+    ),
     "mean": lambda bb, r: ([r.Var("x", r.TensorType((2, 49, 64), "float32"))], lambda x: r.op.mean(x, axis=1)),
     "softmax": lambda bb, r: ([r.Var("x", r.TensorType((4, 53, 53), "float32"))], lambda x: r.op.nn.softmax(x)),
-    "add": lambda bb, r: ([r.Var("x", r.TensorType((1, 64, 56, 56), "float32")),
-                           r.Var("y", r.TensorType((1, 64, 1, 1), "float32"))], r.op.add),
+    "add": lambda bb, r: (
+        [r.Var("x", r.TensorType((1, 64, 56, 56), "float32")), r.Var("y", r.TensorType((1, 64, 1, 1), "float32"))],
+        r.op.add,
+    ),
 }
 
 
@@ -69,8 +77,9 @@ def test_opaque_kernels_are_left_alone():
     assert "T.parallel" not in mod["k"].script() and "tirx.is_scheduled" not in (mod["k"].attrs or {})
 
 
-@pytest.mark.parametrize("name, lanes", [("znver4", 16), ("x86-64-v4", 16), ("x86-64-v3", 8), ("x86-64", 4),
-                                         ("rpi5", 4), ("rpi4", 4)])
+@pytest.mark.parametrize(
+    "name, lanes", [("znver4", 16), ("x86-64-v4", 16), ("x86-64-v3", 8), ("x86-64", 4), ("rpi5", 4), ("rpi4", 4)]
+)
 def test_vector_lanes_follow_target_features(name, lanes):
     from bhvit.compile.schedule import cpu_schedule_cfg
     from bhvit.compile.targets import resolve_target

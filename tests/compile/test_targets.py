@@ -1,19 +1,28 @@
 """Named targets and host CPU detection (no TVM needed)."""
+
 from __future__ import annotations
 
 import pytest
-
 from bhvit.compile.targets import TargetError, resolve_target
 
-ZEN4 = "vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 fma bmi2 movbe avx512f avx512dq avx512cd avx512bw " \
-       "avx512vl avx512_vpopcntdq\n"
+ZEN4 = (
+    "vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 fma bmi2 movbe avx512f avx512dq avx512cd avx512bw "
+    "avx512vl avx512_vpopcntdq\n"
+)
 ICELAKE = ZEN4.replace("AuthenticAMD", "GenuineIntel")
 HASWELL = "vendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 avx2 fma bmi2 movbe\n"
 OLD = "vendor_id\t: GenuineIntel\nflags\t\t: fpu sse2\n"
 
 
-@pytest.mark.parametrize("cpuinfo,mcpu,mattr", [(ZEN4, "znver4", []), (ICELAKE, "x86-64-v4", ["+avx512vpopcntdq"]),
-                                                 (HASWELL, "x86-64-v3", []), (OLD, "x86-64", [])])
+@pytest.mark.parametrize(
+    "cpuinfo,mcpu,mattr",
+    [
+        (ZEN4, "znver4", []),
+        (ICELAKE, "x86-64-v4", ["+avx512vpopcntdq"]),
+        (HASWELL, "x86-64-v3", []),
+        (OLD, "x86-64", []),
+    ],
+)
 def test_host_picks_best_x86_variant_from_cpuinfo(tmp_path, monkeypatch, cpuinfo, mcpu, mattr):
     monkeypatch.setattr("bhvit.compile.targets.host_arch", lambda: "x86_64")
     path = tmp_path / "cpuinfo"

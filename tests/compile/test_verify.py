@@ -1,15 +1,15 @@
 """Verification: the tolerance passes the folded deploy form and catches a missing fold or a wrong bit order."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from bhvit.compile.deploy import to_deploy
 from bhvit.compile.ops import EAGER
 from bhvit.compile.verify import RTOL, compare, verify
 from bhvit.models import build_model
+from torch import nn
 
 
 def _model() -> nn.Module:

@@ -34,9 +34,15 @@ def _edit_metadata(path, **changes):
 def _fake_artifact(tmp_path, arch=None, features=()):
     """An artifact whose library is garbage: loading it would fail, so only the checks can refuse it."""
     (tmp_path / "model.so").write_bytes(b"not an ELF file")
-    return write_artifact_metadata(tmp_path, runtime="tvm", library="model.so",
-                                   target=TargetInfo("rpi5", arch or host_arch(), cpu_features=features),
-                                   class_names=["cat"], preprocess=PreprocessCfg(), model={"name": "x"})
+    return write_artifact_metadata(
+        tmp_path,
+        runtime="tvm",
+        library="model.so",
+        target=TargetInfo("rpi5", arch or host_arch(), cpu_features=features),
+        class_names=["cat"],
+        preprocess=PreprocessCfg(),
+        model={"name": "x"},
+    )
 
 
 def test_artifact_metadata_round_trips(tmp_path):
@@ -99,12 +105,15 @@ def test_artifact_with_present_features_is_accepted(tmp_path):
     assert load_artifact(tmp_path).meta.target.name == "rpi5"
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"format": "something-else"}, "not a bhvit artifact"),
-    ({"format_version": 1}, "format_version 1 is not supported"),  # weights inside the library: rebuild
-    ({"runtime": "tflite"}, "unknown runtime 'tflite'"),
-    ({"preprocess__crop": 300}, "need 0 < crop <= resize"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"format": "something-else"}, "not a bhvit artifact"),
+        ({"format_version": 1}, "format_version 1 is not supported"),  # weights inside the library: rebuild
+        ({"runtime": "tflite"}, "unknown runtime 'tflite'"),
+        ({"preprocess__crop": 300}, "need 0 < crop <= resize"),
+    ],
+)
 def test_artifact_with_bad_metadata_is_refused(tmp_path, changes, message):
     _fake_artifact(tmp_path)
     _edit_metadata(tmp_path, **changes)
@@ -121,8 +130,9 @@ def test_artifact_library_for_other_runtime_is_found_or_refused(artifacts):
     both = load_artifact(artifacts.get("tvm", both=True))
     assert both.library_for("onnxruntime").name == "model.onnx"
     only_tvm = load_artifact(artifacts.get("tvm"))
-    with pytest.raises(ArtifactError,
-                       match=r"no onnxruntime library: found \['model.so', 'weights.bin'\], need a \*.onnx file"):
+    with pytest.raises(
+        ArtifactError, match=r"no onnxruntime library: found \['model.so', 'weights.bin'\], need a \*.onnx file"
+    ):
         only_tvm.library_for("onnxruntime")
 
 
@@ -133,8 +143,14 @@ def test_feature_names_accept_llvm_spelling():
 
 
 def test_artifact_meta_keeps_tuples_for_json_lists():
-    meta = ArtifactMeta.from_dict(ArtifactMeta(runtime="onnxruntime", library="m.onnx", target=TargetInfo(
-        "host", "AMD64", cpu_features=["avx2"]), class_names=["a", "b"]).to_dict())
+    meta = ArtifactMeta.from_dict(
+        ArtifactMeta(
+            runtime="onnxruntime",
+            library="m.onnx",
+            target=TargetInfo("host", "AMD64", cpu_features=["avx2"]),
+            class_names=["a", "b"],
+        ).to_dict()
+    )
     assert meta.class_names == ("a", "b") and meta.target.cpu_features == ("avx2",)
     assert meta.target.arch == "x86_64"
     assert art_mod.LIBRARY_SUFFIX[meta.runtime] == ".onnx"

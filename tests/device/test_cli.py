@@ -59,8 +59,16 @@ def test_classify_images_prints_labels_timings_and_summary(run, artifacts, tmp_p
 
 
 def test_classify_json_emits_frames_then_summary_and_jsonl_log(run, artifacts, tmp_path):
-    result = run("classify", "--artifact", artifacts.get(runtime="onnxruntime"), "--image", CHELSEA, "--json",
-                 "--log", "out/frames.jsonl")
+    result = run(
+        "classify",
+        "--artifact",
+        artifacts.get(runtime="onnxruntime"),
+        "--image",
+        CHELSEA,
+        "--json",
+        "--log",
+        "out/frames.jsonl",
+    )
     assert result.exit_code == 0, result.output
     records = _json_lines(result.stdout)
     assert [r["type"] for r in records] == ["frame", "summary"]
@@ -73,8 +81,9 @@ def test_classify_without_source_uses_samples_with_warning(run, artifacts):
     result = run("classify", "--artifact", artifacts.get(size=32))
     assert result.exit_code == 0
     assert "bundled sample photos" in result.stderr
-    assert {"chelsea.png", "coffee.png", "astronaut.png"} <= {line.split()[1] for line in result.stdout.splitlines()
-                                                               if line.startswith("#")}
+    assert {"chelsea.png", "coffee.png", "astronaut.png"} <= {
+        line.split()[1] for line in result.stdout.splitlines() if line.startswith("#")
+    }
 
 
 def test_classify_dir_skips_corrupt_images_and_counts_them(run, artifacts, tmp_path):
@@ -89,8 +98,9 @@ def test_classify_dir_skips_corrupt_images_and_counts_them(run, artifacts, tmp_p
 
 def test_classify_camera_with_stand_in_picamera2(run, artifacts, fake_camera):
     module = fake_camera([testlib.chelsea()])
-    result = run("classify", "--camera", "--preview", "--artifact", artifacts.get(size=32), "--max-frames", "3",
-                 "--json")
+    result = run(
+        "classify", "--camera", "--preview", "--artifact", artifacts.get(size=32), "--max-frames", "3", "--json"
+    )
     assert result.exit_code == 0, result.output
     records = _json_lines(result.stdout)
     assert [r["source"] for r in records[:-1]] == ["camera:0"] * 3
@@ -138,20 +148,35 @@ def test_artifact_location_comes_from_environment(run, artifacts, monkeypatch):
     assert run("classify", "--image", CHELSEA).exit_code == 0
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--camera", "--video", CHELSEA], "choose one source, got --camera and --video"),
-    (["--preview", "--image", CHELSEA], "--preview needs --camera"),
-    (["--image", CHELSEA, "--log", "x.txt"], "need one of .csv, .jsonl, .ndjson"),
-    (["--resolution", "big"], "is not WIDTHxHEIGHT"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--camera", "--video", CHELSEA], "choose one source, got --camera and --video"),
+        (["--preview", "--image", CHELSEA], "--preview needs --camera"),
+        (["--image", CHELSEA, "--log", "x.txt"], "need one of .csv, .jsonl, .ndjson"),
+        (["--resolution", "big"], "is not WIDTHxHEIGHT"),
+    ],
+)
 def test_classify_usage_errors_exit_2(run, artifacts, args, message):
     result = run("classify", "--artifact", artifacts.get(size=32), *args)
     assert result.exit_code == 2 and message in result.stderr
 
 
 def test_bench_json_reports_latency_peak_ram_and_machine(run, artifacts):
-    result = run("bench", "--artifact", artifacts.get(both=True), "--runtime", "onnxruntime", "--warmup", "1",
-                 "--runs", "7", "--threads", "1", "--json")
+    result = run(
+        "bench",
+        "--artifact",
+        artifacts.get(both=True),
+        "--runtime",
+        "onnxruntime",
+        "--warmup",
+        "1",
+        "--runs",
+        "7",
+        "--threads",
+        "1",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert (report["runtime"], report["threads"], report["runs"]) == ("onnxruntime", 1, 7)
@@ -183,9 +208,22 @@ def test_installed_script_stops_cleanly_on_sigint_and_keeps_log(artifacts, tmp_p
     video = testlib.write_video(tmp_path / "long.avi", np.zeros((3000, 48, 64, 3), np.uint8))
     script = shutil.which("bhvit-device")
     command = [script] if script else [sys.executable, "-c", "from bhvit.device.cli import main; main()"]
-    proc = subprocess.Popen([*command, "classify", "--video", video, "--artifact", artifacts.get(size=32),
-                             "--log", tmp_path / "frames.csv"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [
+            *command,
+            "classify",
+            "--video",
+            video,
+            "--artifact",
+            artifacts.get(size=32),
+            "--log",
+            tmp_path / "frames.csv",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
     first = proc.stdout.readline()
     assert first.startswith("#0 long.avi"), first + proc.stderr.read()
     proc.send_signal(signal.SIGINT)

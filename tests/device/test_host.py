@@ -5,8 +5,10 @@ from __future__ import annotations
 from bhvit.device import host
 
 X86 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse4_2 avx512f avx512vpopcntdq\n"
-PI5 = ("processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp "
-       "asimdhp cpuid asimdrdm lrcpc dcpop asimddp\nCPU part\t: 0xd0b\n")
+PI5 = (
+    "processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp "
+    "asimdhp cpuid asimdrdm lrcpc dcpop asimddp\nCPU part\t: 0xd0b\n"
+)
 
 
 def test_cpuinfo_features_parse_x86_flags_and_arm_features():
@@ -24,8 +26,12 @@ def test_hwcaps_decode_to_cortex_a76_features():
 
 def test_throttled_bits_decode_to_names():
     assert host.decode_throttled(0) == []
-    assert host.decode_throttled(0x50005) == ["under-voltage", "throttled", "under-voltage-occurred",
-                                              "throttling-occurred"]
+    assert host.decode_throttled(0x50005) == [
+        "under-voltage",
+        "throttled",
+        "under-voltage-occurred",
+        "throttling-occurred",
+    ]
 
 
 def test_arch_aliases_normalize():

@@ -18,21 +18,29 @@ def test_preprocess_matches_torchvision_on_real_photos(name):
     from skimage import data
 
     image = Image.fromarray(getattr(data, name)())
-    reference = transforms.Compose([
-        transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC), transforms.CenterCrop(224),
-        transforms.ToTensor(), transforms.Normalize(CFG.mean, CFG.std)])(image).numpy()[None]
+    reference = transforms.Compose(
+        [
+            transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize(CFG.mean, CFG.std),
+        ]
+    )(image).numpy()[None]
     ours = preprocess(image, CFG)
     assert ours.shape == (1, 3, 224, 224) and ours.dtype == np.float32 and ours.flags.c_contiguous
     np.testing.assert_allclose(ours, reference, atol=1e-6)
 
 
-@pytest.mark.parametrize("cfg", [CFG, PreprocessCfg(input_size=64, resize=73, crop=64, mean=(0.5, 0.25, 0.0),
-                                                       std=(0.5, 0.125, 2.0))], ids=["imagenet", "custom"])
+@pytest.mark.parametrize(
+    "cfg",
+    [CFG, PreprocessCfg(input_size=64, resize=73, crop=64, mean=(0.5, 0.25, 0.0), std=(0.5, 0.125, 2.0))],
+    ids=["imagenet", "custom"],
+)
 def test_folded_normalisation_equals_the_straightforward_formula(cfg):
     """Every 0..255 level in every channel, no resize (the image is resize x resize), so only the crop applies."""
     rgb = np.random.default_rng(0).integers(0, 256, (cfg.resize, cfg.resize, 3), dtype=np.uint8)
     left, top, right, bottom = center_crop_box(cfg.resize, cfg.resize, cfg.crop)
-    rgb[top:top + 16, left:left + 16] = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)
+    rgb[top : top + 16, left : left + 16] = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)
     crop = rgb[top:bottom, left:right]
     reference = ((crop / 255.0 - np.asarray(cfg.mean)) / np.asarray(cfg.std)).transpose(2, 0, 1)[None]
     ours = Preprocessor(cfg)(rgb)
@@ -46,8 +54,10 @@ def test_preprocess_of_rgb_array_equals_pil_image():
     np.testing.assert_array_equal(preprocess(rgb, CFG), preprocess(Image.fromarray(rgb), CFG))
 
 
-@pytest.mark.parametrize("width, height, expected", [(451, 300, (384, 256)), (300, 451, (256, 384)),
-                                                     (256, 256, (256, 256)), (1000, 257, (996, 256))])
+@pytest.mark.parametrize(
+    "width, height, expected",
+    [(451, 300, (384, 256)), (300, 451, (256, 384)), (256, 256, (256, 256)), (1000, 257, (996, 256))],
+)
 def test_resized_size_truncates_long_side_like_torchvision(width, height, expected):
     assert resized_size(width, height, 256) == expected
 
@@ -61,15 +71,19 @@ def _gradient(mode: str, dtype=np.uint8, scale: int = 255, size=(60, 80)) -> Ima
     return Image.fromarray(ramp, mode) if mode != "auto" else Image.fromarray(ramp)
 
 
-@pytest.mark.parametrize("image", [
-    _gradient("L"),
-    Image.new("RGBA", (80, 60), (10, 200, 30, 0)),
-    Image.new("P", (80, 60), 3),
-    Image.new("CMYK", (80, 60), (0, 255, 0, 0)),
-    Image.new("1", (80, 60), 1),
-    _gradient("auto", np.uint16, 65535),
-    _gradient("auto", np.float32, 255.0),
-], ids=["gray", "rgba", "palette", "cmyk", "bilevel", "gray16", "float"])
+@pytest.mark.parametrize(
+    "image",
+    [
+        _gradient("L"),
+        Image.new("RGBA", (80, 60), (10, 200, 30, 0)),
+        Image.new("P", (80, 60), 3),
+        Image.new("CMYK", (80, 60), (0, 255, 0, 0)),
+        Image.new("1", (80, 60), 1),
+        _gradient("auto", np.uint16, 65535),
+        _gradient("auto", np.float32, 255.0),
+    ],
+    ids=["gray", "rgba", "palette", "cmyk", "bilevel", "gray16", "float"],
+)
 def test_preprocess_handles_any_image_mode(image):
     x = preprocess(image, CFG)
     assert x.shape == (1, 3, 224, 224) and np.isfinite(x).all()

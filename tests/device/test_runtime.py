@@ -15,8 +15,11 @@ from bhvit.device.artifact import ArtifactError, load_artifact
 from bhvit.device.runtime import load_model
 
 
-@pytest.mark.parametrize("kwargs", [dict(runtime="tvm"), dict(runtime="tvm", tuple_output=True),
-                                    dict(runtime="onnxruntime")], ids=["tvm", "tvm-tuple", "onnxruntime"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(runtime="tvm"), dict(runtime="tvm", tuple_output=True), dict(runtime="onnxruntime")],
+    ids=["tvm", "tvm-tuple", "onnxruntime"],
+)
 def test_runtime_logits_match_numpy_reference(artifacts, kwargs):
     model = load_model(load_artifact(artifacts.get(size=32, **kwargs)))
     x = np.random.default_rng(1).normal(size=(1, 3, 32, 32)).astype(np.float32)
@@ -30,7 +33,11 @@ def test_runtime_choice_and_threads_follow_arguments(artifacts):
     onnx_model = load_model(art, runtime="onnxruntime", threads=2)
     tvm_model = load_model(art, threads=2)
     assert (onnx_model.runtime, onnx_model.threads, tvm_model.runtime, tvm_model.threads) == (
-        "onnxruntime", 2, "tvm", 2)
+        "onnxruntime",
+        2,
+        "tvm",
+        2,
+    )
     assert load_model(art).threads == art.meta.threads
     x = np.random.default_rng(2).normal(size=(1, 3, 224, 224)).astype(np.float32)
     np.testing.assert_allclose(tvm_model(x), onnx_model(x), rtol=1e-4, atol=1e-5)
@@ -72,8 +79,12 @@ _BLOCKED_RUN = textwrap.dedent("""
 def test_device_runs_without_torch_timm_or_tvm_compiler(artifacts, tmp_path):
     tvm_art = artifacts.copy(tmp_path / "tvm", size=32)
     onnx_art = artifacts.copy(tmp_path / "onnx", runtime="onnxruntime", size=32)
-    proc = subprocess.run([sys.executable, "-c", _BLOCKED_RUN, str(testlib.SAMPLES / "chelsea.png"), str(tvm_art),
-                           str(onnx_art)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _BLOCKED_RUN, str(testlib.SAMPLES / "chelsea.png"), str(tvm_art), str(onnx_art)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     frames = [line for line in lines if line.get("type") == "frame"]

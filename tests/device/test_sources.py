@@ -164,8 +164,9 @@ class _BrokenCapture:
     def read(self):
         import cv2
 
-        raise cv2.error("OpenCV(5.0.0) cap_ffmpeg.cpp:1234: error: (-2:Unspecified error) decoder failed\n"
-                        "in function 'read'\n")
+        raise cv2.error(
+            "OpenCV(5.0.0) cap_ffmpeg.cpp:1234: error: (-2:Unspecified error) decoder failed\nin function 'read'\n"
+        )
 
     def release(self) -> None:
         self.released = True
@@ -176,8 +177,10 @@ def test_opencv_error_while_reading_a_video_stops_it_with_a_source_error(monkeyp
     monkeypatch.setattr(cv2, "VideoCapture", _BrokenCapture)
     with VideoCapture("clip.avi") as source:
         assert list(source) == []
-    assert source.stop_reason == ("clip.avi: OpenCV cannot read a frame (OpenCV(5.0.0) cap_ffmpeg.cpp:1234: error: "
-                                  "(-2:Unspecified error) decoder failed in function 'read')")
+    assert source.stop_reason == (
+        "clip.avi: OpenCV cannot read a frame (OpenCV(5.0.0) cap_ffmpeg.cpp:1234: error: "
+        "(-2:Unspecified error) decoder failed in function 'read')"
+    )
 
 
 def test_opencv_error_from_a_webcam_is_retried_then_stops_it(monkeypatch):
@@ -196,12 +199,15 @@ def test_cli_reports_an_opencv_read_error_in_one_line_and_exits_1(artifacts, tmp
     video = testlib.write_video(tmp_path / "clip.avi", _noise_frames(2))
     monkeypatch.setattr(cv2, "VideoCapture", _BrokenCapture)
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(cli.main, ["classify", "--video", str(video), "--artifact",
-                                           str(artifacts.get(size=32))], catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli.main, ["classify", "--video", str(video), "--artifact", str(artifacts.get(size=32))], catch_exceptions=False
+    )
     assert result.exit_code == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert errors == [f"Error: {video}: OpenCV cannot read a frame (OpenCV(5.0.0) cap_ffmpeg.cpp:1234: error: "
-                      "(-2:Unspecified error) decoder failed in function 'read')"]
+    assert errors == [
+        f"Error: {video}: OpenCV cannot read a frame (OpenCV(5.0.0) cap_ffmpeg.cpp:1234: error: "
+        "(-2:Unspecified error) decoder failed in function 'read')"
+    ]
     assert "frames     0" in result.stdout
 
 

@@ -1,16 +1,20 @@
 """The weights file: aligned layout, copy-on-write mapping, truncation caught."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from bhvit.device.weights import ALIGNMENT, aligned_empty, map_weights, save_weights
 
 
 def _arrays() -> list[np.ndarray]:
     rng = np.random.default_rng(0)
-    return [rng.standard_normal((3, 5)).astype(np.float32), rng.integers(0, 2 ** 63, (7,), dtype=np.uint64),
-            np.arange(3, dtype=np.int32), rng.standard_normal((2, 1, 9)).astype(np.float32)]
+    return [
+        rng.standard_normal((3, 5)).astype(np.float32),
+        rng.integers(0, 2**63, (7,), dtype=np.uint64),
+        np.arange(3, dtype=np.int32),
+        rng.standard_normal((2, 1, 9)).astype(np.float32),
+    ]
 
 
 def test_weights_round_trip_aligned(tmp_path):

@@ -26,9 +26,11 @@ def preprocess_cfg(size: int) -> PreprocessCfg:
 
 def weights(classes: int = len(PETS), seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {"conv": rng.normal(0, 0.3, (8, 3, 4, 4)).astype(np.float32),
-            "fc": rng.normal(0, 1.0, (8, classes)).astype(np.float32),
-            "bias": rng.normal(0, 0.1, (classes,)).astype(np.float32)}
+    return {
+        "conv": rng.normal(0, 0.3, (8, 3, 4, 4)).astype(np.float32),
+        "fc": rng.normal(0, 1.0, (8, classes)).astype(np.float32),
+        "bias": rng.normal(0, 0.1, (classes,)).astype(np.float32),
+    }
 
 
 def reference_logits(x: np.ndarray, w: dict[str, np.ndarray]) -> np.ndarray:
@@ -43,9 +45,8 @@ def reference_logits(x: np.ndarray, w: dict[str, np.ndarray]) -> np.ndarray:
 def build_tvm(path: Path, size: int, w: dict[str, np.ndarray], tuple_output: bool = False) -> WeightsInfo:
     """The library at ``path`` and, as bhvit-compile writes them, its weights in ``weights.bin`` beside it."""
     import tvm
-    from tvm import relax
-
     from bhvit.compile.weights import lift_weights
+    from tvm import relax
 
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, 3, size, size), "float32"))
@@ -65,16 +66,21 @@ def build_onnx(path: Path, size: int, w: dict[str, np.ndarray]) -> None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    nodes = [helper.make_node("Conv", ["x", "conv"], ["c"], strides=[4, 4], kernel_shape=[4, 4]),
-             helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("GlobalAveragePool", ["r"], ["g"]),
-             helper.make_node("Flatten", ["g"], ["f"]),
-             helper.make_node("MatMul", ["f", "fc"], ["m"]),
-             helper.make_node("Add", ["m", "bias"], ["logits"])]
+    nodes = [
+        helper.make_node("Conv", ["x", "conv"], ["c"], strides=[4, 4], kernel_shape=[4, 4]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("MatMul", ["f", "fc"], ["m"]),
+        helper.make_node("Add", ["m", "bias"], ["logits"]),
+    ]
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, w["fc"].shape[1]])],
-        [numpy_helper.from_array(v, k) for k, v in w.items()])
+        [numpy_helper.from_array(v, k) for k, v in w.items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -100,10 +106,18 @@ class ArtifactFactory:
             if runtime == "onnxruntime" or both:
                 build_onnx(path / "model.onnx", size, w)
             write_artifact_metadata(
-                path, runtime=runtime, library="model.so" if runtime == "tvm" else "model.onnx",
-                target=TargetInfo(name="host", arch=host_arch(), tvm={"kind": "llvm"}), class_names=PETS,
-                preprocess=preprocess_cfg(size), model={"name": "tiny_test", "precision": "fp32", "width": 1.0},
-                threads=1, cost={"params": 0, "bops": 0}, verification={"passed": True}, weights=info)
+                path,
+                runtime=runtime,
+                library="model.so" if runtime == "tvm" else "model.onnx",
+                target=TargetInfo(name="host", arch=host_arch(), tvm={"kind": "llvm"}),
+                class_names=PETS,
+                preprocess=preprocess_cfg(size),
+                model={"name": "tiny_test", "precision": "fp32", "width": 1.0},
+                threads=1,
+                cost={"params": 0, "bops": 0},
+                verification={"passed": True},
+                weights=info,
+            )
             self._cache[key] = path
         return self._cache[key]
 
@@ -148,8 +162,10 @@ def fake_picamera2(frames: list[np.ndarray], cameras: int = 1, fail_after: int |
     class Picamera2:
         @staticmethod
         def global_camera_info() -> list[dict]:
-            return [{"Model": "imx708", "Location": 2, "Rotation": 180, "Id": f"/base/axi/pcie/i2c@{i}", "Num": i}
-                    for i in range(cameras)]
+            return [
+                {"Model": "imx708", "Location": 2, "Rotation": 180, "Id": f"/base/axi/pcie/i2c@{i}", "Num": i}
+                for i in range(cameras)
+            ]
 
         def __init__(self, camera_num: int = 0, verbose_console=None, tuning=None, allocator=None) -> None:
             if camera_num >= len(self.global_camera_info()):
@@ -162,9 +178,21 @@ def fake_picamera2(frames: list[np.ndarray], cameras: int = 1, fail_after: int |
             self.captures = 0
             module.instances.append(self)
 
-        def create_preview_configuration(self, main=None, lores=None, raw=None, transform=None, colour_space=None,
-                                         buffer_count=4, controls=None, display="main", encode="main", queue=True,
-                                         sensor=None, use_case="preview") -> dict:
+        def create_preview_configuration(
+            self,
+            main=None,
+            lores=None,
+            raw=None,
+            transform=None,
+            colour_space=None,
+            buffer_count=4,
+            controls=None,
+            display="main",
+            encode="main",
+            queue=True,
+            sensor=None,
+            use_case="preview",
+        ) -> dict:
             stream = {"format": "XBGR8888", "size": (640, 480)} | dict(main or {})
             stream["size"] = (stream["size"][0] & ~1, stream["size"][1] & ~1)  # align_stream(optimal=False)
             return {"use_case": use_case, "main": stream, "lores": lores, "buffer_count": buffer_count}

@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from bhvit.models import BHViTCfg, ConfigError, build_model, list_models
 from bhvit.models.bhvit import AttentionProducts
 from bhvit.models.layers import AttentionQuantizer, BinaryConv2d, BinaryLinear, SignQuantizer
@@ -20,14 +19,24 @@ def test_bhvit_tiny_output_shape_at_224(width, precision):
 def test_stage_shapes_follow_the_spec_table():
     model = build_model("bhvit_tiny").eval()
     shapes = []
-    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)))
-             for m in [model.stem, *model.stages, *model.downsamples]]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)))
+        for m in [model.stem, *model.stages, *model.downsamples]
+    ]
     with torch.no_grad():
         model(torch.randn(1, 3, 224, 224))
     for h in hooks:
         h.remove()
-    assert shapes == [(1, 64, 56, 56), (1, 64, 56, 56), (1, 128, 28, 28), (1, 128, 28, 28), (1, 256, 14, 14),
-                      (1, 256, 14, 14), (1, 512, 7, 7), (1, 512, 7, 7)]
+    assert shapes == [
+        (1, 64, 56, 56),
+        (1, 64, 56, 56),
+        (1, 128, 28, 28),
+        (1, 128, 28, 28),
+        (1, 256, 14, 14),
+        (1, 256, 14, 14),
+        (1, 512, 7, 7),
+        (1, 512, 7, 7),
+    ]
 
 
 def test_attention_builds_53_and_50_token_windows_at_224():
@@ -74,8 +83,7 @@ def test_fp32_model_is_same_architecture_without_quantisers():
     assert any(isinstance(m, AttentionQuantizer) for m in binary.modules())
     fp_names = set(fp.state_dict())
     assert fp_names <= set(binary.state_dict())
-    assert {n for n in set(binary.state_dict()) - fp_names} == {
-        n for n in binary.state_dict() if ".quantizer." in n}
+    assert {n for n in set(binary.state_dict()) - fp_names} == {n for n in binary.state_dict() if ".quantizer." in n}
     assert fp.regularization_loss().item() == 0.0
 
 
@@ -93,8 +101,16 @@ def test_precision_presets_switch_the_named_layer_groups():
 
 def test_precision_map_globs_match_real_module_names():
     from bhvit.models import PrecisionCfg
-    cfg = PrecisionCfg("binary", (("*.tail.mlp.fc2", "fp32"), ("stages.1.blocks.1.convs.2", "fp32"),
-                                  ("stages.2.blocks.*.attn.k.proj", "fp32"), ("stages.3.*.products", "fp32")))
+
+    cfg = PrecisionCfg(
+        "binary",
+        (
+            ("*.tail.mlp.fc2", "fp32"),
+            ("stages.1.blocks.1.convs.2", "fp32"),
+            ("stages.2.blocks.*.attn.k.proj", "fp32"),
+            ("stages.3.*.products", "fp32"),
+        ),
+    )
     model = build_model("bhvit_tiny", img_size=64, precision=cfg)
     for info in model.binary_layers():
         assert info.precision == cfg.precision_of(info.name), info.name
@@ -116,28 +132,35 @@ def test_binary_layers_lists_kinds_shapes_and_precision():
     assert by_kind == {"conv2d": 15, "linear": 56, "attention": 8}
     assert all(i.precision == "binary" for i in infos)
     assert ("downsamples.0.conv", "conv2d", (128, 64, 2, 2), "binary") in [
-        (i.name, i.kind, i.weight_shape, i.precision) for i in infos]
+        (i.name, i.kind, i.weight_shape, i.precision) for i in infos
+    ]
 
 
 def test_regularization_loss_excludes_downsampling_convs():
     model = build_model("test_bhvit")
-    terms = [(m.weight.abs() - 1).abs().mean() for n, m in model.named_modules()
-             if isinstance(m, (BinaryLinear, BinaryConv2d)) and m.is_binary and not n.startswith("downsamples")]
+    terms = [
+        (m.weight.abs() - 1).abs().mean()
+        for n, m in model.named_modules()
+        if isinstance(m, (BinaryLinear, BinaryConv2d)) and m.is_binary and not n.startswith("downsamples")
+    ]
     assert torch.allclose(model.regularization_loss(), torch.stack(terms).mean())
     with torch.no_grad():
         model.downsamples[0].conv.weight.mul_(100)
     assert torch.allclose(model.regularization_loss(), torch.stack(terms).mean())
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"width": 1.03}, "not divisible by 4"),
-    ({"heads": (1, 1, 3, 8)}, "not divisible by its 3 heads"),
-    ({"intermediate_width": 0.5, "base_mlp": (32, 1024, 1024, 2048)}, "not a multiple"),
-    ({"img_size": 100}, "multiple of patch_size"),
-    ({"img_size": 256}, "not divisible by the attention window"),
-    ({"widht": 2}, "did you mean 'width'"),
-    ({"precision": "binary_fdps"}, "did you mean 'binary_fpds'"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"width": 1.03}, "not divisible by 4"),
+        ({"heads": (1, 1, 3, 8)}, "not divisible by its 3 heads"),
+        ({"intermediate_width": 0.5, "base_mlp": (32, 1024, 1024, 2048)}, "not a multiple"),
+        ({"img_size": 100}, "multiple of patch_size"),
+        ({"img_size": 256}, "not divisible by the attention window"),
+        ({"widht": 2}, "did you mean 'width'"),
+        ({"precision": "binary_fdps"}, "did you mean 'binary_fpds'"),
+    ],
+)
 def test_invalid_configs_fail_at_construction_with_a_fix(overrides, message):
     with pytest.raises(ConfigError, match=message):
         build_model("bhvit_tiny", **overrides)

@@ -2,10 +2,9 @@ import inspect
 
 import pytest
 import torch
+from bhvit.models.layers import BinaryConv2d, BinaryLinear, sign_pm1
 from torch import nn
 from torch.nn import functional as F
-
-from bhvit.models.layers import BinaryConv2d, BinaryLinear, sign_pm1
 
 
 def _binary_weight(w):

@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-
 from bhvit.models.layers import ApproxSign, AttentionQuantizer, SignQuantizer, WeightQuantizer, sign_pm1
 
 

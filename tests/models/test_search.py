@@ -1,5 +1,4 @@
 import pytest
-
 from bhvit.models import ConfigError
 from bhvit.models.search import Budget, pareto_front, parse_budget, search
 
@@ -28,8 +27,9 @@ def test_pareto_front_has_no_dominated_member():
     front = pareto_front(found)
     assert 0 < len(front) < len(found)
     for c in front:
-        assert not any(o.cost.memory_mib < c.cost.memory_mib and o.cost.mops < c.cost.mops and o.macs > c.macs
-                       for o in found)
+        assert not any(
+            o.cost.memory_mib < c.cost.memory_mib and o.cost.mops < c.cost.mops and o.macs > c.macs for o in found
+        )
 
 
 def _bench_file(tmp_path, per_mflop=0.01, per_mbop=0.002, overhead=3.0):
@@ -37,8 +37,12 @@ def _bench_file(tmp_path, per_mflop=0.01, per_mbop=0.002, overhead=3.0):
     from bhvit.models.cost import config_cost
 
     rows = [{"model": "ort-fp32-w1", "median_ms": 100.0}]
-    for key, kw in (("tvm-fp32-w1", {"precision": "fp32"}), ("tvm-binary-w1", {}), ("tvm-binary-w3", {"width": 3}),
-                    ("tvm-binary-w3-fpds", {"width": 3, "fp_downsample": True})):
+    for key, kw in (
+        ("tvm-fp32-w1", {"precision": "fp32"}),
+        ("tvm-binary-w1", {}),
+        ("tvm-binary-w3", {"width": 3}),
+        ("tvm-binary-w3-fpds", {"width": 3, "fp_downsample": True}),
+    ):
         c = config_cost(resolve_config("bhvit_tiny", **kw))
         rows.append({"model": key, "median_ms": per_mflop * c.flops / 1e6 + per_mbop * c.bops / 1e6 + overhead})
     path = tmp_path / "bench.json"

@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from bhvit.models.layers.shift import AxisShiftMean, ChannelGroupShift, ShiftBranches, circular_shift
 
 

@@ -1,4 +1,5 @@
 """The study runner (scripts/study.py): planning, skipping/resuming, dependency checks, tables and figures."""
+
 import importlib.util
 import json
 import sys
@@ -130,8 +131,9 @@ def test_search_front_becomes_study_rows_that_plan(tmp_path):
     from bhvit.models.cli import main as cost_main
 
     rows = tmp_path / "rows.toml"
-    result = CliRunner().invoke(cost_main, ["--search", "--budget", "10:300", "--width", "1", "--width", "2",
-                                            "--study-rows", str(rows)])
+    result = CliRunner().invoke(
+        cost_main, ["--search", "--budget", "10:300", "--width", "1", "--width", "2", "--study-rows", str(rows)]
+    )
     assert result.exit_code == 0, result.output
     spec = tmp_path / "search.toml"
     spec.write_text('[study]\nname = "search"\n[train]\nepochs = 3\n\n' + rows.read_text())

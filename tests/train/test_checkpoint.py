@@ -1,4 +1,5 @@
 """Checkpoint format: safetensors + JSON header, atomic writes, resume-state codec, warm starts."""
+
 from __future__ import annotations
 
 import json
@@ -6,10 +7,17 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from bhvit.models import build_model
-from bhvit.train.checkpoint import (CheckpointError, atomic_write, config_diff, load_checkpoint, load_matching,
-                                    load_train_state, read_meta, save_checkpoint)
+from bhvit.train.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    config_diff,
+    load_checkpoint,
+    load_matching,
+    load_train_state,
+    read_meta,
+    save_checkpoint,
+)
 from safetensors.torch import save_file
 
 
@@ -62,9 +70,14 @@ def test_checkpoint_train_state_roundtrip_restores_optimizer(tmp_path):
     assert set(loaded.state_dict()) == set(model.state_dict())
 
 
-@pytest.mark.parametrize("content, message", [(b"", "not a readable safetensors file"),
-                                              (b"garbage" * 10, "not a readable safetensors file"),
-                                              (None, "without bhvit metadata")])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "not a readable safetensors file"),
+        (b"garbage" * 10, "not a readable safetensors file"),
+        (None, "without bhvit metadata"),
+    ],
+)
 def test_checkpoint_load_rejects_corrupt_or_foreign_file(tmp_path, content, message):
     path = tmp_path / "ckpt.safetensors"
     if content is None:  # a valid safetensors file that bhvit-train did not write
@@ -123,9 +136,11 @@ def test_config_diff_lists_each_differing_field():
     assert config_diff(json.loads(json.dumps(config)), config) == []  # stored lists equal the run's tuples
     assert config_diff(config, {**config, "width": 2.0, "base_dims": (8, 16, 32, 64)}) == [
         "width: 1.0 in the checkpoint, 2.0 in this run",
-        "base_dims: [16, 32, 64, 128] in the checkpoint, [8, 16, 32, 64] in this run"]
+        "base_dims: [16, 32, 64, 128] in the checkpoint, [8, 16, 32, 64] in this run",
+    ]
     assert config_diff({"model": "a"}, {"model": "a", "recu": False}) == [
-        "recu: None in the checkpoint, False in this run"]
+        "recu: None in the checkpoint, False in this run"
+    ]
 
 
 def test_checkpoint_load_matching_plain_file_reports_head_mismatch(tmp_path):

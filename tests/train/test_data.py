@@ -1,4 +1,5 @@
 """Data: splits, folder/Pets resolution and their errors, undecodable images."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -6,11 +7,17 @@ from urllib.error import URLError
 
 import pytest
 import torch
-from PIL import Image
-
 from bhvit.train.config import TrainCfg, TrainError
-from bhvit.train.data import (ImageList, build_transform, collate_skipping, load_splits, preprocess_meta,
-                              stratified_split, write_synthetic_folder)
+from bhvit.train.data import (
+    ImageList,
+    build_transform,
+    collate_skipping,
+    load_splits,
+    preprocess_meta,
+    stratified_split,
+    write_synthetic_folder,
+)
+from PIL import Image
 
 
 def test_stratified_split_is_seeded_and_per_class():
@@ -96,10 +103,9 @@ def test_preprocess_meta_matches_timm_eval_transform():
 
 
 def test_randaugment_posterize_to_zero_bits_works_on_current_pillow():
+    import bhvit.train.data  # noqa: F401  (installs the fix)
     from PIL import Image
     from timm.data.auto_augment import AugmentOp
-
-    import bhvit.train.data  # noqa: F401  (installs the fix)
 
     img = Image.new("RGB", (8, 8), (200, 100, 50))
     op = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10, hparams={"magnitude_std": 0})

@@ -1,16 +1,16 @@
 """The training loop's pieces: BatchNorm recalibration and the per-epoch sums."""
+
 from __future__ import annotations
 
 import copy
 
 import pytest
 import torch
-from torch import nn
-
 from bhvit.models import build_model
 from bhvit.train.config import TrainError
 from bhvit.train.dist import DistEnv
 from bhvit.train.loop import recalibrate, train_one_epoch
+from torch import nn
 
 CPU = DistEnv(0, 1, torch.device("cpu"))
 
@@ -58,8 +58,11 @@ def _epoch(loss_fn, loader) -> dict:
 
 
 def test_train_one_epoch_sums_without_per_batch_host_sync(monkeypatch):
-    loader = [_batch(torch.randn(4, 3, 2, 2), skipped=1), _batch(torch.randn(3, 3, 2, 2)),  # odd: 2 are used
-              _batch(torch.zeros(0, 3, 2, 2), skipped=2)]
+    loader = [
+        _batch(torch.randn(4, 3, 2, 2), skipped=1),
+        _batch(torch.randn(3, 3, 2, 2)),  # odd: 2 are used
+        _batch(torch.zeros(0, 3, 2, 2), skipped=2),
+    ]
 
     def no_sync(self):
         raise AssertionError("per-batch .item() host sync")

@@ -1,9 +1,9 @@
 """Loss schedule (spec section 4) and the model spec of each phase."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-
 from bhvit.models import BHViTCfg
 from bhvit.train.config import TrainCfg, TrainError
 from bhvit.train.task import TrainLoss, student_spec
@@ -14,11 +14,17 @@ class _Uniform(torch.nn.Module):
         return torch.full((len(images), 3), 1 / 3)
 
 
-@pytest.mark.parametrize("binary, teacher, epoch, expected", [
-    (True, True, 0, (0.2, 0.8, 0.0)), (True, True, 9, (0.1, 0.8, 0.1)),
-    (False, True, 9, (0.2, 0.8, 0.0)), (True, False, 8, (1.0, 0.0, 0.0)), (True, False, 9, (0.9, 0.0, 0.1)),
-    (False, False, 9, (1.0, 0.0, 0.0)),
-])
+@pytest.mark.parametrize(
+    "binary, teacher, epoch, expected",
+    [
+        (True, True, 0, (0.2, 0.8, 0.0)),
+        (True, True, 9, (0.1, 0.8, 0.1)),
+        (False, True, 9, (0.2, 0.8, 0.0)),
+        (True, False, 8, (1.0, 0.0, 0.0)),
+        (True, False, 9, (0.9, 0.0, 0.1)),
+        (False, False, 9, (1.0, 0.0, 0.0)),
+    ],
+)
 def test_train_loss_weights_follow_spec_schedule(binary, teacher, epoch, expected):
     loss = TrainLoss(TrainCfg(epochs=10), _Uniform() if teacher else None, binary)
     w = loss.weights(epoch)

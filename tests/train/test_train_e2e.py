@@ -1,4 +1,5 @@
 """End to end on CPU: both phases, warm start, checkpoints, refusal of bad inputs, kill -9 + resume, DDP, teacher."""
+
 from __future__ import annotations
 
 import json
@@ -11,14 +12,13 @@ import time
 
 import pytest
 import torch
-from click.testing import CliRunner
-
 from bhvit.train.checkpoint import load_checkpoint, load_state_dict
 from bhvit.train.cli import main
 from bhvit.train.config import TrainCfg
 from bhvit.train.data import build_loader, load_splits
 from bhvit.train.dist import DistEnv
 from bhvit.train.loop import evaluate
+from click.testing import CliRunner
 
 CPU = DistEnv(0, 1, torch.device("cpu"))
 
@@ -46,8 +46,13 @@ def run(tmp_path_factory, train_args):
 def test_train_two_phases_write_run_directory(run):
     for phase in ("phase1", "phase2"):
         d = run / phase
-        assert {p.name for p in d.iterdir()} >= {"best.safetensors", "last.safetensors", "metrics.jsonl",
-                                                 "result.json", "config.json"}
+        assert {p.name for p in d.iterdir()} >= {
+            "best.safetensors",
+            "last.safetensors",
+            "metrics.jsonl",
+            "result.json",
+            "config.json",
+        }
         (row,) = _metrics(d / "metrics.jsonl")
         assert row["epoch"] == 0 and row["train_images"] == 32 and row["val_top1"] is not None
         result = json.loads((d / "result.json").read_text())
@@ -56,8 +61,14 @@ def test_train_two_phases_write_run_directory(run):
     meta = json.loads((run / "phase2" / "config.json").read_text())
     assert meta["config"]["precision"]["default"] == "binary"
     assert meta["class_names"] == ["class_00", "class_01", "class_02"]
-    assert meta["preprocess"] == {"input_size": [3, 64, 64], "resize": 73, "crop": 64, "interpolation": "bicubic",
-                                  "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    assert meta["preprocess"] == {
+        "input_size": [3, 64, 64],
+        "resize": 73,
+        "crop": 64,
+        "interpolation": "bicubic",
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+    }
     init = json.loads((run / "phase2" / "init_report.json").read_text())
     assert init["checkpoint"].endswith("phase1/best.safetensors") and not init["mismatched"]
 
@@ -102,8 +113,9 @@ def test_train_refuses_checkpoint_of_other_width(run, train_args, tmp_path, flag
     if flag == "--resume":
         args = train_args(run, "--width", "2", "--resume")
     else:
-        args = train_args(tmp_path / "w2", "--width", "2", "--phase", "1", flag,
-                          str(run / "phase1" / "best.safetensors"))
+        args = train_args(
+            tmp_path / "w2", "--width", "2", "--phase", "1", flag, str(run / "phase1" / "best.safetensors")
+        )
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1
     assert "width" in result.output and "Traceback" not in result.output
@@ -132,8 +144,17 @@ def test_train_kill9_during_epoch_then_resume_finishes_all_epochs(train_args, tm
 
 def test_train_ddp_gloo_two_processes(train_args, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "bhvit.train", *train_args(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "bhvit.train",
+        *train_args(out),
+    ]
     done = subprocess.run(cmd, env=_subprocess_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     for phase in ("phase1", "phase2"):

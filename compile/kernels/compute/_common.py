@@ -1,4 +1,5 @@
 """Expression helpers shared by the binary computes."""
+
 from __future__ import annotations
 
 from tvm import te, tirx

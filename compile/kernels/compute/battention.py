@@ -10,6 +10,7 @@
   so ``out = 2 * sum popcount(mask & v) - rowsum`` with ``rowsum = sum popcount(mask)``.
 Blocks: ``"acc"`` (tile axes m = query, n = key or dim), ``"out"``, and for A·V ``"rowsum"``.
 """
+
 from __future__ import annotations
 
 from tvm import te, tirx
@@ -27,15 +28,13 @@ def pack_levels(levels: te.Tensor) -> te.Tensor:
     """(B, H, n, n) float32 levels -> (B, H, n, 3, Nw) uint64; mask t holds ``level >= t + 1``."""
     b_, h_, n_, keys = (int(s) for s in levels.shape)
     half = lambda t: t.astype("float32") + tirx.const(0.5, "float32")  # noqa: E731  (levels are integers)
-    return pack((b_, h_, n_, LEVELS, -(-keys // 64)), 4, keys,
-                lambda i: levels[i[0], i[1], i[2], i[4]] >= half(i[3]))
+    return pack((b_, h_, n_, LEVELS, -(-keys // 64)), 4, keys, lambda i: levels[i[0], i[1], i[2], i[4]] >= half(i[3]))
 
 
 def pack_tokens(v: te.Tensor) -> te.Tensor:
     """(B, H, n, d) float32 -> (B, H, Nw, d) uint64, packed along the token axis."""
     b_, h_, n_, d_ = (int(s) for s in v.shape)
-    return pack((b_, h_, -(-n_ // 64), d_), 2, n_,
-                lambda i: v[i[0], i[1], i[2], i[3]] >= tirx.const(0.0, "float32"))
+    return pack((b_, h_, -(-n_ // 64), d_), 2, n_, lambda i: v[i[0], i[1], i[2], i[3]] >= tirx.const(0.0, "float32"))
 
 
 def bqk(p: AttentionParams) -> list[te.Tensor]:
@@ -43,10 +42,14 @@ def bqk(p: AttentionParams) -> list[te.Tensor]:
     shape = (p.batch, p.heads, p.tokens, p.dim_words)
     q, k = placeholder(shape, "uint64", "q"), placeholder(shape, "uint64", "k")
     c = te.reduce_axis((0, p.dim_words), name="c")
-    acc = te.compute((p.batch, p.heads, p.tokens, p.tokens),
-                     lambda b, h, m, n: te.sum(popcount(q[b, h, m, c] ^ k[b, h, n, c]), axis=c), name="acc")
-    out = te.compute(acc.shape, lambda b, h, m, n: (int_const(p.dim) - 2 * acc[b, h, m, n]).astype("float32"),
-                     name="out")
+    acc = te.compute(
+        (p.batch, p.heads, p.tokens, p.tokens),
+        lambda b, h, m, n: te.sum(popcount(q[b, h, m, c] ^ k[b, h, n, c]), axis=c),
+        name="acc",
+    )
+    out = te.compute(
+        acc.shape, lambda b, h, m, n: (int_const(p.dim) - 2 * acc[b, h, m, n]).astype("float32"), name="out"
+    )
     return [q, k, out]
 
 
@@ -55,12 +58,18 @@ def bav(p: AttentionParams) -> list[te.Tensor]:
     masks = placeholder((p.batch, p.heads, p.tokens, LEVELS, p.token_words), "uint64", "masks")
     v = placeholder((p.batch, p.heads, p.token_words, p.dim), "uint64", "v")
     t, c = te.reduce_axis((0, LEVELS), name="t"), te.reduce_axis((0, p.token_words), name="c")
-    acc = te.compute((p.batch, p.heads, p.tokens, p.dim),
-                     lambda b, h, m, n: te.sum(popcount(masks[b, h, m, t, c] & v[b, h, c, n]), axis=[t, c]),
-                     name="acc")
+    acc = te.compute(
+        (p.batch, p.heads, p.tokens, p.dim),
+        lambda b, h, m, n: te.sum(popcount(masks[b, h, m, t, c] & v[b, h, c, n]), axis=[t, c]),
+        name="acc",
+    )
     t2, c2 = te.reduce_axis((0, LEVELS), name="t"), te.reduce_axis((0, p.token_words), name="c")
-    rowsum = te.compute((p.batch, p.heads, p.tokens),
-                        lambda b, h, m: te.sum(popcount(masks[b, h, m, t2, c2]), axis=[t2, c2]), name="rowsum")
-    out = te.compute(acc.shape, lambda b, h, m, n: (2 * acc[b, h, m, n] - rowsum[b, h, m]).astype("float32"),
-                     name="out")
+    rowsum = te.compute(
+        (p.batch, p.heads, p.tokens),
+        lambda b, h, m: te.sum(popcount(masks[b, h, m, t2, c2]), axis=[t2, c2]),
+        name="rowsum",
+    )
+    out = te.compute(
+        acc.shape, lambda b, h, m, n: (2 * acc[b, h, m, n] - rowsum[b, h, m]).astype("float32"), name="out"
+    )
     return [masks, v, out]

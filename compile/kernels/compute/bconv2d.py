@@ -22,6 +22,7 @@ Blocks:
   contiguous; otherwise m = column, n = output channel.
 Output float32: NCHW (N, G, Og, Ho, Wo), NHWC (N, Ho, Wo, G, Og) -- reshape to 4-D for free.
 """
+
 from __future__ import annotations
 
 from tvm import te, tirx
@@ -88,8 +89,12 @@ def _gather(src: te.Tensor, p: Conv2dParams, nchw: bool, rows: bool) -> te.Tenso
     shape = (p.batch, p.groups, p.out_height)
     if rows:
         return te.compute((*shape, len(pieces), p.out_width), word, name="gather", attrs={WORD_AXIS_ATTR: 3})
-    return te.compute((*shape, p.out_width, len(pieces)), lambda b, g, y, x, k: word(b, g, y, k, x),
-                      name="gather", attrs={WORD_AXIS_ATTR: 4})
+    return te.compute(
+        (*shape, p.out_width, len(pieces)),
+        lambda b, g, y, x, k: word(b, g, y, k, x),
+        name="gather",
+        attrs={WORD_AXIS_ATTR: 4},
+    )
 
 
 def bconv2d(p: Conv2dParams, layout: str = "NCHW", with_bias: bool = True) -> list[te.Tensor]:
@@ -97,8 +102,15 @@ def bconv2d(p: Conv2dParams, layout: str = "NCHW", with_bias: bool = True) -> li
     if layout not in ("NCHW", "NHWC"):
         raise ValueError(f"unsupported layout {layout!r}")
     nchw = layout == "NCHW"
-    n_, g_, wg, og_, ho_, wo_, kw_ = (p.batch, p.groups, p.group_words, p.out_per_group, p.out_height,
-                                      p.out_width, words(p.taps))
+    n_, g_, wg, og_, ho_, wo_, kw_ = (
+        p.batch,
+        p.groups,
+        p.group_words,
+        p.out_per_group,
+        p.out_height,
+        p.out_width,
+        words(p.taps),
+    )
     x = placeholder((n_, g_, wg, p.height, p.width) if nchw else (n_, p.height, p.width, g_, wg), "uint64", "x")
     w = placeholder((g_, kw_, og_), "uint64", "w")
     scale = placeholder((g_, og_), "float32", "scale")
@@ -113,11 +125,17 @@ def bconv2d(p: Conv2dParams, layout: str = "NCHW", with_bias: bool = True) -> li
     taps = _gather(_pad(x, p, nchw) if padded else x, p, nchw, rows)
     k = te.reduce_axis((0, kw_), "k")
     if rows:
-        acc = te.compute((n_, g_, ho_, og_, wo_), lambda b, g, y, m, n: te.sum(
-            popcount(taps[b, g, y, k, n] ^ w[g, k, m]), axis=k), name="acc")
+        acc = te.compute(
+            (n_, g_, ho_, og_, wo_),
+            lambda b, g, y, m, n: te.sum(popcount(taps[b, g, y, k, n] ^ w[g, k, m]), axis=k),
+            name="acc",
+        )
     else:
-        acc = te.compute((n_, g_, ho_, wo_, og_), lambda b, g, y, m, n: te.sum(
-            popcount(taps[b, g, y, m, k] ^ w[g, k, n]), axis=k), name="acc")
+        acc = te.compute(
+            (n_, g_, ho_, wo_, og_),
+            lambda b, g, y, m, n: te.sum(popcount(taps[b, g, y, m, k] ^ w[g, k, n]), axis=k),
+            name="acc",
+        )
 
     def value(b, g, y, xo, o):
         dot = int_const(p.taps) - 2 * (acc[b, g, y, o, xo] if rows else acc[b, g, y, xo, o])

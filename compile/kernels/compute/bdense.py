@@ -10,6 +10,7 @@ Blocks: ``"acc"`` (int64 popcount sums, tile axes m, n) and ``"out"`` (float32 e
 :func:`bdense_pack_pool` keeps ``y`` internal and writes what a following binary MLP layer reads instead: ``y``'s
 sign words (``"pack"``, as :func:`bitpack.pack_rows`) and its mean over groups of ``ratio`` channels (``"pool"``).
 """
+
 from __future__ import annotations
 
 from tvm import te, tirx
@@ -21,8 +22,9 @@ from .bitpack import pack_rows
 __all__ = ["bdense", "bdense_pack_pool"]
 
 
-def bdense(p: DenseParams, with_bias: bool = True, residual_width: int | None = None,
-           with_act: bool = False) -> list[te.Tensor]:
+def bdense(
+    p: DenseParams, with_bias: bool = True, residual_width: int | None = None, with_act: bool = False
+) -> list[te.Tensor]:
     """Return ``[a, w, scale, (bias,) (residual,) (act,) out]`` for ``te.create_prim_func``.
 
     ``residual_width`` R (a divisor of N) adds ``residual[m, n % R]``; ``with_act`` applies the RPReLU after it.
@@ -48,8 +50,14 @@ def bdense(p: DenseParams, with_bias: bool = True, residual_width: int | None = 
     return [a, w, scale, *(t for t in (bias, residual, act) if t is not None), out]
 
 
-def bdense_pack_pool(p: DenseParams, ratio: int, with_bias: bool = True, residual_width: int | None = None,
-                     with_act: bool = False, with_threshold: bool = False) -> list[te.Tensor]:
+def bdense_pack_pool(
+    p: DenseParams,
+    ratio: int,
+    with_bias: bool = True,
+    residual_width: int | None = None,
+    with_act: bool = False,
+    with_threshold: bool = False,
+) -> list[te.Tensor]:
     """Return ``[a, w, scale, (bias,) (residual,) (act,) (threshold,) pack, pool]``: ``pack`` (M, N/64) uint64 =
     sign words of ``y + threshold`` and ``pool`` (M, N/ratio) float32 = ``y`` averaged over each ``ratio``
     consecutive channels, ``y`` as in :func:`bdense` (not an output). Needs N % 64 == 0 and ratio | 64."""

@@ -7,9 +7,10 @@ the axis are 0. Every pack is one ``"pack"`` block reducing over the bits of a w
 with the word axis position. Schedules assume that, in the float source, the packed axis is
 contiguous when the word axis is last, and otherwise the output axes after the word axis are.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from tvm import te, tirx
 from tvm.ir.expr import Expr as PrimExpr
@@ -34,7 +35,7 @@ def pack(out_shape: Sequence[int], word_axis: int, count: int, bit: BitFn) -> te
 
     def word(*idx):
         pos = idx[word_axis] * WORD_BITS + b
-        cond = bit((*idx[:word_axis], pos, *idx[word_axis + 1:]))
+        cond = bit((*idx[:word_axis], pos, *idx[word_axis + 1 :]))
         if count > WORD_BITS and count % WORD_BITS:
             cond = tirx.if_then_else(pos < count, cond, tirx.const(False, "bool"))
         return te.sum(tirx.Select(cond, one << b.astype("uint64"), zero), axis=b)

@@ -1,4 +1,5 @@
 """Per-target schedules for the binary kernels; :func:`schedule_for` picks by target."""
+
 from __future__ import annotations
 
 from tvm import IRModule, tirx

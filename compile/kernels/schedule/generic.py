@@ -18,6 +18,7 @@ Two shapes of PrimFunc are handled, recognised by block names:
 
 This module's :data:`GENERIC` config is correct on every LLVM target; x86 and rpi5 tune it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,10 +40,10 @@ class TileConfig:
     """Register-blocking knobs of one target."""
 
     name: str
-    lanes: int          # uint64 lanes per vector register
-    acc_regs: int       # most int64 accumulator vectors a tile may hold (MR * NR)
-    pack_lanes: int     # float32 lanes compared per vector op in the pack
-    max_rows: int = 8   # MR cap (broadcast operands per reduction step)
+    lanes: int  # uint64 lanes per vector register
+    acc_regs: int  # most int64 accumulator vectors a tile may hold (MR * NR)
+    pack_lanes: int  # float32 lanes compared per vector op in the pack
+    max_rows: int = 8  # MR cap (broadcast operands per reduction step)
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ def _split_init(sch: Schedule, acc, init_at: tuple) -> None:
     reductions, tile_loops = init_at
     if reductions or tile_loops:
         init = sch.decompose_reduction(acc, (reductions or tile_loops)[0])
-        _vectorize_unroll(sch, sch.get_loops(init)[-len(tile_loops):] if tile_loops else [])
+        _vectorize_unroll(sch, sch.get_loops(init)[-len(tile_loops) :] if tile_loops else [])
 
 
 def _schedule_gemm_pack_pool(sch: Schedule, cfg: TileConfig) -> None:
@@ -211,7 +212,7 @@ def _schedule_gemm_pack_pool(sch: Schedule, cfg: TileConfig) -> None:
     sch.parallel(word)
     pack, pool = sch.get_sblock("pack"), sch.get_sblock("pool")
     rf = _rfactor_lanes(sch, pack, sch.get_loops(pack)[-1], cfg.pack_lanes)  # before the move: rfactor needs the
-    for block in (rf, pack, pool):                                           # block first under its outer loop
+    for block in (rf, pack, pool):  # block first under its outer loop
         if block is not None:
             sch.reverse_compute_at(block, word)
     if rf is not None:
@@ -241,7 +242,7 @@ def _tile_loops(sch: Schedule, acc, tile: Tile) -> dict:
         size = int(iv.dom.extent) if iv.iter_type == tirx.IterVar.CommReduce else extents.get(name, 1)
         if size > 1:
             names.append(name)
-    loops = sch.get_loops(acc)[-len(names):] if names else []
+    loops = sch.get_loops(acc)[-len(names) :] if names else []
     return dict(zip(names, loops))
 
 
@@ -294,7 +295,7 @@ def _pack_outer(sch: Schedule, block, spatial: list, bits, word_axis: int, lanes
     The vector of words stays in registers across the bits loop (LLVM promotes the noalias
     load/store pair), so the output is written once.
     """
-    lead, trail = spatial[:word_axis + 1], spatial[word_axis + 1:]
+    lead, trail = spatial[: word_axis + 1], spatial[word_axis + 1 :]
     flat = sch.fuse(*trail) if len(trail) > 1 else trail[0]
     vl = _pow2_divisor(_extent(sch, flat), lanes)
     t_out, t_lane = sch.split(flat, [None, vl])

@@ -5,6 +5,7 @@ widening chain (``udot`` against ones with +dotprod, else ``uaddlp``) and folds 
 accumulate into ``uadalp.2d``. 32 q registers: 16 accumulators leave room for operands and the
 widening temporaries.
 """
+
 from __future__ import annotations
 
 from tvm.target import Target

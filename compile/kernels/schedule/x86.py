@@ -4,6 +4,7 @@ Pick the CPU with an explicit ``mcpu`` (e.g. ``znver4``): ``native`` and a bare 
 not enable AVX-512 in TVM 0.27. Without VPOPCNTDQ, LLVM lowers the popcount to a vpshufb nibble
 table plus vpsadbw (about 3x slower), which still vectorises over 512 or 256 bits.
 """
+
 from __future__ import annotations
 
 from tvm.target import Target, codegen
@@ -21,7 +22,11 @@ AVX2 = TileConfig("x86-avx2", lanes=4, acc_regs=12, pack_lanes=8)  # 16 ymm
 
 def _is_x86(target: Target) -> bool:
     triple = str(target.attrs.get("mtriple", ""))
-    return target.kind.name == "llvm" and "arm_cpu" not in target.keys and (not triple or triple.startswith(("x86", "i686")))
+    return (
+        target.kind.name == "llvm"
+        and "arm_cpu" not in target.keys
+        and (not triple or triple.startswith(("x86", "i686")))
+    )
 
 
 def config(target: Target) -> TileConfig | None:
