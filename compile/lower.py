@@ -1,6 +1,6 @@
 """PyTorch BHViT -> Relax IRModule with bit-packed binary kernels.
 
-Route (tvm-notes 4.4(b)): :func:`~bhvit.compile.deploy.to_deploy` puts every binary product behind a
+Route (``compile/README.md``, "Lowering"): :func:`~bhvit.compile.deploy.to_deploy` puts every binary product behind a
 ``bhvit::binary_*`` custom op, ``torch.export`` keeps each op as one node, and ``from_exported_program`` converts
 those nodes with :class:`BinaryConverters`, which read the folded constants (signs, shifts, scales, biases)
 from the exported program's state and emit the kernels helper's ``emit_binary_*`` calls. Everything else is

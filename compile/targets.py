@@ -1,6 +1,6 @@
 """Named compile targets (``rpi5``, ``rpi4``, ``host`` and the x86 variants) as TVM target dicts.
 
-LLVM's ``mcpu=native`` does not enable AVX-512 code on this kind of machine (tvm-notes 5), so ``host`` reads the
+LLVM's ``mcpu=native`` does not enable AVX-512 code on this kind of machine (Zen 4), so ``host`` reads the
 CPU flags from ``/proc/cpuinfo`` and picks the best named x86 variant itself. ``cpu_features`` use the
 ``/proc/cpuinfo`` spelling, which is what ``bhvit-device`` checks before loading an artifact.
 """

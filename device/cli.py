@@ -181,7 +181,7 @@ def _print_summary(summary: dict, as_json: bool) -> None:
         f"latency    p50 {_fmt_ms(lat['p50'])}  p90 {_fmt_ms(lat['p90'])}  p99 {_fmt_ms(lat['p99'])}  "
         f"(inference p50 {_fmt_ms(inf['p50'])})",
         f"fps        {summary['fps']:.1f}" if summary["fps"] else "fps        n/a",
-        f"peak RSS   {peak:.1f} MB (VmHWM)" if peak is not None else f"peak RSS   {summary['ru_maxrss_mb']:.1f} MB",
+        f"peak RSS   {peak:.1f} MiB (VmHWM)" if peak is not None else f"peak RSS   {summary['ru_maxrss_mb']:.1f} MiB",
     ]
     if summary["stopped"]:
         lines.append(f"stopped    {summary['stopped']}")
@@ -391,7 +391,7 @@ def bench(artifact: Path, runtime: str | None, warmup: int, runs: int, threads: 
 
 
 def _fmt_mb(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f} MB"
+    return "n/a" if value is None else f"{value:.1f} MiB"
 
 
 @main.command()

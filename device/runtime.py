@@ -1,6 +1,6 @@
 """Run a compiled artifact: TVM's runtime through ``tvm_ffi`` alone, or onnxruntime. Both are imported lazily.
 
-TVM: the ``tvm`` Python package is not imported at all (even in runtime-only mode it costs about 35 MB of RSS on
+TVM: the ``tvm`` Python package is not imported at all (even in runtime-only mode it costs about 35 MiB of RSS on
 top of ``tvm_ffi``); its ``libtvm_runtime`` is loaded next to ``tvm_ffi`` and the library's Relax VM is driven
 through its packed functions (``vm_load_executable``, ``vm_initialization``, ``main``). These are internal names,
 stable for the pinned TVM. ``main`` takes one float32 NCHW tensor, then the artifact's weights (format 2), and
@@ -43,7 +43,7 @@ class Model(Protocol):
 
 
 def _import_hiding_torch(name: str) -> Any:
-    """Import ``name`` with torch hidden: tvm_ffi imports torch eagerly when it is installed (about 500 MB of RSS
+    """Import ``name`` with torch hidden: tvm_ffi imports torch eagerly when it is installed (about 500 MiB of RSS
     and seconds of start-up on a development machine); it tolerates ImportError, and the device never needs torch."""
     if "torch" in sys.modules:
         return importlib.import_module(name)

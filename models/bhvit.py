@@ -2,7 +2,7 @@
 
 Paper: "BHViT: Binarized Hybrid Vision Transformer" (CVPR 2025, arXiv 2503.02394); official code IMRL/BHViT (MIT).
 Width study: ivarvl/bhvit-width-scaling (MIT). This is an independent implementation of the behaviour described in
-``shared/docs/bhvit-spec.md`` (sections 1-3), including the published quirks (global-token pooling that never sees
+``models/README.md`` ("Architecture"), including the published quirks (global-token pooling that never sees
 the last rows of a 14x14 map, circular shifts, tile/pool MLP shortcuts that do not pair channel-wise).
 
 What we changed: ``sign(0) = +1`` (what a bit-packed kernel computes); precision is a per-layer argument set by one
@@ -51,7 +51,7 @@ def tokens_to_map(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class BinaryMLP(nn.Module):
-    """Binary MLP with tile/pool shortcuts (spec 2.4); tokens ``(B, N, C)`` in and out."""
+    """Binary MLP with tile/pool shortcuts (models/README.md, "Binary MLP"); tokens ``(B, N, C)`` in and out."""
 
     def __init__(self, name: str, dim: int, hidden: int, cfg: BHViTCfg, drop_path: float):
         super().__init__()
@@ -93,7 +93,7 @@ class _BlockTail(nn.Module):
 
 
 class MSGDCBlock(nn.Module):
-    """Multi-scale grouped dilated conv block (stages 0-1, spec 2.2); maps ``(B, C, H, W)``."""
+    """Multi-scale grouped dilated conv block (stages 0-1, models/README.md "MSGDC block"); maps ``(B, C, H, W)``."""
 
     dilations = (1, 3, 5)
 
@@ -150,7 +150,7 @@ class AttentionProducts(nn.Module):
 
 
 class _DenseBranch(nn.Module):
-    """``RPReLU(BN(BinLinear(T + m)) + T)`` (one of q/k/v, spec 2.3 step 3)."""
+    """``RPReLU(BN(BinLinear(T + m)) + T)`` (one of q/k/v: models/README.md, "MSMHA block" step 3)."""
 
     def __init__(self, dim: int, precision: str, recu: bool):
         super().__init__()
@@ -164,7 +164,7 @@ class _DenseBranch(nn.Module):
 
 
 class WindowAttention(nn.Module):
-    """Window + pooled-global-token attention with dense q/k/v shortcuts (spec 2.3 steps 2-10); maps in and out."""
+    """Window + pooled-global-token attention with dense q/k/v shortcuts (models/README.md, "MSMHA block"); maps."""
 
     def __init__(self, name: str, dim: int, heads: int, window: int, map_size: int, cfg: BHViTCfg):
         super().__init__()
@@ -222,7 +222,7 @@ class WindowAttention(nn.Module):
 
 
 class MSMHABlock(nn.Module):
-    """Multi-scale multi-head attention block (stages 2-3, spec 2.3); maps ``(B, C, H, W)``."""
+    """Multi-scale multi-head attention block (stages 2-3, models/README.md "MSMHA block"); maps ``(B, C, H, W)``."""
 
     def __init__(
         self, name: str, dim: int, hidden: int, heads: int, window: int, map_size: int, cfg: BHViTCfg, drop_path: float
@@ -237,7 +237,7 @@ class MSMHABlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """2x2 stride-2 downsampling ``C -> 2C`` (spec 2.6) plus the next stage's position embedding.
+    """2x2 stride-2 downsampling ``C -> 2C`` (models/README.md "Downsampling") plus the next stage's position embedding.
 
     ``plain=False``: ``RPReLU(BN(conv(BN(X) + m)) + tile(avgpool(BN(X))))``; ``plain=True`` (the thesis'
     FP-downsampling row): ``BN(conv(BN(X)))`` with no shortcut and no RPReLU.
@@ -354,7 +354,7 @@ class BHViT(nn.Module):
     def regularization_loss(self) -> torch.Tensor:
         """L_re: mean over binary MSGDC convs, q/k/v, output projections and fc1/fc2 of ``mean(| |W| - 1 |)``.
 
-        Downsampling convs are excluded (spec 4). Zero when the model has no such binary layer.
+        Downsampling convs are excluded (train/README.md, "Loss"). Zero when the model has no such binary layer.
         """
         terms = [
             (m.weight.abs() - 1).abs().mean()

@@ -260,7 +260,7 @@ def main(
     study_rows_file,
     budget,
 ):
-    """Print the cost model of BHViT variants (spec section 6). With no model option: the thesis sweep."""
+    """Print the cost model of BHViT variants (rules: models/README.md). With no model option: the thesis sweep."""
     common = {"num_classes": num_classes, "img_size": img_size}
     if do_search:
         _run_search(model, budget, common, as_json, plot, tuple(width) or DEFAULT_WIDTHS, study_rows_file)

@@ -1,4 +1,4 @@
-"""Cost model (spec section 6), computed by tracing one forward pass of an instantiated model.
+"""Cost model (``models/README.md``, "Cost model"), computed by tracing one forward pass of an instantiated model.
 
 Rules: MACs of Conv2d/Linear plus the attention products Q.K^T and A.V (A.V charged once); a MAC is a BOP when
 its layer is binary, else a FLOP; OPs = FLOPs + BOPs/64. Weight memory counts Conv2d/Linear weights only: binary

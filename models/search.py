@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 DEFAULT_WIDTHS = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
-# name -> config overrides; the FP-downsampling variant also changes the downsampling structure (spec 2.6).
+# name -> config overrides; the FP-downsampling variant also changes the downsampling structure (models/README.md).
 VARIANTS: dict[str, dict] = {
     "binary": {"precision": "binary"},
     "binary+fpds": {"precision": "binary", "fp_downsample": True},

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Run an aarch64 (rpi5/rpi4) artifact under qemu user-mode emulation and compare it with PyTorch.
 
-Opt-in check of the cross build (pi-testing.md section 1.4 fast path): the artifact's model is rebuilt in PyTorch
+Check of the cross build (see scripts/README.md, "qemu check"): the artifact's model is rebuilt in PyTorch
 on this host (from the checkpoint recorded in its metadata, or the same random init), logits for a few random
 inputs are computed here, then an emulated Cortex-A76 (``QEMU_CPU=cortex-a76``, 16 KiB pages) loads the whole
 artifact with this checkout's ``bhvit.device`` (checksums, CPU features, weights file, TVM runtime through
 ``tvm_ffi``) on the aarch64 wheels and must reproduce them.
 
 Needs an arm64 Debian root with python3.11 and the aarch64 ``apache-tvm``/``numpy`` wheels in ``ROOT/opt/site``
-(built by the pi-testing.md section 1.4 script). Exit code 0: match; 1: mismatch; 2: setup missing.
+(built by ``scripts/qemu_setup.sh``). Exit code 0: match; 1: mismatch; 2: setup missing.
 
     python scripts/qemu_verify.py artifacts/latest --root /var/tmp/pi-root
 """
@@ -85,7 +85,7 @@ def main() -> int:
     if qemu is None or not python.exists() or not (args.root / args.site.lstrip("/") / "tvm").is_dir():
         print(
             f"setup missing: need qemu-aarch64-static and an arm64 root at {args.root} with python3.11 and the "
-            f"aarch64 apache-tvm wheel in {args.site} (pi-testing.md section 1.4)",
+            f"aarch64 apache-tvm wheel in {args.site} (run scripts/qemu_setup.sh)",
             file=sys.stderr,
         )
         return 2

@@ -1,4 +1,4 @@
-"""``TrainCfg``: one field per ``bhvit-train`` option; defaults are the thesis recipe (spec section 4, Table 5)."""
+"""``TrainCfg``: one field per ``bhvit-train`` option; defaults are the thesis recipe (train/README.md, "Recipe")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What is trained and against what: the student model spec, the teacher, and the loss of spec section 4.
+"""What is trained and against what: the student model spec, the teacher, and the loss of ``train/README.md`` ("Loss").
 
 ``L = (1 - lam - beta) * CE(student, mixed soft targets) + lam * L_dis + beta * L_re`` with ``lam = distill_weight``
 when a teacher is used (else 0) and ``beta = reg_weight`` for binary models once ``epoch >= reg_start * epochs``

@@ -92,7 +92,7 @@ class BinaryConv2d(nn.Conv2d, QuantLayer):
             device=device,
             dtype=dtype,
         )
-        # The published conv quantiser never uses ReCU (spec 3.3), so convs always use the clamp STE.
+        # The published conv quantiser never uses ReCU (models/README.md), so convs always use the clamp STE.
         self._set_precision(precision, recu=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Quantisers of BHViT (spec section 3).
+"""Quantisers of BHViT (``models/README.md``, "Quantisers").
 
 Sign convention: ``sign(0) = +1`` everywhere (activations and weights). That is what a bit-packed kernel computes
 (bit set <=> value >= 0), so the PyTorch model and a compiled artifact agree exactly; PyTorch's ``torch.sign``

@@ -18,7 +18,7 @@ pytestmark = [
     pytest.mark.tvm,
     pytest.mark.skipif(
         not (ROOT / "usr/bin/python3.11").exists() or not shutil.which("qemu-aarch64-static"),
-        reason=f"needs qemu-aarch64-static and an arm64 root at {ROOT} (BHVIT_PI_ROOT; pi-testing.md section 1.4)",
+        reason=f"needs qemu-aarch64-static and an arm64 root at {ROOT} (BHVIT_PI_ROOT; built by scripts/qemu_setup.sh)",
     ),
     pytest.mark.skipif(not shutil.which("aarch64-linux-gnu-gcc"), reason="needs aarch64-linux-gnu-gcc"),
 ]

@@ -101,7 +101,7 @@ def test_long_run_memory_stays_flat(small_classifier, tmp_path):
             rss.append(result.rss_mb)
     assert stats.latency.count == 3000
     early, late = np.median(rss[400:600]), np.median(rss[-200:])
-    print(f"VmRSS early {early:.2f} MB, late {late:.2f} MB")
-    assert late - early < 2.0, f"VmRSS grew from {early:.1f} to {late:.1f} MB over 2400 frames"
+    print(f"VmRSS early {early:.2f} MiB, late {late:.2f} MiB")
+    assert late - early < 2.0, f"VmRSS grew from {early:.1f} to {late:.1f} MiB over 2400 frames"
     summary = stats.summary()
     assert summary["frames"] == 3000 and summary["latency_ms"]["p50"] <= summary["latency_ms"]["p99"]

@@ -18,7 +18,7 @@ def test_cpuinfo_features_parse_x86_flags_and_arm_features():
 
 
 def test_hwcaps_decode_to_cortex_a76_features():
-    # getauxval(AT_HWCAP) under qemu -cpu cortex-a76 (shared/docs/pi-testing.md section 1.4)
+    # getauxval(AT_HWCAP) as read under qemu -cpu cortex-a76
     a76 = host.decode_hwcaps(0x119FFB)
     assert a76 == host.parse_cpuinfo_features(PI5) - {"evtstrm"}
     assert "sve" not in a76 and "i8mm" in host.decode_hwcaps(0, 1 << 13)

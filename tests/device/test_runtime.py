@@ -95,7 +95,7 @@ def test_device_runs_without_torch_timm_or_tvm_compiler(artifacts, tmp_path):
 
 
 def test_tvm_runtime_does_not_import_installed_torch(artifacts, tmp_path):
-    """tvm_ffi imports torch eagerly when it is installed (hundreds of MB); the device runtime keeps it out."""
+    """tvm_ffi imports torch eagerly when it is installed (hundreds of MiB); the device runtime keeps it out."""
     pytest.importorskip("torch", reason="the check is about a machine where torch is installed")
     art = artifacts.copy(tmp_path / "tvm", size=32)
     code = textwrap.dedent(f"""

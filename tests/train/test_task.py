@@ -1,4 +1,4 @@
-"""Loss schedule (spec section 4) and the model spec of each phase."""
+"""Loss schedule (train/README.md, "Loss") and the model spec of each phase."""
 
 from __future__ import annotations
 
