@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import itertools
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -81,23 +81,32 @@ def classify_frames(
     every: int = 1,
     max_frames: int | None = None,
     stop: GracefulStop | None = None,
+    max_fps: float | None = None,
+    on_frame: Callable[[Frame, FrameResult], None] | None = None,
 ) -> Iterator[FrameResult]:
     """Classify every ``every``-th frame until the source ends, ``max_frames`` are done or a stop is requested.
 
     A :class:`FrameSource` passes over the skipped frames without decoding them (``capture_ms`` includes that).
+    ``max_fps`` paces the loop (it waits before reading the next frame; ``fps`` counts the wait). ``on_frame``
+    sees each frame with its result before the result is yielded; it runs in the loop, so it must be quick.
     """
     iterator = frames.frames(every) if isinstance(frames, FrameSource) else itertools.islice(frames, 0, None, every)
+    wait = (stop or GracefulStop()).wait  # an unentered GracefulStop just sleeps
+    interval = 1.0 / max_fps if max_fps else 0.0
     done = 0
-    last = time.perf_counter()
+    last = due = time.perf_counter()
     while (stop is None or not stop.requested) and (max_frames is None or done < max_frames):
+        if (pause := due - time.perf_counter()) > 0 and wait(pause):
+            return
         t0 = time.perf_counter()
+        due = t0 + interval
         frame = next(iterator, None)
         if frame is None:
             return
         capture_ms = (time.perf_counter() - t0) * 1e3
         labels, pre_ms, inf_ms, post_ms = classifier(frame.image)
         now = time.perf_counter()
-        yield FrameResult(
+        result = FrameResult(
             frame=done,
             source=frame.name,
             topk=labels,
@@ -109,6 +118,9 @@ def classify_frames(
             fps=1.0 / max(now - last, 1e-9),
             rss_mb=rss_mb(),
         )
+        if on_frame is not None:
+            on_frame(frame, result)
+        yield result
         last = now
         done += 1
 

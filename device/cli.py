@@ -7,10 +7,14 @@ missing artifact, camera or video that cannot be opened).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -23,9 +27,11 @@ from .log import LOG_FORMATS, FrameLog, next_run_dir
 from .metrics import LatencyRecorder, peak_rss_mb, reset_peak_rss, rss_mb, ru_maxrss_mb
 from .preprocess import preprocess
 from .runtime import RUNTIMES, Model, load_model
+from .serve import LiveServer, LiveView, is_loopback
 from .signals import GracefulStop
 from .sources import (
     IMAGE_SUFFIXES,
+    Frame,
     FrameSource,
     ImageFiles,
     PiCamera,
@@ -189,21 +195,185 @@ def _print_summary(summary: dict, as_json: bool) -> None:
     click.echo("-- summary --\n" + "\n".join(lines))
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """The options ``classify`` and ``serve`` share: artifact, source, classification loop and its output."""
+
+    artifact: Path
+    camera: bool
+    camera_num: int
+    resolution: tuple[int, int]
+    webcam: int | None
+    video: Path | None
+    directory: Path | None
+    retries: int
+    top_k: int
+    every: int
+    max_frames: int | None
+    max_fps: float | None
+    threads: int | None
+    log_path: Path | None
+    as_json: bool
+
+
+_RUN_OPTIONS = (
+    artifact_option,
+    click.option("--camera", is_flag=True, help="Read the Raspberry Pi camera through picamera2."),
+    click.option("--camera-num", type=click.IntRange(0), default=0, help="picamera2 camera number (with --camera)."),
+    click.option(
+        "--resolution",
+        default="640x480",
+        callback=_parse_size,
+        metavar="WxH",
+        help="Camera capture size (with --camera).",
+    ),
+    click.option("--webcam", type=click.IntRange(0), default=None, metavar="N", help="Read OpenCV camera index N."),
+    click.option(
+        "--video",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help="Read a video file (OpenCV) to its end.",
+    ),
+    click.option(
+        "--dir",
+        "directory",
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        default=None,
+        help="Classify every image in a directory (sorted by name).",
+    ),
+    click.option(
+        "--retries",
+        type=click.IntRange(1),
+        default=5,
+        help="Attempts to open or read --camera/--webcam before giving up (back-off 0.2 s, doubling, max 2 s).",
+    ),
+    click.option("--top-k", type=click.IntRange(1), default=3, help="Labels shown per frame."),
+    click.option("--every", type=click.IntRange(1), default=1, metavar="N", help="Classify every N-th frame only."),
+    click.option(
+        "--max-frames",
+        type=click.IntRange(1),
+        default=None,
+        help="Stop after this many classified frames.  [default: until the source ends or Ctrl-C]",
+    ),
+    click.option(
+        "--max-fps",
+        type=click.FloatRange(0, min_open=True),
+        default=None,
+        help="Classify at most this many frames per second (a video then plays at about that pace, and the CPU "
+        "rests in between).  [default: as fast as possible]",
+    ),
+    threads_option,
+    click.option(
+        "--log",
+        "log_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help=f"Per-frame log, CSV or JSONL by extension ({', '.join(LOG_FORMATS)}).  "
+        f"[default: {RUNS_ROOT}/NNN/frames.csv, a new numbered folder]",
+    ),
+    json_option,
+)
+
+
+def run_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Add the shared options to a command, which receives them as one :class:`RunOptions` first argument."""
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: object) -> None:
+        shared = {field.name: kwargs.pop(field.name) for field in dataclasses.fields(RunOptions)}
+        command(RunOptions(**shared), **kwargs)
+
+    for option in reversed(_RUN_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+@dataclass(frozen=True)
+class _Run:
+    """A source and a classifier, ready to run, and the stop flag that the signal handlers set."""
+
+    artifact: Artifact
+    stop: GracefulStop
+    source: FrameSource
+    classifier: Classifier
+
+
+def _prepare(opts: RunOptions, preview: bool = False, images: Sequence[Path] = ()) -> _Run:
+    """Check the options, verify the artifact, build the source (not opened yet) and load the model."""
+    if opts.log_path is not None and opts.log_path.suffix.lower() not in LOG_FORMATS:
+        raise click.BadParameter(f"{opts.log_path.name}: need one of {', '.join(LOG_FORMATS)}", param_hint="--log")
+    art = _load(opts.artifact)  # verified (checksums, CPU) but nothing loaded yet
+    stop = GracefulStop()
+    source = _make_source(
+        opts.camera,
+        opts.camera_num,
+        opts.resolution,
+        preview,
+        opts.webcam,
+        opts.video,
+        list(images),
+        opts.directory,
+        RetryPolicy(attempts=opts.retries),
+        stop,
+        art.meta.preprocess.resize,
+    )
+    model = _load_model(art, None, opts.threads)
+    return _Run(art, stop, source, Classifier(model, art.meta.preprocess, art.meta.class_names, opts.top_k))
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    stats: RunStats
+    summary: dict
+    forced: bool
+
+
+def _classify_loop(
+    opts: RunOptions,
+    run: _Run,
+    stats: RunStats | None = None,
+    on_frame: Callable[[Frame, FrameResult], None] | None = None,
+) -> _Outcome:
+    """Open the source and classify until it ends, ``--max-frames`` or a stop; every frame goes to the log and
+    stdout, the summary always at the end. Call it inside ``with run.stop``."""
+    source = run.source
+    try:
+        source.open()
+    except SourceError as err:
+        raise click.UsageError(str(err)) from err
+    log = FrameLog(opts.log_path or next_run_dir(RUNS_ROOT) / "frames.csv")
+    stats, forced = stats or RunStats(), False
+    try:
+        frames = classify_frames(
+            source, run.classifier, opts.every, opts.max_frames, run.stop, opts.max_fps, on_frame=on_frame
+        )
+        for result in frames:
+            record = result.to_record()
+            log.write(record)
+            stats.add(result)
+            click.echo(json.dumps({"type": "frame"} | record) if opts.as_json else _frame_line(result))
+    except KeyboardInterrupt:
+        forced = True
+    finally:
+        source.close()
+        log.close()
+        stopped = "SIGINT (forced)" if forced else run.stop.name or source.stop_reason
+        summary = stats.summary(skipped=source.skipped, stopped=stopped, log=str(log.path))
+        _print_summary(summary, opts.as_json)
+    return _Outcome(stats, summary, forced)
+
+
+def _exit_status(run: _Run, outcome: _Outcome) -> None:
+    """Exit 1 when the camera failed or nothing was classified (without a stop asking for it)."""
+    if run.source.stop_reason:
+        raise click.ClickException(run.source.stop_reason)
+    if outcome.stats.latency.count == 0 and not run.stop.requested and not outcome.forced:
+        raise click.ClickException("no frame was classified")
+
+
 @main.command()
-@artifact_option
-@click.option("--camera", is_flag=True, help="Read the Raspberry Pi camera through picamera2.")
-@click.option("--camera-num", type=click.IntRange(0), default=0, help="picamera2 camera number (with --camera).")
-@click.option(
-    "--resolution", default="640x480", callback=_parse_size, metavar="WxH", help="Camera capture size (with --camera)."
-)
+@run_options
 @click.option("--preview", is_flag=True, help="Show picamera2's preview window (with --camera; Pi desktop only).")
-@click.option("--webcam", type=click.IntRange(0), default=None, metavar="N", help="Read OpenCV camera index N.")
-@click.option(
-    "--video",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="Read a video file (OpenCV) to its end.",
-)
 @click.option(
     "--image",
     "image_opts",
@@ -214,105 +384,73 @@ def _print_summary(summary: dict, as_json: bool) -> None:
 @click.argument(
     "more_images", nargs=-1, metavar="[IMAGE]...", type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="Classify every image in a directory (sorted by name).",
-)
-@click.option("--top-k", type=click.IntRange(1), default=3, help="Labels shown per frame.")
-@click.option("--every", type=click.IntRange(1), default=1, metavar="N", help="Classify every N-th frame only.")
-@click.option(
-    "--max-frames",
-    type=click.IntRange(1),
-    default=None,
-    help="Stop after this many classified frames.  [default: until the source ends or Ctrl-C]",
-)
-@threads_option
-@click.option(
-    "--log",
-    "log_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help=f"Per-frame log, CSV or JSONL by extension ({', '.join(LOG_FORMATS)}).  "
-    f"[default: {RUNS_ROOT}/NNN/frames.csv, a new numbered folder]",
-)
-@click.option(
-    "--retries",
-    type=click.IntRange(1),
-    default=5,
-    help="Attempts to open or read --camera/--webcam before giving up (back-off 0.2 s, doubling, max 2 s).",
-)
-@json_option
-def classify(
-    artifact: Path,
-    camera: bool,
-    camera_num: int,
-    resolution: tuple[int, int],
-    preview: bool,
-    webcam: int | None,
-    video: Path | None,
-    image_opts: tuple[Path, ...],
-    more_images: tuple[Path, ...],
-    directory: Path | None,
-    top_k: int,
-    every: int,
-    max_frames: int | None,
-    threads: int | None,
-    log_path: Path | None,
-    retries: int,
-    as_json: bool,
-) -> None:
+def classify(opts: RunOptions, preview: bool, image_opts: tuple[Path, ...], more_images: tuple[Path, ...]) -> None:
     """Classify frames from one source and report labels, per-stage latency, FPS and peak RSS.
 
     Sources: --camera, --webcam N, --video FILE, --image FILE... or --dir DIR; without one, the bundled
     sample photos. Ctrl-C or SIGTERM stops after the current frame; the summary and log are always written.
     """
-    if more_images and (camera or webcam is not None or video or directory):
+    if more_images and (opts.camera or opts.webcam is not None or opts.video or opts.directory):
         raise click.UsageError(f"unexpected arguments {[str(p) for p in more_images]}: image files need --image")
-    if log_path is not None and log_path.suffix.lower() not in LOG_FORMATS:
-        raise click.BadParameter(f"{log_path.name}: need one of {', '.join(LOG_FORMATS)}", param_hint="--log")
-    art = _load(artifact)  # verified (checksums, CPU) but nothing loaded yet
-    stop = GracefulStop()
-    source = _make_source(
-        camera,
-        camera_num,
-        resolution,
-        preview,
-        webcam,
-        video,
-        [*image_opts, *more_images],
-        directory,
-        RetryPolicy(attempts=retries),
-        stop,
-        art.meta.preprocess.resize,
-    )
-    classifier = Classifier(_load_model(art, None, threads), art.meta.preprocess, art.meta.class_names, top_k)
-    with stop:
-        try:
-            source.open()
-        except SourceError as err:
-            raise click.UsageError(str(err)) from err
-        log = FrameLog(log_path or next_run_dir(RUNS_ROOT) / "frames.csv")
-        stats, forced = RunStats(), False
-        try:
-            for result in classify_frames(source, classifier, every, max_frames, stop):
-                record = result.to_record()
-                log.write(record)
-                stats.add(result)
-                click.echo(json.dumps({"type": "frame"} | record) if as_json else _frame_line(result))
-        except KeyboardInterrupt:
-            forced = True
-        finally:
-            source.close()
-            log.close()
-            stopped = "SIGINT (forced)" if forced else stop.name or source.stop_reason
-            _print_summary(stats.summary(skipped=source.skipped, stopped=stopped, log=str(log.path)), as_json)
-    if source.stop_reason:
-        raise click.ClickException(source.stop_reason)
-    if stats.latency.count == 0 and not stop.requested and not forced:
-        raise click.ClickException("no frame was classified")
+    run = _prepare(opts, preview, [*image_opts, *more_images])
+    with run.stop:
+        outcome = _classify_loop(opts, run)
+    _exit_status(run, outcome)
+
+
+@main.command()
+@run_options
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    metavar="ADDRESS",
+    help="Address to listen on. The default is reachable from this machine only (from a laptop: "
+    "`ssh -L 8080:localhost:8080 pi`); 0.0.0.0 exposes the page to the whole network.",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, help="TCP port; 0 picks a free one.")
+@click.option(
+    "--exit-at-end",
+    is_flag=True,
+    help="Exit when the source ends or --max-frames is reached.  [default: keep serving the last frame and the "
+    "summary until Ctrl-C]",
+)
+def serve(opts: RunOptions, host: str, port: int, exit_at_end: bool) -> None:
+    """Classify as `classify` does and show it live in a browser: the camera stream with the top labels, per-frame
+    latency, FPS and memory, and JSON for scripts.
+
+    Open the printed address: / is the page, /stream.mjpg the MJPEG stream, /api/status the latest result and
+    running summary as JSON. There is NO AUTHENTICATION: whoever can reach the address can watch the camera, so
+    keep the default --host 127.0.0.1 and tunnel with `ssh -L 8080:localhost:8080 pi` where you can. Several
+    browsers can watch at once; a slow or closed one never holds up the classification. Ctrl-C or SIGTERM stops
+    the loop, the camera and the server; the per-frame log and the summary are always written.
+    """
+    run = _prepare(opts)
+    stats = RunStats()
+    meta = run.artifact.meta
+    info = {
+        "source": getattr(run.source, "name", None) or str(opts.directory or "the bundled sample photos"),
+        "model": meta.model.get("name"),
+        "runtime": run.classifier.model.runtime,
+        "threads": run.classifier.model.threads,
+        "top_k": opts.top_k,
+    }
+    live = LiveView(info, stats.summary)
+    try:
+        server = LiveServer(live, host, port)
+    except OSError as err:
+        raise click.UsageError(f"cannot listen on {host}:{port} ({err.strerror or err}): try another --port") from err
+    if not is_loopback(host):
+        logger.warning("listening on %s: anyone on the network can watch the camera (no authentication)", host)
+    click.echo(f"serving on {server.url} (Ctrl-C to stop)", err=True)
+    with run.stop, server:
+        server.start()
+        outcome = _classify_loop(opts, run, stats, live.publish)
+        live.finish(outcome.summary)
+        if not (exit_at_end or run.stop.requested or outcome.forced):
+            click.echo(f"source ended: still serving the last frame on {server.url} until Ctrl-C", err=True)
+            while not run.stop.wait(3600):
+                pass
+    _exit_status(run, outcome)
 
 
 def _bench_input(artifact: Artifact) -> np.ndarray:

@@ -2,6 +2,8 @@
 # Install the kit with every extra. On x86 the torch pair comes first, as pinned (other versions pull gigabytes).
 # --qemu also builds the arm64 root for the emulated Pi check (needs root and Debian's mirror; skipped with a
 # warning where that fails, and the qemu test then reports itself skipped with the reason).
+# Debian's chromium is installed for the browser test of `bhvit-device serve` (playwright drives it; its own
+# browser download is not used); where apt cannot install it, that test reports itself skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PIP="python -m pip install -q --disable-pip-version-check"
@@ -9,6 +11,15 @@ if [ "$(uname -m)" = "x86_64" ]; then
   $PIP "torch==2.14.1" "torchvision==0.29.1"
 fi
 $PIP -e ".[all]"
+install_chromium() {
+  command -v apt-get >/dev/null 2>&1 || return 1
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  $sudo apt-get install -y -q chromium >/dev/null 2>&1 && return 0
+  $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q chromium >/dev/null 2>&1
+}
+command -v chromium >/dev/null 2>&1 || install_chromium ||
+  echo "WARNING: could not install chromium; the browser test of bhvit-device serve will be skipped" >&2
 if [ "${1:-}" = "--qemu" ]; then
   bash scripts/qemu_setup.sh || echo "WARNING: could not build the arm64 root; the emulated Pi test will be skipped" >&2
 fi

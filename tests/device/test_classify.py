@@ -67,6 +67,44 @@ def test_classify_every_nth_video_frame_decodes_only_those(small_classifier, tmp
     assert len(results) == 4 and len(reads) == 4  # frames 0, 3, 6, 9; the other six are only grabbed
 
 
+def test_classify_hands_each_frame_and_result_to_on_frame_before_yielding(small_classifier):
+    seen = []
+    for result in classify_frames(_frames(5), small_classifier, every=2, on_frame=lambda f, r: seen.append((f, r))):
+        assert seen[-1][1] is result  # the hook ran before the result came out
+    assert [(f.name, r.source, r.frame) for f, r in seen] == [("f0", "f0", 0), ("f2", "f2", 1), ("f4", "f4", 2)]
+    assert all(f.image.shape == (48, 64, 3) for f, _ in seen)
+
+
+class _RecordingStop(GracefulStop):
+    """A stop flag whose ``wait`` records the pauses instead of sleeping; it asks to stop after ``stop_after``."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        super().__init__()
+        self.pauses: list[float] = []
+        self.stop_after = stop_after
+
+    def wait(self, seconds: float) -> bool:
+        self.pauses.append(seconds)
+        if self.stop_after is not None and len(self.pauses) >= self.stop_after:
+            self.signum = signal.SIGTERM
+        return self.requested
+
+
+def test_classify_max_fps_waits_out_the_rest_of_each_frame_interval(small_classifier):
+    stop = _RecordingStop()
+    results = list(classify_frames(_frames(6), small_classifier, stop=stop, max_fps=2.0))
+    assert len(results) == 6 and len(stop.pauses) == 6  # before every read but the first (the 7th finds the end)
+    assert all(0 < pause <= 0.5 for pause in stop.pauses)
+    unpaced = _RecordingStop()
+    assert len(list(classify_frames(_frames(6), small_classifier, stop=unpaced))) == 6 and unpaced.pauses == []
+
+
+def test_classify_stop_during_max_fps_pause_ends_the_loop(small_classifier):
+    stop = _RecordingStop(stop_after=2)
+    results = list(classify_frames(_frames(10), small_classifier, stop=stop, max_fps=1.0))
+    assert len(results) == 2 and stop.name == "SIGTERM"
+
+
 def test_classify_stops_after_current_frame_on_sigterm(small_classifier):
     def frames():
         for frame in _frames(100):

@@ -7,7 +7,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 
 import bhvit_device_testlib as testlib  # registered by conftest.py
 import click
@@ -206,11 +205,9 @@ def test_info_verifies_and_exits_1_when_not_runnable(run, artifacts, tmp_path):
 
 def test_installed_script_stops_cleanly_on_sigint_and_keeps_log(artifacts, tmp_path):
     video = testlib.write_video(tmp_path / "long.avi", np.zeros((3000, 48, 64, 3), np.uint8))
-    script = shutil.which("bhvit-device")
-    command = [script] if script else [sys.executable, "-c", "from bhvit.device.cli import main; main()"]
     proc = subprocess.Popen(
         [
-            *command,
+            *testlib.device_command(),
             "classify",
             "--video",
             video,

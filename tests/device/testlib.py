@@ -7,6 +7,7 @@ Loaded by path under one module name (``bhvit_device_testlib``) so both test fol
 from __future__ import annotations
 
 import shutil
+import sys
 import types
 from pathlib import Path
 
@@ -137,6 +138,25 @@ def write_video(path: Path, frames: list[np.ndarray] | np.ndarray, fourcc: str =
         writer.write(np.ascontiguousarray(frame[..., ::-1]))
     writer.release()
     return path
+
+
+def pan_video(path: Path, frames: int, size: tuple[int, int] = (80, 60)) -> Path:
+    """A video of a ``size`` window panning across the bundled cat photo (every frame differs from the last)."""
+    from PIL import Image
+
+    cat = chelsea()
+    width, height = size
+    scale = height / 100
+    small = np.asarray(Image.fromarray(cat).resize((int(cat.shape[1] * scale), height)))
+    span = small.shape[1] - width
+    offsets = np.abs((np.arange(frames) % (2 * span)) - span)  # back and forth
+    return write_video(path, [small[:, x : x + width] for x in offsets])
+
+
+def device_command() -> list[str]:
+    """The installed ``bhvit-device`` script, or the same entry point run by this interpreter."""
+    script = shutil.which("bhvit-device")
+    return [script] if script else [sys.executable, "-c", "from bhvit.device.cli import main; main()"]
 
 
 def chelsea() -> np.ndarray:
