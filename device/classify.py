@@ -131,6 +131,10 @@ class RunStats:
     def __init__(self) -> None:
         self.latency = LatencyRecorder()
         self.inference = LatencyRecorder()
+        self.restart()
+
+    def restart(self) -> None:
+        """Start the clock of the mean FPS now (when the source has been opened)."""
         self.started = time.perf_counter()
 
     def add(self, result: FrameResult) -> None:

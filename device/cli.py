@@ -342,7 +342,10 @@ def _classify_loop(
     except SourceError as err:
         raise click.UsageError(str(err)) from err
     log = FrameLog(opts.log_path or next_run_dir(RUNS_ROOT) / "frames.csv")
-    stats, forced = stats or RunStats(), False
+    forced = False
+    if stats is None:
+        stats = RunStats()
+    stats.restart()  # the time to open a camera is not the loop's
     try:
         frames = classify_frames(
             source, run.classifier, opts.every, opts.max_frames, run.stop, opts.max_fps, on_frame=on_frame
