@@ -166,10 +166,6 @@ def test_stream_clients_skip_to_the_newest_frame_and_each_frame_is_encoded_once(
     assert live.next_jpeg(6, 0.05) is None  # nothing newer: the wait times out
 
 
-def _wait_viewers(url: str, count: int) -> None:
-    _until(lambda: _status(url)["viewers"] == count, what=f"{count} stream viewers")
-
-
 def test_vanished_and_stalled_clients_are_dropped_while_frames_keep_flowing(live_server, monkeypatch):
     live, url = live_server
     monkeypatch.setattr(serve._Handler, "timeout", 1.0)  # drop a stalled client after 1 s instead of 10
@@ -177,10 +173,12 @@ def test_vanished_and_stalled_clients_are_dropped_while_frames_keep_flowing(live
     noise = np.random.default_rng(0).integers(0, 256, (800, 800, 3), dtype=np.uint8)  # ~1 MiB JPEGs
     published = 0
 
-    def publish_for(seconds: float) -> None:
+    def publish_until(viewers: int, what: str) -> None:
+        """Publish frames as the loop does (never waiting for a client) until ``viewers`` streams are open."""
         nonlocal published
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
+        deadline = time.monotonic() + 60
+        while _status(url)["viewers"] != viewers:
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
             live.publish(Frame(published, "noise", noise), _result(published))
             published += 1
             time.sleep(0.02)
@@ -188,20 +186,19 @@ def test_vanished_and_stalled_clients_are_dropped_while_frames_keep_flowing(live
     request = b"GET /stream.mjpg HTTP/1.0\r\n\r\n"
     gone = socket.create_connection(("127.0.0.1", port))
     gone.sendall(request)
-    publish_for(0.3)
+    publish_until(1, "the first client")
     assert gone.recv(1000).startswith(b"HTTP/1.0 200")
     gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # close with RST
     gone.close()
+    publish_until(0, "the vanished client to be dropped")
     stalled = socket.socket()
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and it never reads: the server's send blocks
     stalled.connect(("127.0.0.1", port))
     stalled.sendall(request)
     try:
+        publish_until(1, "the stalled client")
         before = published
-        deadline = time.monotonic() + 60
-        while _status(url)["viewers"] and time.monotonic() < deadline:
-            publish_for(0.2)  # the loop's side: publishing never waits for any client
-        assert _status(url)["viewers"] == 0, "the stalled client was not dropped"
+        publish_until(0, "the stalled client to be dropped")
         assert published > before
     finally:
         stalled.close()
@@ -222,22 +219,31 @@ def run_serve(tmp_path, monkeypatch):
 
     def invoke(*args: object, with_server: Callable[[str], None] | None = None):
         errors: list[BaseException] = []
+        done = threading.Event()
 
         def drive() -> None:
             try:
-                server = _until(lambda: servers and servers[0], what="the server to start")
-                with_server(server.url)
-            except BaseException as err:  # reported by the test thread below
+                _until(lambda: servers or done.is_set(), what="the server to start")
+                if servers:
+                    with_server(servers[0].url)
+            except BaseException as err:  # re-raised in the test's thread below
                 errors.append(err)
             finally:
-                os.kill(os.getpid(), signal.SIGTERM)
+                if not done.is_set():
+                    os.kill(os.getpid(), signal.SIGTERM)
 
-        thread = threading.Thread(target=drive, daemon=True) if with_server else None
-        if thread:
-            thread.start()
-        result = CliRunner().invoke(cli.main, ["serve", "--port", "0", *map(str, args)], catch_exceptions=False)
-        if thread:
-            thread.join(60)
+        thread = threading.Thread(target=drive, daemon=True)
+        # serve's own handler replaces this one while it runs; a SIGTERM sent after it returned is ignored
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        try:
+            if with_server:
+                thread.start()
+            result = CliRunner().invoke(cli.main, ["serve", "--port", "0", *map(str, args)], catch_exceptions=False)
+            done.set()
+            if with_server:
+                thread.join(60)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         if errors:
             raise errors[0]
         return result, servers
