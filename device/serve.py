@@ -169,7 +169,7 @@ class LiveView:
 class _Handler(BaseHTTPRequestHandler):
     server: LiveServer
     server_version = "bhvit-serve"
-    timeout = 10.0  # a client that takes no data for this long is dropped (applies to each socket send)
+    timeout = 10.0  # a client that has not taken a whole frame after this long is dropped
     wait_s = 0.5  # how often a waiting stream checks for shutdown
 
     def do_GET(self) -> None:  # noqa: N802  (http.server's name)
