@@ -75,7 +75,10 @@ def test_artifact_metadata_complete_and_checksums_right(compiled):
         t["offset"] + np.dtype(t["dtype"]).itemsize * int(np.prod(t["shape"])) for t in layout
     )
     assert {"deployable_mib", "mops", "artifact_mib"} <= set(data["cost"])
-    assert {"torch", "tvm", "bhvit"} <= set(data["versions"])
+    assert {"torch", "tvm", "tvm_ffi", "bhvit"} <= set(data["versions"])
+    from bhvit.compile.targets import resolve_target
+
+    assert data["target"]["cpu_features"] == list(resolve_target("host").cpu_features)  # LLVM's, for the host mcpu
     assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.so", "weights.bin"]  # no temp files
 
 
@@ -88,4 +91,5 @@ def test_rpi5_cross_compile_gives_aarch64_elf_verified_by_host_twin(compiled):
     head = (out / "model.so").read_bytes()[:20]
     assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 183  # EM_AARCH64
     assert meta.target.arch == "aarch64" and meta.target.tvm["mcpu"] == "cortex-a76"
+    assert {"asimd", "asimddp", "fphp", "lrcpc"} <= set(meta.target.cpu_features)
     assert meta.verification["passed"] and "host" in meta.verification["runs_on"]
