@@ -2,10 +2,12 @@
 
 An artifact is a directory with the compiled library (``model.so`` for TVM, ``model.onnx`` for onnxruntime),
 for TVM the weights file (``weights.bin``, see :mod:`.weights`), and ``metadata.json`` describing them: target,
-preprocessing, class names, cost row, weights layout and the sha256 of every other file. Version 1 artifacts
-(TVM weights inside the library) are refused: rebuild them. ``load_artifact`` checks format, checksums,
-architecture and CPU features before anything is loaded, so a tampered artifact or one built for another CPU is
-refused with a one-line reason.
+preprocessing, class names, cost row, weights layout, the versions it was built with and the sha256 of every
+other file. Version 1 artifacts (TVM weights inside the library) are refused: rebuild them. ``load_artifact``
+checks format, file names (each must stay inside the directory), checksums, architecture, CPU features and the
+installed runtime's version before anything is loaded, so a corrupt or partial copy, or one built for another CPU
+or runtime, is refused with a one-line reason. The checksums do not make a hostile artifact safe: the library is
+native code, so run only artifacts you built or trust.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import metadata as _pkg_metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .features import kernel_features
 from .host import cpu_features, host_arch, normalize_arch
 from .weights import WeightsInfo
 
@@ -41,7 +45,7 @@ __all__ = [
     "check_artifact",
     "file_sha256",
     "load_artifact",
-    "normalize_feature",
+    "runtime_checks",
     "read_metadata",
     "save_artifact",
     "write_artifact_metadata",
@@ -54,30 +58,26 @@ LIBRARY_SUFFIX = {"tvm": ".so", "onnxruntime": ".onnx"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
-
-# LLVM -mattr spellings -> /proc/cpuinfo spellings, so either may be written into cpu_features.
-_FEATURE_ALIASES = {
-    "neon": "asimd",
-    "dotprod": "asimddp",
-    "fullfp16": "fphp",
-    "fp-armv8": "fp",
-    "crc": "crc32",
-    "lse": "atomics",
-    "rcpc": "lrcpc",
-    "sse4.1": "sse4_1",
-    "sse4.2": "sse4_2",
-    "sse3": "pni",
-}
+# Per runtime: (key in ``versions``, pip distribution) of the packages the library was built against.
+RUNTIME_PACKAGES = {"tvm": (("tvm", "apache-tvm"), ("tvm_ffi", "apache-tvm-ffi")), "onnxruntime": ()}
 
 
 class ArtifactError(Exception):
     """An artifact that cannot be used here; the message says what was found and what is needed."""
 
 
-def normalize_feature(name: str) -> str:
-    """CPU feature in /proc/cpuinfo spelling: ``+neon`` -> ``asimd``, ``+avx512vpopcntdq`` -> ``avx512vpopcntdq``."""
-    name = name.strip().lower().lstrip("+")
-    return _FEATURE_ALIASES.get(name, name)
+def _unsafe_file_name(name: object) -> str | None:
+    """Why ``name`` from metadata.json cannot name a file inside the artifact directory (None: it can)."""
+    if not isinstance(name, str) or not name:
+        return "not a file name"
+    if "\\" in name or "\0" in name:
+        return "has a backslash or NUL character"
+    path = PurePosixPath(name)
+    if path.is_absolute():
+        return "is an absolute path"
+    if ".." in path.parts:
+        return "leads out of the directory with '..'"
+    return None
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,13 @@ class ArtifactMeta:
             raise ArtifactError(f"unknown runtime {self.runtime!r}: expected one of {sorted(LIBRARY_SUFFIX)}")
         if self.threads < 1:
             raise ArtifactError(f"threads must be >= 1, got {self.threads}")
+        names = [self.library, *self.files] + ([self.weights.file] if self.weights is not None else [])
+        for name in names:
+            if why := _unsafe_file_name(name):
+                raise ArtifactError(
+                    f"unsafe file name {name!r} in metadata: it {why}; need a relative path inside the artifact "
+                    f"directory (rebuild the artifact with bhvit-compile)"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict in the documented key order."""
@@ -187,12 +194,13 @@ class ArtifactMeta:
 
 @dataclass(frozen=True)
 class Check:
-    """One verification step: ``found`` versus ``needed``."""
+    """One verification step: ``found`` versus ``needed``; ``warning``: it passes, but the user should know."""
 
     name: str
     ok: bool
     found: str
     needed: str
+    warning: bool = False
 
     @property
     def message(self) -> str:
@@ -247,6 +255,58 @@ def _bhvit_version() -> str:
         return "unknown"
 
 
+def _installed_version(distribution: str) -> str | None:
+    try:
+        return _pkg_metadata.version(distribution)
+    except _pkg_metadata.PackageNotFoundError:
+        return None
+
+
+def _runtime_versions(runtime: str) -> dict[str, str]:
+    """Installed versions of the packages ``runtime``'s library is built against."""
+    found = {key: _installed_version(dist) for key, dist in RUNTIME_PACKAGES.get(runtime, ())}
+    return {key: version for key, version in found.items() if version is not None}
+
+
+def _series(version: str) -> str | None:
+    """``0.27`` for ``0.27.0.post1``; None when the version does not start with two numbers."""
+    match = re.match(r"(\d+)\.(\d+)(?:\D|$)", version)
+    return f"{match[1]}.{match[2]}" if match else None
+
+
+def runtime_checks(meta: ArtifactMeta, runtime: str | None = None) -> list[Check]:
+    """The installed version of each package ``runtime`` (default: the artifact's) needs, against the version the
+    artifact was built with: the same passes, the same major.minor series passes with a warning (its runtime ABI is
+    kept within a series), anything else or a missing package fails."""
+    checks = []
+    for key, dist in RUNTIME_PACKAGES.get(runtime or meta.runtime, ()):
+        built, here = meta.versions.get(key), _installed_version(dist)
+        wanted = f"{dist}=={built}" if built else dist
+        if here is None:
+            checks.append(Check(dist, False, "not installed", f"`pip install {wanted}`"))
+        elif built is None:
+            checks.append(
+                Check(dist, True, here, "the version it was built with (not recorded: rebuild the artifact)", True)
+            )
+        elif here == built:
+            checks.append(Check(dist, True, here, f"{built} as the artifact was built with"))
+        elif _series(here) is not None and _series(here) == _series(built):
+            checks.append(
+                Check(dist, True, here, f"{built} as the artifact was built with (same {_series(built)} series)", True)
+            )
+        else:
+            checks.append(
+                Check(
+                    dist,
+                    False,
+                    here,
+                    f"{built} as the artifact was built with: `pip install {wanted}` here, or rebuild the artifact "
+                    f"with {dist} {here}",
+                )
+            )
+    return checks
+
+
 def save_artifact(directory: str | os.PathLike, meta: ArtifactMeta) -> ArtifactMeta:
     """Hash every file in ``directory`` and write ``metadata.json`` atomically; returns the saved metadata.
 
@@ -259,7 +319,7 @@ def save_artifact(directory: str | os.PathLike, meta: ArtifactMeta) -> ArtifactM
         meta,
         files=_artifact_files(directory),
         created=meta.created or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        versions={"bhvit": _bhvit_version(), **meta.versions},
+        versions={"bhvit": _bhvit_version(), **_runtime_versions(meta.runtime), **meta.versions},
     )
     tmp = directory / (METADATA_FILE + ".tmp")
     tmp.write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
@@ -314,8 +374,15 @@ def read_metadata(directory: str | os.PathLike) -> ArtifactMeta:
     return ArtifactMeta.from_dict(data)
 
 
-def check_artifact(directory: str | os.PathLike, meta: ArtifactMeta) -> list[Check]:
-    """Every check ``load_artifact`` makes, in order; nothing is loaded."""
+def _escapes(directory: Path, name: str) -> Path | None:
+    """Where ``directory / name`` really leads when a symbolic link takes it outside ``directory`` (else None)."""
+    target = (directory / name).resolve()
+    return None if target.is_relative_to(directory.resolve()) else target
+
+
+def check_artifact(directory: str | os.PathLike, meta: ArtifactMeta, runtime: str | None = None) -> list[Check]:
+    """Every check ``load_artifact`` makes, in order; nothing is loaded. ``runtime``: the one that will load the
+    artifact (default: its own), whose installed version is checked."""
     directory = Path(directory)
     checks = [
         Check("library", meta.library in meta.files, f"files {sorted(meta.files)}", f"{meta.library!r} among them")
@@ -330,6 +397,9 @@ def check_artifact(directory: str | os.PathLike, meta: ArtifactMeta) -> list[Che
             )
         )
     for name, expected in meta.files.items():
+        if (outside := _escapes(directory, name)) is not None:
+            checks.append(Check(f"file {name}", False, f"a link to {outside}", "a file inside the artifact directory"))
+            continue
         path = directory / name
         actual = file_sha256(path) if path.is_file() else "missing file"
         checks.append(
@@ -350,26 +420,29 @@ def check_artifact(directory: str | os.PathLike, meta: ArtifactMeta) -> list[Che
         )
     )
     if arch == meta.target.arch:
-        needed = {normalize_feature(f) for f in meta.target.cpu_features}
+        needed = kernel_features(meta.target.cpu_features, arch)
         missing = sorted(needed - cpu_features())
         checks.append(
             Check(
                 "cpu features",
                 not missing,
                 f"missing {missing}" if missing else "all present",
-                f"{sorted(needed)} (target {meta.target.name!r})",
+                f"the {len(needed)} the code may use (target {meta.target.name!r})",
             )
         )
-    return checks
+    return checks + runtime_checks(meta, runtime)
 
 
-def load_artifact(directory: str | os.PathLike) -> Artifact:
-    """Read and verify an artifact; raise :class:`ArtifactError` naming the first failed check."""
+def load_artifact(directory: str | os.PathLike, runtime: str | None = None) -> Artifact:
+    """Read and verify an artifact for ``runtime`` (default: its own); raise :class:`ArtifactError` naming the
+    first failed check, log a warning for each check that passed with one."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ArtifactError(f"{directory}: not a directory; need an artifact made by bhvit-compile")
     meta = read_metadata(directory)
-    for check in check_artifact(directory, meta):
+    for check in check_artifact(directory, meta, runtime):
         if not check.ok:
             raise ArtifactError(f"{directory}: refusing artifact, {check.message}")
+        if check.warning:
+            logger.warning("%s: %s", directory, check.message)
     return Artifact(directory, meta)

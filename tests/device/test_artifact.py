@@ -1,8 +1,10 @@
-"""Artifact contract: round trip, and refusal before loading (checksums, architecture, CPU features, format)."""
+"""Artifact contract: round trip, and refusal before loading (file names, checksums, architecture, CPU features,
+runtime version, format)."""
 
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from bhvit.device import artifact as art_mod
@@ -12,7 +14,6 @@ from bhvit.device.artifact import (
     PreprocessCfg,
     TargetInfo,
     load_artifact,
-    normalize_feature,
     read_metadata,
     save_artifact,
     write_artifact_metadata,
@@ -136,10 +137,136 @@ def test_artifact_library_for_other_runtime_is_found_or_refused(artifacts):
         only_tvm.library_for("onnxruntime")
 
 
-def test_feature_names_accept_llvm_spelling():
-    assert normalize_feature("+neon") == "asimd"
-    assert normalize_feature("+dotprod") == "asimddp"
-    assert normalize_feature("+avx512vpopcntdq") == "avx512vpopcntdq"
+def test_llvm_feature_spellings_in_metadata_are_checked_under_the_kernel_names(tmp_path, monkeypatch):
+    # what the checks compare: an aarch64 machine with NEON and dot product, but no crypto extensions
+    monkeypatch.setattr(art_mod, "host_arch", lambda: "aarch64")
+    monkeypatch.setattr(art_mod, "cpu_features", lambda: frozenset({"fp", "asimd", "asimddp"}))
+    _fake_artifact(tmp_path, arch="aarch64", features=("+neon", "+dotprod", "fp-armv8", "a76", "v8.2a"))
+    assert load_artifact(tmp_path).meta.target.cpu_features[:2] == ("+neon", "+dotprod")
+    _fake_artifact(tmp_path, arch="aarch64", features=("+neon", "+aes"))
+    with pytest.raises(ArtifactError, match=r"cpu features: found missing \['aes', 'pmull'\]"):
+        load_artifact(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "key, value, why",
+    [
+        ("library", "../model.so", "leads out of the directory with '..'"),
+        ("library", "/usr/lib/libc.so.6", "is an absolute path"),
+        ("files", {"model.so": "0" * 64, "sub/../../x": "0" * 64}, "leads out of the directory"),
+        ("files", {"model.so": "0" * 64, "..\\x": "0" * 64}, "has a backslash"),
+        ("library", "", "not a file name"),
+    ],
+)
+def test_file_names_leading_out_of_the_artifact_are_refused_before_any_file_is_read(tmp_path, key, value, why):
+    _fake_artifact(tmp_path)
+    _edit_metadata(tmp_path, **{key: value})
+    with pytest.raises(ArtifactError, match=rf"unsafe file name .*: it {why}.*relative path inside the artifact"):
+        load_artifact(tmp_path)
+
+
+def test_weights_file_name_leading_out_of_the_artifact_is_refused(artifacts, tmp_path):
+    path = artifacts.copy(tmp_path / "a")
+    _edit_metadata(path, weights__file="../weights.bin")
+    with pytest.raises(ArtifactError, match=r"unsafe file name '../weights.bin'"):
+        read_metadata(path)
+
+
+def test_symbolic_link_leading_out_of_the_artifact_is_refused_unread(tmp_path, monkeypatch):
+    outside = tmp_path / "outside.so"
+    outside.write_bytes(b"someone else's library")
+    art = tmp_path / "a"
+    art.mkdir()
+    (art / "model.so").symlink_to(outside)
+    write_artifact_metadata(
+        art,
+        runtime="tvm",
+        library="model.so",
+        target=TargetInfo("host", host_arch()),
+        class_names=["cat"],
+        preprocess=PreprocessCfg(),
+        model={},
+    )
+    hashed = []
+    monkeypatch.setattr(art_mod, "file_sha256", lambda path: hashed.append(path) or "0" * 64)
+    with pytest.raises(ArtifactError, match=rf"file model.so: found a link to {outside}, need a file inside"):
+        load_artifact(art)
+    assert hashed == []
+
+
+def test_artifact_reached_through_a_link_and_holding_inner_links_is_accepted(tmp_path):
+    art = tmp_path / "a"
+    art.mkdir()
+    (art / "real.so").write_bytes(b"library")
+    (art / "model.so").symlink_to("real.so")
+    write_artifact_metadata(
+        art,
+        runtime="onnxruntime",
+        library="model.so",
+        target=TargetInfo("host", host_arch()),
+        class_names=["cat"],
+        preprocess=PreprocessCfg(),
+        model={},
+    )
+    (tmp_path / "latest").symlink_to("a", target_is_directory=True)
+    assert load_artifact(tmp_path / "latest").meta.library == "model.so"
+
+
+def _with_tvm_versions(monkeypatch, tmp_path, built: dict, installed: dict):
+    _fake_artifact(tmp_path)
+    _edit_metadata(tmp_path, versions=built)
+    monkeypatch.setattr(art_mod, "_installed_version", installed.get)
+
+
+def test_artifact_built_with_another_tvm_release_is_refused_with_the_fix(tmp_path, monkeypatch):
+    built = {"tvm": "0.27.0.post1", "tvm_ffi": "0.1.14.post1"}
+    _with_tvm_versions(monkeypatch, tmp_path, built, {"apache-tvm": "0.28.0", "apache-tvm-ffi": "0.1.14.post1"})
+    with pytest.raises(ArtifactError) as err:
+        load_artifact(tmp_path)
+    assert str(err.value).endswith(
+        "refusing artifact, apache-tvm: found 0.28.0, need 0.27.0.post1 as the artifact was built with: "
+        "`pip install apache-tvm==0.27.0.post1` here, or rebuild the artifact with apache-tvm 0.28.0"
+    )
+
+
+def test_artifact_without_installed_tvm_is_refused_before_loading(tmp_path, monkeypatch):
+    _with_tvm_versions(monkeypatch, tmp_path, {"tvm": "0.27.0.post1"}, {})
+    with pytest.raises(ArtifactError, match=r"apache-tvm: found not installed, need `pip install apache-tvm==0.27"):
+        load_artifact(tmp_path)
+
+
+def test_onnxruntime_use_of_a_tvm_artifact_does_not_need_tvm(tmp_path, monkeypatch):
+    _with_tvm_versions(monkeypatch, tmp_path, {"tvm": "0.27.0.post1"}, {})
+    assert load_artifact(tmp_path, runtime="onnxruntime").meta.runtime == "tvm"
+
+
+@pytest.mark.parametrize(
+    "built, installed, warned",
+    [
+        ({"tvm": "0.27.0.post1", "tvm_ffi": "0.1.14.post1"}, {"apache-tvm": "0.27.0.post1"}, ""),
+        ({"tvm": "0.27.0.post1", "tvm_ffi": "0.1.14.post1"}, {"apache-tvm": "0.27.1"}, "same 0.27 series"),
+        (
+            {"tvm": "0.27.0.post1"},
+            {"apache-tvm": "0.27.0.post1"},
+            "apache-tvm-ffi: found 0.1.14.post1, need the version it was",
+        ),
+    ],
+    ids=["same", "same-series", "not-recorded"],
+)
+def test_compatible_tvm_versions_load_and_differences_are_warned(
+    tmp_path, monkeypatch, caplog, built, installed, warned
+):
+    _with_tvm_versions(monkeypatch, tmp_path, built, {"apache-tvm-ffi": "0.1.14.post1"} | installed)
+    with caplog.at_level(logging.WARNING, logger="bhvit.device.artifact"):
+        load_artifact(tmp_path)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == (1 if warned else 0) and all(warned in m for m in messages)
+
+
+def test_save_records_the_installed_tvm_packages(tmp_path):
+    meta = _fake_artifact(tmp_path)
+    assert meta.versions["tvm"] == art_mod._installed_version("apache-tvm")
+    assert meta.versions["tvm_ffi"] == art_mod._installed_version("apache-tvm-ffi")
 
 
 def test_artifact_meta_keeps_tuples_for_json_lists():
