@@ -26,11 +26,12 @@ from .weights import ALIGNMENT, aligned_empty, map_weights
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RUNTIMES", "Model", "OnnxModel", "TvmModel", "load_model"]
+__all__ = ["RUNTIMES", "THREADS_ENV", "Model", "OnnxModel", "TvmModel", "load_model", "resolve_threads"]
 
 RUNTIMES = tuple(LIBRARY_SUFFIX)
 _CPU = 1  # DLDeviceType kDLCPU
 _POOLED_ALLOCATOR = 2  # the VM keeps freed storage for the next call instead of returning it to the OS
+THREADS_ENV = "TVM_NUM_THREADS"
 
 
 class Model(Protocol):
@@ -87,11 +88,18 @@ class TvmModel:
     runtime = "tvm"
 
     def __init__(self, library: Path, threads: int, weights: Sequence[np.ndarray] = ()) -> None:
-        os.environ["TVM_NUM_THREADS"] = str(threads)  # read when TVM's thread pool starts
         ffi = _tvm_ffi()
-        configure = ffi.get_global_func("runtime.config_threadpool", allow_missing=True)
-        if configure is not None:  # the pool may already exist in this process
-            configure(1, threads)
+        # TVM sizes its thread pool from the variable when the pool starts (here, or before in this process);
+        # config_threadpool then sets the count. The user's environment is restored afterwards.
+        previous = os.environ.get(THREADS_ENV)
+        os.environ[THREADS_ENV] = str(threads)
+        try:
+            ffi.get_global_func("runtime.config_threadpool")(1, threads)
+        finally:
+            if previous is None:
+                del os.environ[THREADS_ENV]
+            else:
+                os.environ[THREADS_ENV] = previous
         self.threads = threads
         self._ffi = ffi
         self._vm = ffi.load_module(str(library))["vm_load_executable"]()
@@ -131,11 +139,23 @@ class OnnxModel:
         return self._session.run(None, {self._input: x})[0].reshape(-1)
 
 
+def resolve_threads(artifact: Artifact, runtime: str, threads: int | None = None) -> int:
+    """Threads to run with: ``threads`` when given, else (TVM only) ``$TVM_NUM_THREADS``, else the artifact's."""
+    if threads is not None:
+        return threads
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if runtime != "tvm" or not value:
+        return artifact.meta.threads
+    if not value.isdigit() or int(value) < 1:
+        raise ArtifactError(f"{THREADS_ENV}={value!r} is not a positive whole number: unset it or pass --threads")
+    return int(value)
+
+
 def load_model(artifact: Artifact, runtime: str | None = None, threads: int | None = None) -> Model:
-    """Load the artifact's library for ``runtime`` (default: its own) with ``threads`` (default: its own)."""
+    """Load the artifact's library for ``runtime`` (default: its own) with :func:`resolve_threads` threads."""
     runtime = runtime or artifact.meta.runtime
     library = artifact.library_for(runtime)  # refuses an unknown runtime
-    threads = threads or artifact.meta.threads
+    threads = resolve_threads(artifact, runtime, threads)
     logger.info("loading %s with %s (%d threads)", library, runtime, threads)
     if runtime != "tvm":
         return OnnxModel(library, threads)

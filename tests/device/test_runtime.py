@@ -4,6 +4,7 @@ torch needed."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ import bhvit_device_testlib as testlib  # registered by conftest.py
 import numpy as np
 import pytest
 from bhvit.device.artifact import ArtifactError, load_artifact
-from bhvit.device.runtime import load_model
+from bhvit.device.runtime import load_model, resolve_threads
 
 
 @pytest.mark.parametrize(
@@ -28,7 +29,8 @@ def test_runtime_logits_match_numpy_reference(artifacts, kwargs):
     np.testing.assert_allclose(logits, testlib.reference_logits(x, testlib.weights())[0], rtol=1e-4, atol=1e-5)
 
 
-def test_runtime_choice_and_threads_follow_arguments(artifacts):
+def test_runtime_choice_and_threads_follow_arguments(artifacts, monkeypatch):
+    monkeypatch.delenv("TVM_NUM_THREADS")
     art = load_artifact(artifacts.get(both=True))
     onnx_model = load_model(art, runtime="onnxruntime", threads=2)
     tvm_model = load_model(art, threads=2)
@@ -41,6 +43,29 @@ def test_runtime_choice_and_threads_follow_arguments(artifacts):
     assert load_model(art).threads == art.meta.threads
     x = np.random.default_rng(2).normal(size=(1, 3, 224, 224)).astype(np.float32)
     np.testing.assert_allclose(tvm_model(x), onnx_model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_threads_come_from_the_option_then_tvm_num_threads_then_the_artifact(artifacts, monkeypatch):
+    art = load_artifact(artifacts.get(both=True))  # built for 1 thread
+    monkeypatch.setenv("TVM_NUM_THREADS", "2")
+    assert (resolve_threads(art, "tvm", 3), resolve_threads(art, "tvm"), resolve_threads(art, "onnxruntime")) == (
+        3,
+        2,
+        1,
+    )
+    assert load_model(art, threads=3).threads == 3 and os.environ["TVM_NUM_THREADS"] == "2"  # left as it was
+    assert load_model(art).threads == 2
+    monkeypatch.delenv("TVM_NUM_THREADS")
+    assert load_model(art, threads=2).threads == 2 and "TVM_NUM_THREADS" not in os.environ
+    assert load_model(art).threads == art.meta.threads == 1
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_bad_tvm_num_threads_is_refused_with_the_fix(artifacts, monkeypatch, value):
+    monkeypatch.setenv("TVM_NUM_THREADS", value)
+    with pytest.raises(ArtifactError, match=rf"TVM_NUM_THREADS='{value}' is not a positive whole number: unset it"):
+        load_model(load_artifact(artifacts.get()))
+    assert resolve_threads(load_artifact(artifacts.get()), "tvm", threads=2) == 2  # --threads needs no variable
 
 
 def test_runtime_unknown_name_is_refused(artifacts):
@@ -102,7 +127,7 @@ def test_tvm_runtime_does_not_import_installed_torch(artifacts, tmp_path):
         import sys
         import numpy as np
         from bhvit.device.artifact import load_artifact
-        from bhvit.device.runtime import load_model
+        from bhvit.device.runtime import load_model, resolve_threads
         model = load_model(load_artifact({str(art)!r}))
         model(np.zeros((1, 3, 32, 32), np.float32))
         loaded = "torch" in sys.modules
