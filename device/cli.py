@@ -49,6 +49,7 @@ DEFAULT_ARTIFACT = Path("artifacts/latest")
 ARTIFACT_ENV = "BHVIT_ARTIFACT"
 RUNS_ROOT = Path("runs/classify")
 _HANDLER_NAME = "bhvit-device-cli"
+_LOG_EXISTS = "{} exists: choose a new file (a log is never overwritten), or leave --log out for a new numbered folder"
 
 artifact_option = click.option(
     "--artifact",
@@ -59,7 +60,10 @@ artifact_option = click.option(
     help="Artifact directory written by bhvit-compile.",
 )
 threads_option = click.option(
-    "--threads", type=click.IntRange(1), default=None, help="Inference threads.  [default: the artifact's threads]"
+    "--threads",
+    type=click.IntRange(1),
+    default=None,
+    help="Inference threads.  [default: $TVM_NUM_THREADS when set (TVM runtime), else the artifact's threads]",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 
@@ -86,7 +90,7 @@ def main(verbose: int, quiet: bool) -> None:
     _configure_logging(verbose, quiet)
 
 
-def _load(path: Path) -> Artifact:
+def _load(path: Path, runtime: str | None = None) -> Artifact:
     """Verified artifact, or a usage error (missing) / failure (refused) saying what to do."""
     if not path.exists():
         raise click.UsageError(
@@ -94,7 +98,7 @@ def _load(path: Path) -> Artifact:
             f"pass --artifact DIR / set {ARTIFACT_ENV}"
         )
     try:
-        return load_artifact(path)
+        return load_artifact(path, runtime)
     except ArtifactError as err:
         raise click.ClickException(str(err)) from err
 
@@ -268,8 +272,8 @@ _RUN_OPTIONS = (
         "log_path",
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
-        help=f"Per-frame log, CSV or JSONL by extension ({', '.join(LOG_FORMATS)}).  "
-        f"[default: {RUNS_ROOT}/NNN/frames.csv, a new numbered folder]",
+        help=f"Per-frame log, CSV or JSONL by extension ({', '.join(LOG_FORMATS)}); a file that exists is refused, "
+        f"never overwritten or appended to.  [default: {RUNS_ROOT}/NNN/frames.csv, a new numbered folder]",
     ),
     json_option,
 )
@@ -302,6 +306,8 @@ def _prepare(opts: RunOptions, preview: bool = False, images: Sequence[Path] = (
     """Check the options, verify the artifact, build the source (not opened yet) and load the model."""
     if opts.log_path is not None and opts.log_path.suffix.lower() not in LOG_FORMATS:
         raise click.BadParameter(f"{opts.log_path.name}: need one of {', '.join(LOG_FORMATS)}", param_hint="--log")
+    if opts.log_path is not None and opts.log_path.exists():
+        raise click.BadParameter(_LOG_EXISTS.format(opts.log_path), param_hint="--log")
     art = _load(opts.artifact)  # verified (checksums, CPU) but nothing loaded yet
     stop = GracefulStop()
     source = _make_source(
@@ -341,7 +347,11 @@ def _classify_loop(
         source.open()
     except SourceError as err:
         raise click.UsageError(str(err)) from err
-    log = FrameLog(opts.log_path or next_run_dir(RUNS_ROOT) / "frames.csv")
+    try:
+        log = FrameLog(opts.log_path or next_run_dir(RUNS_ROOT) / "frames.csv")
+    except FileExistsError:  # created since _prepare checked
+        source.close()
+        raise click.BadParameter(_LOG_EXISTS.format(opts.log_path), param_hint="--log") from None
     forced = False
     if stats is None:
         stats = RunStats()
@@ -480,7 +490,7 @@ def bench(artifact: Path, runtime: str | None, warmup: int, runs: int, threads: 
     The peak (VmHWM) is reset with /proc/self/clear_refs after loading and warm-up, so it covers the
     timed runs only.
     """
-    art = _load(artifact)
+    art = _load(artifact, runtime)
     t0 = time.perf_counter()
     model = _load_model(art, runtime, threads)
     load_ms = (time.perf_counter() - t0) * 1e3
@@ -571,6 +581,8 @@ def info(ctx: click.Context, artifact: Path, as_json: bool) -> None:
             f"artifact   {artifact}",
             f"model      {model.get('name', '?')} (precision {model.get('precision', '?')}, width "
             f"{model.get('width', '?')}), {len(meta.class_names)} classes",
+            f"source     {model.get('source', 'n/a')}"
+            + (f" (sha256 {model['source_sha256']})" if model.get("source_sha256") else ""),
             f"runtime    {meta.runtime}, library {meta.library}"
             + (f", weights {meta.weights.file} ({len(meta.weights.tensors)} tensors)" if meta.weights else "")
             + f", {meta.threads} threads",
@@ -582,7 +594,7 @@ def info(ctx: click.Context, artifact: Path, as_json: bool) -> None:
             f"created    {meta.created or 'n/a'}",
             f"cost       {', '.join(f'{k}={v}' for k, v in meta.cost.items()) or 'n/a'}",
             "checks",
-            *(f"  {'ok  ' if c.ok else 'FAIL'} {c.message}" for c in checks),
+            *(f"  {'FAIL' if not c.ok else 'warn' if c.warning else 'ok  '} {c.message}" for c in checks),
             f"machine    {machine.cpu_model}, {machine.arch}, {machine.cores} cores",
             "verdict    " + ("can run here" if not failed else f"cannot run here: {failed[0].message}"),
         ]

@@ -1,4 +1,7 @@
-"""Per-frame logs (CSV or JSONL, chosen by extension), flushed after every record so none is lost on exit."""
+"""Per-frame logs (CSV or JSONL, chosen by extension), flushed after every record so none is lost on exit.
+
+A log is always a new file: an existing one is never overwritten or appended to (``FileExistsError``).
+"""
 
 from __future__ import annotations
 
@@ -37,7 +40,8 @@ def _cell(value: Any) -> Any:
 
 
 class FrameLog:
-    """Append-only record writer; CSV columns come from the first record (lists joined by ``;``, pairs by ``:``)."""
+    """Record writer to a new file (``FileExistsError`` when ``path`` exists); CSV columns come from the first
+    record (lists joined by ``;``, pairs by ``:``)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -45,7 +49,7 @@ class FrameLog:
         if self.format is None:
             raise ValueError(f"log file {self.path.name!r}: unknown extension, need one of {sorted(LOG_FORMATS)}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "w", newline="", encoding="utf-8")
+        self._fh = open(self.path, "x", newline="", encoding="utf-8")
         self._csv: csv.DictWriter | None = None
         self.records = 0
 

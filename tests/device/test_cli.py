@@ -76,6 +76,16 @@ def test_classify_json_emits_frames_then_summary_and_jsonl_log(run, artifacts, t
     assert logged[0]["topk"] == records[0]["topk"]
 
 
+def test_classify_refuses_an_existing_log_and_leaves_it_untouched(run, artifacts, tmp_path):
+    (tmp_path / "earlier.csv").write_text("frame,label\n0,pug\n")
+    result = run("classify", "--artifact", artifacts.get(size=32), "--image", CHELSEA, "--log", "earlier.csv")
+    assert (
+        result.exit_code == 2 and "earlier.csv exists: choose a new file (a log is never overwritten)" in result.stderr
+    )
+    assert (tmp_path / "earlier.csv").read_text() == "frame,label\n0,pug\n" and not (tmp_path / "runs").exists()
+    assert "a file that exists is refused" in " ".join(run("classify", "--help").output.split())
+
+
 def test_classify_without_source_uses_samples_with_warning(run, artifacts):
     result = run("classify", "--artifact", artifacts.get(size=32))
     assert result.exit_code == 0
@@ -201,6 +211,20 @@ def test_info_verifies_and_exits_1_when_not_runnable(run, artifacts, tmp_path):
     assert bad.exit_code == 1
     report = json.loads(bad.stdout)
     assert not report["runnable"] and any("need riscv64" in c["message"] for c in report["checks"] if not c["ok"])
+
+
+def test_info_shows_source_checksum_and_refuses_another_tvm_release(run, artifacts, tmp_path, monkeypatch):
+    path = artifacts.copy(tmp_path / "a")
+    data = json.loads((path / "metadata.json").read_text())
+    data["model"] |= {"source": "runs/train/001/best.safetensors", "source_sha256": "ab" * 32}
+    (path / "metadata.json").write_text(json.dumps(data))
+    good = run("info", "--artifact", path)
+    assert good.exit_code == 0 and f"source     runs/train/001/best.safetensors (sha256 {'ab' * 32})" in good.stdout
+    monkeypatch.setattr("bhvit.device.artifact._installed_version", lambda dist: "9.0.0")
+    bad = run("info", "--artifact", path)
+    assert bad.exit_code == 1 and "FAIL apache-tvm: found 9.0.0, need 0.27" in bad.stdout
+    refused = run("classify", "--artifact", path, "--image", CHELSEA)
+    assert refused.exit_code == 1 and "refusing artifact, apache-tvm: found 9.0.0" in refused.stderr
 
 
 def test_installed_script_stops_cleanly_on_sigint_and_keeps_log(artifacts, tmp_path):

@@ -1,4 +1,4 @@
-"""Per-frame logs: CSV/JSONL by extension, readable while the run goes on, numbered run folders."""
+"""Per-frame logs: CSV/JSONL by extension, readable while the run goes on, always a new file, numbered run folders."""
 
 from __future__ import annotations
 
@@ -26,6 +26,14 @@ def test_csv_log_has_header_and_joined_topk(tmp_path):
         rows = list(csv.DictReader((tmp_path / "run.csv").open()))
     assert rows == [{"frame": "0", "label": "pug", "topk": "pug:0.9;beagle:0.1", "total_ms": "1.5"}]
     assert log.records == 1
+
+
+@pytest.mark.parametrize("name", ["run.csv", "run.jsonl"])
+def test_existing_log_is_never_overwritten_or_appended_to(tmp_path, name):
+    (tmp_path / name).write_text("earlier run\n")
+    with pytest.raises(FileExistsError):
+        FrameLog(tmp_path / name)
+    assert (tmp_path / name).read_text() == "earlier run\n"
 
 
 def test_log_with_unknown_extension_is_refused(tmp_path):
