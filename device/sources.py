@@ -2,7 +2,9 @@
 
 Every source is a context manager that yields :class:`Frame` objects holding RGB images; ``frames(every)``
 passes over skipped frames without decoding them. Live sources (cameras) retry failed opens and reads with
-exponential back-off; a source that fails ends the iteration cleanly, recording why in ``stop_reason``.
+exponential back-off; a source that fails ends the iteration cleanly, recording why in ``stop_reason``. Only
+:class:`SourceError` (what a device or file reports, translated by each source) is retried: any other exception
+is a bug and propagates at once.
 ``picamera2`` and ``cv2`` are imported only when such a source is opened.
 """
 
@@ -64,6 +66,12 @@ class _EndOfStream(Exception):
     """A video file has no more frames."""
 
 
+def _camera_error(err: Exception) -> bool:
+    """True for what picamera2/libcamera raise for a busy, missing or stalled camera (RuntimeError, OSError such as
+    TimeoutError), False for bugs (including NotImplementedError and RecursionError, which are RuntimeErrors too)."""
+    return isinstance(err, (RuntimeError, OSError)) and not isinstance(err, (NotImplementedError, RecursionError))
+
+
 @dataclass(frozen=True)
 class Frame:
     """One RGB frame (uint8 H×W×3 array, or a PIL image for files) and where it came from."""
@@ -94,12 +102,13 @@ DEFAULT_RETRY = RetryPolicy()
 
 
 def _retry(action: Callable[[], T], policy: RetryPolicy, wait: Wait, what: str) -> T:
-    """Run ``action`` until it succeeds; re-raise the last error when attempts run out or a stop is requested."""
+    """Run ``action`` until it succeeds; re-raise the last :class:`SourceError` when attempts run out or a stop is
+    requested. Other exceptions are not retried."""
     delays = policy.delays()
     while True:
         try:
             return action()
-        except Exception as err:
+        except SourceError as err:
             delay = next(delays, None)
             if delay is None:
                 raise
@@ -232,7 +241,10 @@ class VideoCapture(StreamSource):
         self._cv2_errors: tuple[type[Exception], ...] = ()  # (cv2.error,) once opened
 
     def _open_once(self, cv2: Any) -> Any:
-        cap = cv2.VideoCapture(self.target)
+        try:
+            cap = cv2.VideoCapture(self.target)
+        except cv2.error as err:
+            raise SourceError(f"cannot open {self.name} ({' '.join(str(err).split())})") from err
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"cannot open {self.name}")
@@ -298,13 +310,21 @@ class PiCamera(StreamSource):
                 f"no camera number {self.camera_num} (found {len(cameras)} cameras): check the "
                 f"ribbon cable and `rpicam-hello --list-cameras`"
             )
-        cam = Picamera2(camera_num=self.camera_num)
         try:
-            cam.configure(cam.create_preview_configuration(main={"format": "RGB888", "size": self.size}))
-            cam.start(show_preview=self.preview)
-        except Exception:
-            cam.close()
-            raise
+            cam = Picamera2(camera_num=self.camera_num)
+            try:
+                cam.configure(cam.create_preview_configuration(main={"format": "RGB888", "size": self.size}))
+                cam.start(show_preview=self.preview)
+            except BaseException:
+                cam.close()
+                raise
+        except Exception as err:
+            if not _camera_error(err):
+                raise
+            raise SourceError(
+                f"cannot open {self.name} ({err}): check `rpicam-hello --list-cameras` and that "
+                f"no other program uses the camera"
+            ) from err
         return cam
 
     def open(self) -> None:
@@ -312,15 +332,7 @@ class PiCamera(StreamSource):
             from picamera2 import Picamera2
         except ImportError as err:
             raise SourceError(NO_PICAMERA2) from err
-        try:
-            self._cam = _retry(lambda: self._open_once(Picamera2), self.retry, self.wait, f"opening {self.name}")
-        except SourceError:
-            raise
-        except Exception as err:  # picamera2/libcamera raise RuntimeError for busy or missing cameras
-            raise SourceError(
-                f"cannot open {self.name} ({err}): check `rpicam-hello --list-cameras` and that "
-                f"no other program uses the camera"
-            ) from err
+        self._cam = _retry(lambda: self._open_once(Picamera2), self.retry, self.wait, f"opening {self.name}")
         logger.info("opened %s at %dx%d", self.name, *self.size)
 
     def close(self) -> None:
@@ -335,5 +347,7 @@ class PiCamera(StreamSource):
         try:
             bgr = self._cam.capture_array("main", wait=self.capture_timeout_s)
         except Exception as err:  # picamera2 raises TimeoutError when ``wait`` expires, libcamera RuntimeError
+            if not _camera_error(err):
+                raise
             raise SourceError(f"{self.name} stopped delivering frames ({err!r})") from err
         return bgr[..., 2::-1] if decode else None

@@ -136,6 +136,48 @@ def test_picamera_retry_gives_up_early_when_stop_is_requested(fake_camera):
     assert len(waits) == 1
 
 
+@pytest.mark.parametrize("error", [TypeError("bad argument"), NotImplementedError("todo")])
+def test_programming_error_while_reading_a_camera_is_raised_at_once_not_retried(fake_camera, monkeypatch, error):
+    module = fake_camera([testlib.chelsea()])
+    calls, waits = [], []
+
+    def broken(self, name="main", wait=None, signal_function=None):
+        calls.append(name)
+        raise error
+
+    monkeypatch.setattr(module.Picamera2, "capture_array", broken)
+    with PiCamera(retry=FAST, wait=lambda s: waits.append(s) or False) as source:
+        with pytest.raises(type(error), match=str(error)):
+            list(source)
+    assert calls == ["main"] and waits == [] and source.stop_reason is None
+    assert module.instances[0].closed
+
+
+def test_programming_error_while_opening_a_camera_is_raised_at_once_not_retried(fake_camera, monkeypatch):
+    module = fake_camera([testlib.chelsea()])
+    calls = []
+
+    def broken(self, camera_config=None):
+        calls.append(camera_config)
+        raise AttributeError("'dict' object has no attribute 'size'")
+
+    monkeypatch.setattr(module.Picamera2, "configure", broken)
+    with pytest.raises(AttributeError, match="no attribute 'size'"):
+        PiCamera(retry=FAST, wait=lambda s: False).open()
+    assert len(calls) == 1 and module.instances[0].closed
+
+
+def test_programming_error_while_reading_a_webcam_is_raised_at_once_not_retried(monkeypatch):
+    cv2 = pytest.importorskip("cv2")
+    monkeypatch.setattr(cv2, "VideoCapture", _BrokenCapture)
+    monkeypatch.setattr(_BrokenCapture, "read", lambda self: (True, "not an array"))
+    waits = []
+    with VideoCapture(0, FAST, wait=lambda s: waits.append(s) or False) as source:
+        with pytest.raises(AttributeError, match="'str' object has no attribute 'ndim'"):
+            list(source)
+    assert waits == []
+
+
 def test_picamera_without_module_explains_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "picamera2", None)
     with pytest.raises(SourceError, match="apt install python3-picamera2.*--system-site-packages"):
