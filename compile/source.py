@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from bhvit.device.artifact import PreprocessCfg
+from bhvit.device.artifact import PreprocessCfg, file_sha256
 from bhvit.models import BHViT, BHViTCfg, ConfigError, build_model, model_cfgs
 
 __all__ = ["ModelSource", "SourceError", "from_checkpoint", "random_init", "model_label"]
@@ -28,7 +28,7 @@ class ModelSource:
     class_names: list[str]
     preprocess: PreprocessCfg
     origin: str  # the checkpoint path or "random-init"
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # recorded in the artifact's model metadata
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -76,7 +76,8 @@ def random_init(name: str, seed: int = 0, **overrides) -> ModelSource:
 
 
 def from_checkpoint(path: str | Path) -> ModelSource:
-    """Load a ``bhvit-train`` checkpoint (safetensors with bhvit metadata) as a :class:`ModelSource`."""
+    """Load a ``bhvit-train`` checkpoint (safetensors with bhvit metadata) as a :class:`ModelSource`; its sha256
+    goes into the artifact, so that a retrained or replaced file at the same path is recognised."""
     from bhvit.train.checkpoint import CheckpointError, load_checkpoint
 
     path = Path(path)
@@ -104,5 +105,5 @@ def from_checkpoint(path: str | Path) -> ModelSource:
         list(meta["class_names"]),
         pre,
         str(path),
-        {"val_top1": meta.get("val_top1")},
+        {"source_sha256": file_sha256(path), "val_top1": meta.get("val_top1")},
     )

@@ -59,7 +59,14 @@ def reference(meta: dict, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         torch.manual_seed(model_meta.get("seed", 0))
         model = BHViT(BHViTCfg.from_dict(model_meta["config"])).eval()
     else:
-        model = from_checkpoint(model_meta["source"]).model
+        source = from_checkpoint(model_meta["source"])
+        recorded = model_meta.get("source_sha256")
+        if recorded and source.extra["source_sha256"] != recorded:
+            raise SystemExit(
+                f"{model_meta['source']} is not the checkpoint the artifact was built from (sha256 differs): "
+                f"rebuild the artifact or restore the checkpoint"
+            )
+        model = source.model
     size = meta["preprocess"]["input_size"]
     x = torch.randn((n, 3, size, size), generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
