@@ -1,4 +1,5 @@
-"""Opt-in (``-m qemu``): the rpi5 artifact runs under qemu-aarch64 as a Cortex-A76 and matches PyTorch."""
+"""The rpi5 artifact runs under qemu-aarch64 as a Cortex-A76 and matches PyTorch (part of the default run where
+the arm64 root exists, skipped with the reason where not; ``-m "not qemu"`` leaves it out)."""
 
 from __future__ import annotations
 
