@@ -32,9 +32,14 @@ def _edit_metadata(path, **changes):
     (path / "metadata.json").write_text(json.dumps(data))
 
 
-def _fake_artifact(tmp_path, arch=None, features=()):
-    """An artifact whose library is garbage: loading it would fail, so only the checks can refuse it."""
-    (tmp_path / "model.so").write_bytes(b"not an ELF file")
+def _fake_artifact(tmp_path, arch=None, features=(), link_to=None):
+    """An artifact whose library is garbage (or a symbolic link to ``link_to``): loading it would fail, so only the
+    checks can refuse it."""
+    tmp_path.mkdir(exist_ok=True)
+    if link_to is None:
+        (tmp_path / "model.so").write_bytes(b"not an ELF file")
+    else:
+        (tmp_path / "model.so").symlink_to(link_to)
     return write_artifact_metadata(
         tmp_path,
         runtime="tvm",
@@ -176,17 +181,7 @@ def test_symbolic_link_leading_out_of_the_artifact_is_refused_unread(tmp_path, m
     outside = tmp_path / "outside.so"
     outside.write_bytes(b"someone else's library")
     art = tmp_path / "a"
-    art.mkdir()
-    (art / "model.so").symlink_to(outside)
-    write_artifact_metadata(
-        art,
-        runtime="tvm",
-        library="model.so",
-        target=TargetInfo("host", host_arch()),
-        class_names=["cat"],
-        preprocess=PreprocessCfg(),
-        model={},
-    )
+    _fake_artifact(art, link_to=outside)
     hashed = []
     monkeypatch.setattr(art_mod, "file_sha256", lambda path: hashed.append(path) or "0" * 64)
     with pytest.raises(ArtifactError, match=rf"file model.so: found a link to {outside}, need a file inside"):
@@ -198,16 +193,7 @@ def test_artifact_reached_through_a_link_and_holding_inner_links_is_accepted(tmp
     art = tmp_path / "a"
     art.mkdir()
     (art / "real.so").write_bytes(b"library")
-    (art / "model.so").symlink_to("real.so")
-    write_artifact_metadata(
-        art,
-        runtime="onnxruntime",
-        library="model.so",
-        target=TargetInfo("host", host_arch()),
-        class_names=["cat"],
-        preprocess=PreprocessCfg(),
-        model={},
-    )
+    _fake_artifact(art, link_to="real.so")
     (tmp_path / "latest").symlink_to("a", target_is_directory=True)
     assert load_artifact(tmp_path / "latest").meta.library == "model.so"
 

@@ -2,44 +2,27 @@
 
 from __future__ import annotations
 
+import pytest
 from bhvit.device.features import kernel_features
 
 
-def test_x86_llvm_names_become_cpuinfo_flags():
-    llvm = ["+avx512vpopcntdq", "sse4.1", "bmi", "lzcnt", "64bit", "x87", "sahf", "sha", "crc32", "avx2", "xsave"]
-    assert kernel_features(llvm, "x86_64") == {
-        "avx512_vpopcntdq",
-        "sse4_1",
-        "bmi1",
-        "abm",
-        "lm",
-        "fpu",
-        "lahf_lm",
-        "sha_ni",
-        "sse4_2",
-        "avx2",
-        "xsave",
-    }
-
-
-def test_aarch64_llvm_names_become_hwcap_names():
-    llvm = ["+neon", "dotprod", "fullfp16", "aes", "sha2", "lse", "rcpc", "rdm", "crc", "fp-armv8", "ccpp"]
-    assert kernel_features(llvm, "aarch64") == {
-        "asimd",
-        "asimddp",
-        "fphp",
-        "asimdhp",
-        "aes",
-        "pmull",
-        "sha1",
-        "sha2",
-        "atomics",
-        "lrcpc",
-        "asimdrdm",
-        "crc32",
-        "fp",
-        "dcpop",
-    }
+@pytest.mark.parametrize(
+    "arch, llvm, kernel",
+    [
+        (
+            "x86_64",
+            "+avx512vpopcntdq sse4.1 bmi lzcnt 64bit x87 sahf sha crc32 avx2 xsave",
+            "avx512_vpopcntdq sse4_1 bmi1 abm lm fpu lahf_lm sha_ni sse4_2 avx2 xsave",
+        ),
+        (
+            "aarch64",
+            "+neon dotprod fullfp16 aes sha2 lse rcpc rdm crc fp-armv8 ccpp",
+            "asimd asimddp fphp asimdhp aes pmull sha1 sha2 atomics lrcpc asimdrdm crc32 fp dcpop",
+        ),
+    ],
+)
+def test_llvm_names_become_the_kernels_names(arch, llvm, kernel):
+    assert kernel_features(llvm.split(), arch) == set(kernel.split())
 
 
 def test_tuning_version_and_system_features_are_not_checked():
