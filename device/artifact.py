@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -58,7 +59,8 @@ LIBRARY_SUFFIX = {"tvm": ".so", "onnxruntime": ".onnx"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
-# Per runtime: (key in ``versions``, pip distribution) of the packages the library was built against.
+# Per runtime: (module, which is also its key in ``versions``; pip distribution) of the packages the library was
+# built against.
 RUNTIME_PACKAGES = {"tvm": (("tvm", "apache-tvm"), ("tvm_ffi", "apache-tvm-ffi")), "onnxruntime": ()}
 
 
@@ -282,7 +284,10 @@ def runtime_checks(meta: ArtifactMeta, runtime: str | None = None) -> list[Check
     for key, dist in RUNTIME_PACKAGES.get(runtime or meta.runtime, ()):
         built, here = meta.versions.get(key), _installed_version(dist)
         wanted = f"{dist}=={built}" if built else dist
-        if here is None:
+        if here is None and importlib.util.find_spec(key) is not None:  # e.g. built from source
+            found = f"{key} without package metadata (version unknown)"
+            checks.append(Check(dist, True, found, built or "the version it was built with", True))
+        elif here is None:
             checks.append(Check(dist, False, "not installed", f"`pip install {wanted}`"))
         elif built is None:
             checks.append(

@@ -217,8 +217,19 @@ def test_artifact_built_with_another_tvm_release_is_refused_with_the_fix(tmp_pat
 
 def test_artifact_without_installed_tvm_is_refused_before_loading(tmp_path, monkeypatch):
     _with_tvm_versions(monkeypatch, tmp_path, {"tvm": "0.27.0.post1"}, {})
+    monkeypatch.setattr(art_mod.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ArtifactError, match=r"apache-tvm: found not installed, need `pip install apache-tvm==0.27"):
         load_artifact(tmp_path)
+
+
+def test_tvm_without_package_metadata_loads_with_a_warning(tmp_path, monkeypatch, caplog):
+    _with_tvm_versions(monkeypatch, tmp_path, {"tvm": "0.27.0.post1"}, {"apache-tvm-ffi": "0.1.14.post1"})
+    with caplog.at_level(logging.WARNING, logger="bhvit.device.artifact"):
+        load_artifact(tmp_path)
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
+        "apache-tvm: found tvm without package metadata (version unknown), need 0.27.0.post1",
+        "apache-tvm-ffi: found 0.1.14.post1, need the version it was built with (not recorded: rebuild the artifact)",
+    ]
 
 
 def test_onnxruntime_use_of_a_tvm_artifact_does_not_need_tvm(tmp_path, monkeypatch):
