@@ -66,9 +66,11 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _build_tvm(source: ModelSource, options: CompileOptions, library: Path) -> tuple[WeightsInfo, Verification | None]:
+def _build_tvm(
+    source: ModelSource, options: CompileOptions, library: Path
+) -> tuple[WeightsInfo, Verification | None, dict[str, dict]]:
     """Lower, build and export the TVM library and its weights file; for cross targets verify a host build of the
-    same exported graph."""
+    same exported graph. Also returns the kernel table (:func:`pipeline.kernel_table`)."""
     from .lower import export_program, to_relax
 
     spec = options.target
@@ -79,18 +81,17 @@ def _build_tvm(source: ModelSource, options: CompileOptions, library: Path) -> t
     if options.tune_trials:
         pipeline.tune(mod, spec, options.tune_db, options.tune_trials)
     t0 = time.perf_counter()
-    executable, weights = pipeline.build(mod, spec, options.tune_db)
+    executable, weights, kernels = pipeline.build(mod, spec, options.tune_db)
     pipeline.export_library(executable, spec, library)
     info = save_weights(library.with_name(WEIGHTS_FILE), weights)
     logger.info("built %s for %s in %.1f s", library.name, spec.name, time.perf_counter() - t0)
     if spec.runs_here or options.verify is False:
-        return info, None  # verified from the artifact itself
+        return info, None, kernels  # verified from the artifact itself
     twin = resolve_target("host", threads=spec.threads)
     logger.info("verifying a host (%s) build of the same graph", twin.detected)
-    predict = _vm_predict(*pipeline.build(to_relax(program, twin.tvm_target()), twin))
-    return info, verify(
-        source.model, predict, source.input_shape, runs_on=f"host {twin.detected} build of the same graph"
-    )
+    predict = _vm_predict(*pipeline.build(to_relax(program, twin.tvm_target()), twin)[:2])
+    runs_on = f"host {twin.detected} build of the same graph"
+    return info, verify(source.model, predict, source.input_shape, runs_on=runs_on), kernels
 
 
 def _vm_predict(executable, weights: list[np.ndarray]):
@@ -134,8 +135,9 @@ def compile_model(source: ModelSource, options: CompileOptions) -> tuple[Path, A
     with staging(out) as tmp:
         library = tmp / library_name
         verification = weights = None
+        kernels: dict[str, dict] = {}
         if options.format == "tvm":
-            weights, verification = _build_tvm(source, options, library)
+            weights, verification, kernels = _build_tvm(source, options, library)
         else:
             _build_onnx(source, options, library)
         cost = model_cost(source.model).row()
@@ -162,6 +164,7 @@ def compile_model(source: ModelSource, options: CompileOptions) -> tuple[Path, A
             versions=_versions(),
             verification=None if verification is None else verification.to_dict(),
             weights=weights,
+            kernels=kernels,
         )
         runnable = options.target.runs_here or options.format != "tvm"
         if verification is None and runnable and options.verify is not False:

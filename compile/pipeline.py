@@ -9,7 +9,10 @@ The lowered ``main`` gets its weights as parameters (:func:`~bhvit.compile.weigh
 from __future__ import annotations
 
 import logging
+import re
+from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import tvm
@@ -17,11 +20,12 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 
 from .fold import NumpyFoldConstant
+from .kernels.relax_ops import BIT_MACS_ATTR, OP_ATTR
 from .schedule import GenericCpuSchedule, cpu_schedule_cfg, needs_schedule
 from .targets import TargetSpec
 from .weights import lift_weights
 
-__all__ = ["passes", "build", "export_library", "tune"]
+__all__ = ["Built", "passes", "build", "kernel_table", "export_library", "tune"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +53,63 @@ def passes(target: tvm.target.Target, tune_db: Path | None = None) -> list:
     ]
 
 
-def build(
-    mod: tvm.IRModule, spec: TargetSpec, tune_db: Path | None = None
-) -> tuple[relax.VMExecutable, list[np.ndarray]]:
-    """Compile a Relax module for ``spec``: a ``relax.VMExecutable`` whose ``main`` takes ``(x, *weights)``,
-    and the weights."""
+class Built(NamedTuple):
+    """A compiled module: its executable (``main(x, *weights)``), the weights, and :func:`kernel_table`."""
+
+    executable: relax.VMExecutable
+    weights: list[np.ndarray]
+    kernels: dict[str, dict]
+
+
+def build(mod: tvm.IRModule, spec: TargetSpec, tune_db: Path | None = None) -> Built:
+    """Compile a Relax module for ``spec``."""
     target = spec.tvm_target()
     with target:
         lowered = tvm.transform.Sequential(passes(target, tune_db))(mod)
     lowered, weights = lift_weights(lowered)
-    return tvm.compile(lowered, target=target, relax_pipeline=None), weights
+    return Built(tvm.compile(lowered, target=target, relax_pipeline=None), weights, kernel_table(lowered))
+
+
+# names legalized PrimFuncs take from TOPI where they differ from the Relax operator's
+_TOPI_NAMES = ("transpose", "concatenate", "pool_sum", "adaptive_pool_avg")
+
+
+@cache
+def _relax_op_names() -> tuple[str, ...]:
+    """Relax operator names (the part after the last dot) and :data:`_TOPI_NAMES`, longest first."""
+    names = {n.rsplit(".", 1)[1] for n in tvm.ir.Op.list_op_names() if n.startswith("relax.")} | set(_TOPI_NAMES)
+    return tuple(sorted(names, key=len, reverse=True))
+
+
+def fused_ops(name: str) -> list[str]:
+    """The distinct Relax operators a fused PrimFunc's name lists, in order (TVM names fused functions
+    ``fused_<op><n>_<op><n>...`` with numeric suffixes for repeats)."""
+    ops: list[str] = []
+    rest = name.removeprefix("fused_")
+    while rest:
+        op = next((o for o in _relax_op_names() if re.match(rf"{re.escape(o)}\d*(_|$)", rest)), None)
+        if op is None:  # not an operator name: skip one token
+            token, _, rest = rest.partition("_")
+            continue
+        if op not in ops:
+            ops.append(op)
+        rest = re.sub(rf"^{re.escape(op)}\d*_?", "", rest)
+    return ops
+
+
+def kernel_table(mod: tvm.IRModule) -> dict[str, dict]:
+    """Per PrimFunc of ``mod``: ``op`` (what it computes) and ``bit_macs`` (binary multiply-accumulates per call;
+    0 for FP code). Stored in the artifact's metadata for the on-device profile."""
+    table = {}
+    for gv, func in mod.functions_items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        attrs = func.attrs or {}
+        if OP_ATTR in attrs:
+            table[gv.name_hint] = {"op": str(attrs[OP_ATTR]), "bit_macs": int(attrs[BIT_MACS_ATTR])}
+        else:
+            table[gv.name_hint] = {"op": "FP " + (" + ".join(fused_ops(gv.name_hint)) or gv.name_hint), "bit_macs": 0}
+    return dict(sorted(table.items()))
 
 
 def export_library(executable, spec: TargetSpec, path: Path) -> None:

@@ -9,10 +9,12 @@ vectors. This pass schedules every PrimFunc that is not marked scheduled (``tirx
 3. reduction blocks whose innermost output axis is also contiguous in an input (matmul, conv, token mean):
    register-tile it (``MR`` rows x ``NR`` vector lanes, local accumulators, the reduction loops outside the
    tile), parallelise the outer tiles and vectorise the lanes;
-4. other reductions (softmax/LayerNorm rows): parallelise the spatial loops, keep the reduction inner.
+4. other reductions (softmax/LayerNorm rows; step 3's when no register tile divides the output width):
+   parallelise the spatial loops, keep the reduction inner.
 
 Each block is scheduled on a copy of the schedule and kept only if every step succeeded, so an unusual block
-stays correct and unscheduled rather than breaking the build.
+stays correct rather than breaking the build; such a block runs serially, so it is logged as a warning with its
+name and listed in :attr:`GenericCpuSchedule.serial`.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from tvm import tirx
 from tvm.s_tir import Schedule
 from tvm.target import codegen
 
+from .kernels.relax_ops import OPAQUE
+
 __all__ = ["CpuScheduleCfg", "cpu_schedule_cfg", "schedule_primfunc", "needs_schedule", "GenericCpuSchedule"]
 
 logger = logging.getLogger(__name__)
 
-_SPATIAL, _REDUCE = 0, 2  # tirx.IterVar iter_type
+_SPATIAL, _REDUCE = tirx.IterVar.DataPar, tirx.IterVar.CommReduce
 # What a schedule primitive raises when it does not apply (ScheduleError and TVM internal errors are RuntimeErrors).
 _FAILURES = (RuntimeError, ValueError)
 
@@ -116,17 +120,19 @@ def _contiguous_inner_axis(sch: Schedule, block, n_spatial: int) -> bool:
     return uses_last(stmt.writes[0]) and any(uses_last(r) for r in stmt.reads)
 
 
-def _schedule_tiled_reduction(sch: Schedule, block, cfg: CpuScheduleCfg, n_spatial: int) -> None:
+def _column_tile(sch: Schedule, block, cfg: CpuScheduleCfg, n_spatial: int) -> int | None:
+    """Vector columns of a register tile: a divisor of the innermost output axis (None: none fits)."""
+    cols = _extent(sch, sch.get_loops(block)[n_spatial - 1])
+    if cols is None:
+        return None
+    width = cfg.lanes * cfg.tile_vectors
+    return next((w for w in (width, cfg.lanes, cfg.lanes // 2) if w and cols % w == 0), cols if cols <= width else None)
+
+
+def _schedule_tiled_reduction(sch: Schedule, block, cfg: CpuScheduleCfg, n_spatial: int, col_tile: int) -> None:
     """Step 3: ``[outer spatial, row tiles, col tiles](parallel) -> reductions -> MR(unroll) x NR*lanes(vector)``."""
     loops = sch.get_loops(block)
     spatial, reduce = loops[:n_spatial], loops[n_spatial:]
-    cols = _extent(sch, spatial[-1])
-    width = cfg.lanes * cfg.tile_vectors
-    col_tile = next(
-        (w for w in (width, cfg.lanes, cfg.lanes // 2) if w and cols % w == 0), cols if cols <= width else None
-    )
-    if col_tile is None:
-        raise ValueError("no column tile divides the output width")
     co, ci = sch.split(spatial[-1], [None, col_tile])
     outer = list(spatial[:-1])
     row_tile = []
@@ -157,43 +163,55 @@ def _schedule_row_reduction(sch: Schedule, block, n_spatial: int) -> None:
     sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
 
 
+class Unschedulable(ValueError):
+    """The generic schedule has no rule for this block."""
+
+
 def _schedule_block(sch: Schedule, name: str, cfg: CpuScheduleCfg) -> None:
     block = sch.get_sblock(name)
     types = _iter_types(sch, block)
     if len(sch.get_loops(block)) != len(types):
-        return  # loops no longer map one-to-one to block axes (e.g. after inlining): leave it to LLVM
+        raise Unschedulable("its loops no longer map one-to-one to its axes")
     n_spatial = types.index(_REDUCE) if _REDUCE in types else len(types)
-    if (
-        any(t not in (_SPATIAL, _REDUCE) for t in types)
-        or _REDUCE in types[n_spatial:]
-        and _SPATIAL in types[n_spatial:]
-    ):
-        return
+    if any(t not in (_SPATIAL, _REDUCE) for t in types) or _SPATIAL in types[n_spatial:]:
+        raise Unschedulable(f"axis kinds {types} are not spatial axes followed by reductions")
+    if not n_spatial:
+        raise Unschedulable("a full reduction (no spatial axis to parallelise)")
     if n_spatial == len(types):
         _schedule_spatial(sch, block, cfg)
-    elif n_spatial and _contiguous_inner_axis(sch, block, n_spatial):
-        _schedule_tiled_reduction(sch, block, cfg, n_spatial)
-    elif n_spatial:
+    elif _contiguous_inner_axis(sch, block, n_spatial) and (col_tile := _column_tile(sch, block, cfg, n_spatial)):
+        _schedule_tiled_reduction(sch, block, cfg, n_spatial, col_tile)
+    else:
         _schedule_row_reduction(sch, block, n_spatial)
 
 
-def schedule_primfunc(func: tirx.PrimFunc, cfg: CpuScheduleCfg) -> tirx.PrimFunc:
-    """The scheduled version of one unscheduled PrimFunc (blocks that cannot be scheduled stay as they are)."""
+def schedule_primfunc(
+    func: tirx.PrimFunc, cfg: CpuScheduleCfg, serial: list[str] | None = None, name: str = "main"
+) -> tirx.PrimFunc:
+    """The scheduled version of one unscheduled PrimFunc ``name``. A block that cannot be scheduled stays as it
+    is (serial): a warning names it, and ``serial`` (when given) gets ``"<name>/<block>"`` appended."""
     sch = Schedule(func)
     try:
         _inline_producers(sch)
-    except _FAILURES:
+    except _FAILURES as err:
+        logger.warning("%s: producers not inlined (%s)", name, _first_line(err))
         sch = Schedule(func)
-    names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
-    for name in names:
+    blocks = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    for block in blocks:
         trial = sch.copy()
         try:
-            _schedule_block(trial, name, cfg)
+            _schedule_block(trial, block, cfg)
         except _FAILURES as err:
-            logger.debug("block %s left unscheduled: %s", name, str(err).splitlines()[0] if str(err) else err)
+            logger.warning("%s: block %s left serial: %s", name, block, _first_line(err))
+            if serial is not None:
+                serial.append(f"{name}/{block}")
             continue
         sch = trial
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 def needs_schedule(func) -> bool:
@@ -201,18 +219,22 @@ def needs_schedule(func) -> bool:
     if not isinstance(func, tirx.PrimFunc):
         return False
     attrs = func.attrs or {}
-    return not attrs.get("tirx.is_scheduled") and int(attrs.get("op_pattern", 0)) != 8
+    return not attrs.get("tirx.is_scheduled") and int(attrs.get("op_pattern", 0)) != OPAQUE
 
 
 @tvm.transform.module_pass(opt_level=0, name="GenericCpuSchedule")
 class GenericCpuSchedule:
-    """Module pass: schedule every unscheduled, non-opaque PrimFunc with :func:`schedule_primfunc`."""
+    """Module pass: schedule every unscheduled, non-opaque PrimFunc with :func:`schedule_primfunc`; returns a new
+    module (the input is not changed). ``serial`` lists the blocks of the last run left serial."""
 
     def __init__(self, cfg: CpuScheduleCfg):
         self.cfg = cfg
+        self.serial: list[str] = []
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        updates = {gv: schedule_primfunc(func, self.cfg) for gv, func in mod.functions_items() if needs_schedule(func)}
-        for gv, func in updates.items():
-            mod[gv] = func
-        return mod
+        self.serial = []
+        functions = dict(mod.functions_items())
+        for gv, func in functions.items():
+            if needs_schedule(func):
+                functions[gv] = schedule_primfunc(func, self.cfg, self.serial, gv.name_hint)
+        return tvm.IRModule(functions, attrs=mod.attrs, global_infos=mod.global_infos)

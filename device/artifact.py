@@ -143,6 +143,7 @@ class ArtifactMeta:
     versions: dict[str, str] = field(default_factory=dict)
     verification: dict[str, Any] | None = None
     weights: WeightsInfo | None = None  # None: no weights file (ONNX)
+    kernels: dict[str, dict[str, Any]] = field(default_factory=dict)  # compiled function -> op, bit_macs per call
     created: str = ""
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -347,6 +348,7 @@ def write_artifact_metadata(
     versions: dict[str, str] | None = None,
     verification: dict[str, Any] | None = None,
     weights: WeightsInfo | None = None,
+    kernels: dict[str, dict[str, Any]] | None = None,
 ) -> ArtifactMeta:
     """Build the metadata from its parts and save it with :func:`save_artifact`."""
     meta = ArtifactMeta(
@@ -361,6 +363,7 @@ def write_artifact_metadata(
         versions=versions or {},
         verification=verification,
         weights=weights,
+        kernels=kernels or {},
     )
     return save_artifact(directory, meta)
 

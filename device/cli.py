@@ -26,6 +26,7 @@ from .host import machine_info
 from .log import LOG_FORMATS, FrameLog, next_run_dir
 from .metrics import LatencyRecorder, peak_rss_mb, reset_peak_rss, rss_mb, ru_maxrss_mb
 from .preprocess import preprocess
+from .profile import format_profile, profile_model
 from .runtime import RUNTIMES, Model, load_model
 from .serve import LiveServer, LiveView, is_loopback
 from .signals import GracefulStop
@@ -483,12 +484,20 @@ def _bench_input(artifact: Artifact) -> np.ndarray:
 @click.option("--warmup", type=click.IntRange(0), default=5, help="Untimed runs first.")
 @click.option("--runs", type=click.IntRange(1), default=50, help="Timed runs.")
 @threads_option
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="Then a per-operator table (TVM only): per compiled function its op, calls, ms, share of the latency and, "
+    "for binary kernels, bit-MAC/s and the fraction of this CPU's popcount ceiling.",
+)
 @json_option
-def bench(artifact: Path, runtime: str | None, warmup: int, runs: int, threads: int | None, as_json: bool) -> None:
+def bench(
+    artifact: Path, runtime: str | None, warmup: int, runs: int, threads: int | None, profile: bool, as_json: bool
+) -> None:
     """Latency (median/p90) and peak RAM of inference alone, plus the machine it ran on.
 
     The peak (VmHWM) is reset with /proc/self/clear_refs after loading and warm-up, so it covers the
-    timed runs only.
+    timed runs only. --profile runs after the timed runs and does not change them.
     """
     art = _load(artifact, runtime)
     t0 = time.perf_counter()
@@ -519,8 +528,9 @@ def bench(artifact: Path, runtime: str | None, warmup: int, runs: int, threads: 
         "ru_maxrss_mb": ru_maxrss_mb(),
         "machine": machine_info().to_dict(),
     }
+    table = _profile(model, x, art, runs) if profile else None
     if as_json:
-        click.echo(json.dumps(report))
+        click.echo(json.dumps(report | ({"profile": table.to_dict()} if table else {})))
         return
     lat, machine = report["latency_ms"], report["machine"]
     temp = f"{machine['temperature_c']:.1f} C" if machine["temperature_c"] is not None else "n/a"
@@ -539,6 +549,14 @@ def bench(artifact: Path, runtime: str | None, warmup: int, runs: int, threads: 
             ]
         )
     )
+    if table:
+        click.echo(format_profile(table))
+
+
+def _profile(model: Model, x: np.ndarray, art: Artifact, runs: int):
+    if model.runtime != "tvm":
+        raise click.UsageError(f"--profile needs the TVM runtime, not {model.runtime}", ctx=click.get_current_context())
+    return profile_model(model, x, art.meta.kernels, runs=runs)
 
 
 def _fmt_mb(value: float | None) -> str:

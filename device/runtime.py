@@ -108,6 +108,11 @@ class TvmModel:
         self._weights = [ffi.from_dlpack(w, require_alignment=ALIGNMENT) for w in weights]
         self._input: np.ndarray | None = None
 
+    def set_instrument(self, instrument: Any | None) -> None:
+        """Call ``instrument(func, name, before_run, ret_value, *args) -> 0`` around every packed call of ``main``
+        (``None``: stop)."""
+        self._vm["set_instrument"](instrument)
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self._input is None or self._input.shape != x.shape:
             self._input = aligned_empty(x.shape, "float32")

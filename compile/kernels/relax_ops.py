@@ -19,7 +19,13 @@ from tvm import relax, tirx
 from tvm.target import Target
 
 from . import funcs, packing
+from .compute.battention import LEVELS
 from .params import WORD_BITS, AttentionParams, Conv2dParams, DenseParams, words
+
+# PrimFunc attributes read by :func:`bhvit.compile.pipeline.kernel_table` (and so by the on-device profile)
+OP_ATTR = "bhvit.op"  # what the kernel computes, in words
+BIT_MACS_ATTR = "bhvit.bit_macs"  # binary multiply-accumulates per call (0 for packs)
+OPAQUE = 8  # tvm.relax OpPatternKind kOpaque: FuseOps never fuses into the kernel
 
 __all__ = [
     "DenseWeights",
@@ -45,27 +51,49 @@ def _const(array: np.ndarray, dtype: str) -> relax.Constant:
     return relax.const(np.ascontiguousarray(array, dtype=dtype))
 
 
-def _add(bb: relax.BlockBuilder, func: tirx.PrimFunc, name: str) -> relax.GlobalVar:
-    """Add ``func`` (opaque, deduplicated by the builder) to the builder's module."""
-    return bb.add_func(func.with_attr("op_pattern", 8).without_attr("global_symbol"), name)
+class Kernel(NamedTuple):
+    """What a kernel computes (:data:`OP_ATTR`) and its binary multiply-accumulates per call."""
+
+    op: str
+    bit_macs: int = 0
+
+
+def _add(bb: relax.BlockBuilder, func: tirx.PrimFunc, name: str, kernel: Kernel) -> relax.GlobalVar:
+    """Add ``func`` (opaque, described by ``kernel``, deduplicated by the builder) to the builder's module."""
+    func = func.with_attr("op_pattern", OPAQUE).with_attr(OP_ATTR, kernel.op).with_attr(BIT_MACS_ATTR, kernel.bit_macs)
+    return bb.add_func(func.without_attr("global_symbol"), name)
 
 
 def _tensor(shape: Sequence[int], dtype: str) -> relax.TensorType:
     return relax.TensorType([int(s) for s in shape], dtype)
 
 
+_PACK = Kernel("pack float to sign bits")
+
+
 def _call(
-    bb: relax.BlockBuilder, func: tirx.PrimFunc, name: str, args: list, shape: Sequence[int], dtype: str
+    bb: relax.BlockBuilder,
+    func: tirx.PrimFunc,
+    name: str,
+    args: list,
+    shape: Sequence[int],
+    dtype: str,
+    kernel: Kernel = _PACK,
 ) -> relax.Expr:
     """Emit a ``call_tir`` to ``func`` with one output."""
-    return bb.emit(relax.call_tir(_add(bb, func, name), args, out_ty=_tensor(shape, dtype)))
+    return bb.emit(relax.call_tir(_add(bb, func, name, kernel), args, out_ty=_tensor(shape, dtype)))
 
 
 def _call_outputs(
-    bb: relax.BlockBuilder, func: tirx.PrimFunc, name: str, args: list, outs: Sequence[tuple[Sequence[int], str]]
+    bb: relax.BlockBuilder,
+    func: tirx.PrimFunc,
+    name: str,
+    args: list,
+    outs: Sequence[tuple[Sequence[int], str]],
+    kernel: Kernel,
 ) -> list[relax.Expr]:
     """Emit a ``call_tir`` to ``func`` with several outputs; returns one expression per output."""
-    call = bb.emit(relax.call_tir(_add(bb, func, name), args, out_ty=[_tensor(*out) for out in outs]))
+    call = bb.emit(relax.call_tir(_add(bb, func, name, kernel), args, out_ty=[_tensor(*out) for out in outs]))
     return [bb.emit(relax.TupleGetItem(call, i)) for i in range(len(outs))]
 
 
@@ -144,8 +172,9 @@ def emit_binary_mlp(
     func = funcs.dense_pack_pool(
         p, ratio, fc1.bias is not None, target, k, fc1.act is not None, fc2.threshold is not None
     )
+    kernel = Kernel("binary dense + residual + RPReLU, then pack + pool (MLP fc1)", p.m * p.k * p.n)
     packed, pooled = _call_outputs(
-        bb, func, name, args, [((p.m, n // WORD_BITS), "uint64"), ((p.m, n // ratio), "float32")]
+        bb, func, name, args, [((p.m, n // WORD_BITS), "uint64"), ((p.m, n // ratio), "float32")], kernel
     )
     p2 = DenseParams(p.m, n, int(fc2.weight_signs.shape[0]))
     return _unrows(bb, _dense_packed(bb, packed, p2, fc2, pooled, target), lead)
@@ -205,7 +234,9 @@ def _dense_packed(
         + ("_a" if fc.act is not None else "")
     )
     func = funcs.dense(p, fc.bias is not None, target, r, fc.act is not None)
-    return _call(bb, func, name, [xp, *_dense_constants(fc, residual)], (p.m, p.n), "float32")
+    op = "binary dense" + (" + residual" if r else "") + (" + RPReLU" if fc.act is not None else "")
+    kernel = Kernel(op, p.m * p.k * p.n)
+    return _call(bb, func, name, [xp, *_dense_constants(fc, residual)], (p.m, p.n), "float32", kernel)
 
 
 def _pair(v: IntPair) -> tuple[int, int]:
@@ -272,7 +303,11 @@ def emit_binary_conv2d(
         f"bconv2d_{layout.lower()}_{b}x{c}x{h}x{w}_o{o}_k{p.kernel[0]}x{p.kernel[1]}_s{p.stride[0]}x{p.stride[1]}"
         f"_p{p.padding[0]}x{p.padding[1]}_d{p.dilation[0]}x{p.dilation[1]}_g{g}{_suffix(None, bias)}"
     )
-    y = _call(bb, funcs.conv2d(p, layout, bias is not None, target), name, args, out5, "float32")
+    kernel = Kernel(
+        f"binary conv {p.kernel[0]}x{p.kernel[1]} stride {p.stride[0]} dilation {p.dilation[0]} groups {g}",
+        b * o * ho * wo * p.taps,
+    )
+    y = _call(bb, funcs.conv2d(p, layout, bias is not None, target), name, args, out5, "float32", kernel)
     return bb.emit(relax.op.reshape(y, (b, o, ho, wo) if layout == "NCHW" else (b, ho, wo, o)))
 
 
@@ -290,7 +325,9 @@ def emit_binary_qk(bb: relax.BlockBuilder, q: relax.Expr, k: relax.Expr, *, targ
     pack = funcs.pack_rows(_shape(q), False, target)
     packed = (p.batch, p.heads, p.tokens, p.dim_words)
     qp, kp = (_call(bb, pack, f"bpack_rows_{key}", [t], packed, "uint64") for t in (q, k))
-    return _call(bb, funcs.qk(p, target), f"bqk_{key}", [qp, kp], (p.batch, p.heads, p.tokens, p.tokens), "float32")
+    kernel = Kernel("binary attention sign(q)·sign(k)ᵀ", p.batch * p.heads * p.tokens * p.tokens * p.dim)
+    scores = (p.batch, p.heads, p.tokens, p.tokens)
+    return _call(bb, funcs.qk(p, target), f"bqk_{key}", [qp, kp], scores, "float32", kernel)
 
 
 def emit_binary_av(bb: relax.BlockBuilder, levels: relax.Expr, v: relax.Expr, *, target) -> relax.Expr:
@@ -309,4 +346,7 @@ def emit_binary_av(bb: relax.BlockBuilder, levels: relax.Expr, v: relax.Expr, *,
     vp = _call(
         bb, funcs.pack_tokens(p, target), f"bpack_tokens_{key}", [v], (p.batch, p.heads, p.token_words, p.dim), "uint64"
     )
-    return _call(bb, funcs.av(p, target), f"bav_{key}", [masks, vp], _shape(v), "float32")
+    kernel = Kernel(
+        "binary attention levels·sign(v) (3 masks)", p.batch * p.heads * p.tokens * p.tokens * p.dim * LEVELS
+    )
+    return _call(bb, funcs.av(p, target), f"bav_{key}", [masks, vp], _shape(v), "float32", kernel)

@@ -430,3 +430,40 @@ def test_relax_mlp_matches_reference(k, ratio):
     h = ref.dense(z, *fc1[:4], z, fc1.act)
     expected = ref.dense(h, *fc2[:4], h.reshape(2, 7, k, ratio).mean(-1), fc2.act)
     _close(vm["main"](tvm.runtime.tensor(z)).numpy(), expected)
+
+
+def _popcount_gemm(annotate: bool):
+    """A popcount GEMM written with other lambda argument names than the kit's computes (i, j, r)."""
+    from bhvit.compile.kernels.blocks import ACC, OUT, tile_axes
+    from tvm import te, tirx
+
+    a = te.placeholder((28, 2), "uint64", name="a")
+    w = te.placeholder((2, 64), "uint64", name="w")
+    r = te.reduce_axis((0, 2), name="r")
+    attrs = tile_axes(0, 1) if annotate else None
+    acc = te.compute(
+        (28, 64), lambda i, j: te.sum(tirx.popcount(a[i, r] ^ w[r, j]).astype("int64"), axis=r), name=ACC, attrs=attrs
+    )
+    out = te.compute((28, 64), lambda i, j: (128 - 2 * acc[i, j]).astype("float32"), name=OUT, attrs=attrs)
+    return te.create_prim_func([a, w, out])
+
+
+def test_schedules_find_tile_axes_by_annotation_not_by_iterator_names():
+    from bhvit.compile.kernels.schedule import generic
+
+    func = generic.schedule(_popcount_gemm(annotate=True), select(HOST))["main"]
+    text = func.script()
+    assert "T.parallel" in text and "T.vectorized" in text
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 2**63, (28, 2), dtype=np.uint64)
+    w = rng.integers(0, 2**63, (2, 64), dtype=np.uint64)
+    pop = np.vectorize(lambda v: bin(int(v)).count("1"))
+    expected = 128 - 2 * pop(a[:, None, :] ^ w.T[None, :, :]).sum(-1)
+    np.testing.assert_array_equal(_run(func, [a, w], (28, 64), "float32", HOST), expected.astype(np.float32))
+
+
+def test_a_gemm_without_tile_annotation_is_refused_not_left_unscheduled():
+    from bhvit.compile.kernels.schedule import generic
+
+    with pytest.raises(KeyError):
+        generic.schedule(_popcount_gemm(annotate=False), select(HOST))

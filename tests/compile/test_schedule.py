@@ -69,6 +69,48 @@ def test_generic_schedule_is_correct_and_parallel(case):
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-5)
 
 
+def test_pass_returns_a_new_module_and_leaves_its_input_alone():
+    from bhvit.compile.schedule import CpuScheduleCfg, GenericCpuSchedule
+
+    mod = tvm.IRModule({"f": _legalized(CASES["matmul"])})
+    before = mod.script()
+    out = GenericCpuSchedule(CpuScheduleCfg())(mod)
+    assert mod.script() == before and "tirx.is_scheduled" not in (mod["f"].attrs or {})
+    assert out["f"].attrs["tirx.is_scheduled"] and "T.parallel" in out["f"].script()
+
+
+def test_a_block_left_serial_is_named_in_a_warning(caplog):
+    from bhvit.compile.schedule import CpuScheduleCfg, GenericCpuSchedule
+
+    # a sum over every axis: no spatial axis to parallelise, so the generic schedule has no rule for it
+    func = _legalized(lambda bb, r: ([r.Var("x", r.TensorType((64, 64), "float32"))], r.op.sum))
+    block = func.script().split('T.sblock("')[-1].split('"')[0]
+    schedule = GenericCpuSchedule(CpuScheduleCfg())
+    with caplog.at_level("WARNING", logger="bhvit.compile.schedule"):
+        schedule(tvm.IRModule({"total": func}))
+    assert schedule.serial == [f"total/{block}"]
+    assert f"total: block {block} left serial" in caplog.text
+
+
+@pytest.mark.parametrize("precision", ["binary", "fp32"])
+def test_no_block_of_a_bhvit_graph_is_left_serial(precision):
+    from bhvit.compile import pipeline
+    from bhvit.compile.lower import lower
+    from bhvit.compile.schedule import GenericCpuSchedule
+    from bhvit.compile.source import random_init
+    from bhvit.compile.targets import resolve_target
+
+    spec = resolve_target("host", check_tools=False)
+    source = random_init("test_bhvit", precision=precision)
+    target = spec.tvm_target()
+    with target:
+        passes = pipeline.passes(target)
+        at = next(i for i, p in enumerate(passes) if isinstance(p, GenericCpuSchedule))
+        fused = tvm.transform.Sequential(passes[:at])(lower(source.model, spec, source.input_shape))
+        passes[at](fused)
+    assert passes[at].serial == []
+
+
 def test_opaque_kernels_are_left_alone():
     from bhvit.compile.schedule import CpuScheduleCfg, GenericCpuSchedule
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
+from ..blocks import ACC, OUT, ROWSUM, tile_axes
 from ..params import AttentionParams
 from ._common import int_const, placeholder, popcount
 from .bitpack import pack
@@ -45,10 +46,14 @@ def bqk(p: AttentionParams) -> list[te.Tensor]:
     acc = te.compute(
         (p.batch, p.heads, p.tokens, p.tokens),
         lambda b, h, m, n: te.sum(popcount(q[b, h, m, c] ^ k[b, h, n, c]), axis=c),
-        name="acc",
+        name=ACC,
+        attrs=tile_axes(2, 3),
     )
     out = te.compute(
-        acc.shape, lambda b, h, m, n: (int_const(p.dim) - 2 * acc[b, h, m, n]).astype("float32"), name="out"
+        acc.shape,
+        lambda b, h, m, n: (int_const(p.dim) - 2 * acc[b, h, m, n]).astype("float32"),
+        name=OUT,
+        attrs=tile_axes(2, 3),
     )
     return [q, k, out]
 
@@ -61,15 +66,19 @@ def bav(p: AttentionParams) -> list[te.Tensor]:
     acc = te.compute(
         (p.batch, p.heads, p.tokens, p.dim),
         lambda b, h, m, n: te.sum(popcount(masks[b, h, m, t, c] & v[b, h, c, n]), axis=[t, c]),
-        name="acc",
+        name=ACC,
+        attrs=tile_axes(2, 3),
     )
     t2, c2 = te.reduce_axis((0, LEVELS), name="t"), te.reduce_axis((0, p.token_words), name="c")
     rowsum = te.compute(
         (p.batch, p.heads, p.tokens),
         lambda b, h, m: te.sum(popcount(masks[b, h, m, t2, c2]), axis=[t2, c2]),
-        name="rowsum",
+        name=ROWSUM,
     )
     out = te.compute(
-        acc.shape, lambda b, h, m, n: (2 * acc[b, h, m, n] - rowsum[b, h, m]).astype("float32"), name="out"
+        acc.shape,
+        lambda b, h, m, n: (2 * acc[b, h, m, n] - rowsum[b, h, m]).astype("float32"),
+        name=OUT,
+        attrs=tile_axes(2, 3),
     )
     return [masks, v, out]

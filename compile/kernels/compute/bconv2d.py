@@ -27,10 +27,10 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
+from ..blocks import ACC, GATHER, OUT, PAD, WORD_AXIS_ATTR, tile_axes
 from ..packing import BORDER_DTYPE
 from ..params import WORD_BITS, Conv2dParams, words
 from ._common import ACC_DTYPE, affine, int_const, placeholder, popcount
-from .bitpack import WORD_AXIS_ATTR
 
 __all__ = ["ROW_LANES", "bconv2d", "tap_pieces"]
 
@@ -65,8 +65,8 @@ def _pad(x: te.Tensor, p: Conv2dParams, nchw: bool) -> te.Tensor:
         return tirx.if_then_else(inside, x[b, g_, s, iy, ix] if nchw else x[b, iy, ix, g_, s], tirx.const(0, "uint64"))
 
     if nchw:
-        return te.compute((n, g, wg, h + 2 * ph, w + 2 * pw), word, name="pad")
-    return te.compute((n, h + 2 * ph, w + 2 * pw, g, wg), lambda b, yy, xx, g_, s: word(b, g_, s, yy, xx), name="pad")
+        return te.compute((n, g, wg, h + 2 * ph, w + 2 * pw), word, name=PAD)
+    return te.compute((n, h + 2 * ph, w + 2 * pw, g, wg), lambda b, yy, xx, g_, s: word(b, g_, s, yy, xx), name=PAD)
 
 
 def _gather(src: te.Tensor, p: Conv2dParams, nchw: bool, rows: bool) -> te.Tensor:
@@ -88,11 +88,11 @@ def _gather(src: te.Tensor, p: Conv2dParams, nchw: bool, rows: bool) -> te.Tenso
 
     shape = (p.batch, p.groups, p.out_height)
     if rows:
-        return te.compute((*shape, len(pieces), p.out_width), word, name="gather", attrs={WORD_AXIS_ATTR: 3})
+        return te.compute((*shape, len(pieces), p.out_width), word, name=GATHER, attrs={WORD_AXIS_ATTR: 3})
     return te.compute(
         (*shape, p.out_width, len(pieces)),
         lambda b, g, y, x, k: word(b, g, y, k, x),
-        name="gather",
+        name=GATHER,
         attrs={WORD_AXIS_ATTR: 4},
     )
 
@@ -128,13 +128,15 @@ def bconv2d(p: Conv2dParams, layout: str = "NCHW", with_bias: bool = True) -> li
         acc = te.compute(
             (n_, g_, ho_, og_, wo_),
             lambda b, g, y, m, n: te.sum(popcount(taps[b, g, y, k, n] ^ w[g, k, m]), axis=k),
-            name="acc",
+            name=ACC,
+            attrs=tile_axes(3, 4),
         )
     else:
         acc = te.compute(
             (n_, g_, ho_, wo_, og_),
             lambda b, g, y, m, n: te.sum(popcount(taps[b, g, y, m, k] ^ w[g, k, n]), axis=k),
-            name="acc",
+            name=ACC,
+            attrs=tile_axes(3, 4),
         )
 
     def value(b, g, y, xo, o):
@@ -145,9 +147,15 @@ def bconv2d(p: Conv2dParams, layout: str = "NCHW", with_bias: bool = True) -> li
         return affine(dot, scale[g, o], None if bias is None else bias[g, o])
 
     if rows:
-        out = te.compute((n_, g_, og_, ho_, wo_), lambda b, g, m, y, n: value(b, g, y, n, m), name="out")
+        out = te.compute(
+            (n_, g_, og_, ho_, wo_), lambda b, g, m, y, n: value(b, g, y, n, m), name=OUT, attrs=tile_axes(2, 4)
+        )
     elif nchw:
-        out = te.compute((n_, g_, og_, ho_, wo_), lambda b, g, n, y, m: value(b, g, y, m, n), name="out")
+        out = te.compute(
+            (n_, g_, og_, ho_, wo_), lambda b, g, n, y, m: value(b, g, y, m, n), name=OUT, attrs=tile_axes(4, 2)
+        )
     else:
-        out = te.compute((n_, ho_, wo_, g_, og_), lambda b, y, m, g, n: value(b, g, y, m, n), name="out")
+        out = te.compute(
+            (n_, ho_, wo_, g_, og_), lambda b, y, m, g, n: value(b, g, y, m, n), name=OUT, attrs=tile_axes(2, 4)
+        )
     return [x, w, scale, *([bias] if with_bias else []), *([row_class, border] if padded else []), out]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
+from ..blocks import ACC, OUT, POOL, tile_axes
 from ..params import WORD_BITS, DenseParams
 from ._common import affine, int_const, placeholder, popcount, rprelu
 from .bitpack import pack_rows
@@ -38,7 +39,9 @@ def bdense(
     residual = placeholder((p.m, residual_width), "float32", "residual") if residual_width is not None else None
     act = placeholder((3, p.n), "float32", "act") if with_act else None
     k = te.reduce_axis((0, p.k_words), name="k")
-    acc = te.compute((p.m, p.n), lambda m, n: te.sum(popcount(a[m, k] ^ w[k, n]), axis=k), name="acc")
+    acc = te.compute(
+        (p.m, p.n), lambda m, n: te.sum(popcount(a[m, k] ^ w[k, n]), axis=k), name=ACC, attrs=tile_axes(0, 1)
+    )
 
     def epilogue(m, n):
         y = affine(int_const(p.k) - 2 * acc[m, n], scale[n], None if bias is None else bias[n])
@@ -46,7 +49,7 @@ def bdense(
             y = y + residual[m, tirx.floormod(n, residual_width)]
         return y if act is None else rprelu(y, act[0, n], act[1, n], act[2, n])
 
-    out = te.compute((p.m, p.n), epilogue, name="out")
+    out = te.compute((p.m, p.n), epilogue, name=OUT, attrs=tile_axes(0, 1))
     return [a, w, scale, *(t for t in (bias, residual, act) if t is not None), out]
 
 
@@ -67,5 +70,5 @@ def bdense_pack_pool(
     threshold = placeholder((p.n,), "float32", "threshold") if with_threshold else None
     r = te.reduce_axis((0, ratio), name="r")
     inv = tirx.const(1.0 / ratio, "float32")  # exact: ratio is a power of two
-    pool = te.compute((p.m, p.n // ratio), lambda m, j: te.sum(y[m, j * ratio + r] * inv, axis=r), name="pool")
+    pool = te.compute((p.m, p.n // ratio), lambda m, j: te.sum(y[m, j * ratio + r] * inv, axis=r), name=POOL)
     return [*inputs, *([threshold] if threshold is not None else []), pack_rows(y, threshold), pool]

@@ -15,11 +15,10 @@ from collections.abc import Callable, Sequence
 from tvm import te, tirx
 from tvm.ir.expr import Expr as PrimExpr
 
+from ..blocks import PACK, WORD_AXIS_ATTR
 from ..params import WORD_BITS, words
 
-__all__ = ["WORD_AXIS_ATTR", "pack", "pack_rows", "pack_channels"]
-
-WORD_AXIS_ATTR = "bhvit.word_axis"  # block annotation read by the schedules
+__all__ = ["pack", "pack_rows", "pack_channels"]
 
 BitFn = Callable[[tuple], PrimExpr]
 
@@ -40,7 +39,7 @@ def pack(out_shape: Sequence[int], word_axis: int, count: int, bit: BitFn) -> te
             cond = tirx.if_then_else(pos < count, cond, tirx.const(False, "bool"))
         return te.sum(tirx.Select(cond, one << b.astype("uint64"), zero), axis=b)
 
-    return te.compute(tuple(out_shape), word, name="pack", attrs={WORD_AXIS_ATTR: word_axis})
+    return te.compute(tuple(out_shape), word, name=PACK, attrs={WORD_AXIS_ATTR: word_axis})
 
 
 def _signed(x: te.Tensor, idx: tuple, threshold: te.Tensor | None, channel) -> PrimExpr:

@@ -1,6 +1,7 @@
 """Target-independent schedules for the binary computes, parametrised by a :class:`TileConfig`.
 
-Two shapes of PrimFunc are handled, recognised by block names:
+The PrimFuncs are recognised by their block names (:mod:`..blocks`), and a GEMM's tile axes by the block's
+:data:`~..blocks.TILE_AXES_ATTR` annotation:
 
 * ``"pack"``: float -> uint64 words. With the word axis last (bits contiguous in the source),
   the 64-bit reduction is rfactored so ``pack_lanes`` contiguous floats are compared per vector
@@ -27,7 +28,7 @@ from dataclasses import dataclass, replace
 from tvm import IRModule, tirx
 from tvm.s_tir import Schedule
 
-from ..compute.bitpack import WORD_AXIS_ATTR
+from ..blocks import ACC, GATHER, OUT, PACK, PAD, POOL, ROWSUM, TILE_AXES_ATTR, WORD_AXIS_ATTR
 from ..params import WORD_BITS
 
 __all__ = ["TileConfig", "Tile", "GENERIC", "choose_tile", "schedule"]
@@ -93,19 +94,25 @@ def schedule(func: tirx.PrimFunc, cfg: TileConfig = GENERIC) -> IRModule:
     if cfg is GENERIC:
         log.info("binary kernels: using the generic (fallback) schedule")
     sch = Schedule(func)
-    if _has_block(sch, "pool"):
+    if _has_block(sch, POOL):
         _schedule_gemm_pack_pool(sch, cfg)
-    elif _has_block(sch, "pack"):
+    elif _has_block(sch, PACK):
         _schedule_pack(sch, cfg)
     else:
         _schedule_gemm(sch, cfg)
-        if _has_block(sch, "pad"):
-            _schedule_pad(sch, sch.get_sblock("pad"))
-        if _has_block(sch, "gather"):
-            _schedule_gather(sch, sch.get_sblock("gather"))
-        if _has_block(sch, "rowsum"):
-            _parallel_spatial(sch, sch.get_sblock("rowsum"))
+        if _has_block(sch, PAD):
+            _schedule_pad(sch, sch.get_sblock(PAD))
+        if _has_block(sch, GATHER):
+            _schedule_gather(sch, sch.get_sblock(GATHER))
+        if _has_block(sch, ROWSUM):
+            _parallel_spatial(sch, sch.get_sblock(ROWSUM))
     return sch.mod
+
+
+def _tile_axes(sch: Schedule, block) -> tuple[int, int]:
+    """Positions of the tile's row and column axes among the block's iter vars (set by the compute)."""
+    m, n = sch.get(block).annotations[TILE_AXES_ATTR]
+    return int(m), int(n)
 
 
 def _has_block(sch: Schedule, name: str) -> bool:
@@ -157,11 +164,10 @@ def _schedule_gather(sch: Schedule, block) -> None:
 
 
 def _schedule_gemm(sch: Schedule, cfg: TileConfig) -> None:
-    # 1. analyse: the tile axes are the "out" iter vars named m and n
-    out, acc = sch.get_sblock("out"), sch.get_sblock("acc")
-    out_ivs = [iv.var.name for iv in sch.get(out).iter_vars]
+    # 1. analyse: the tile axes as the compute annotated them
+    out, acc = sch.get_sblock(OUT), sch.get_sblock(ACC)
     extents = [int(iv.dom.extent) for iv in sch.get(out).iter_vars]
-    m_ax, n_ax = out_ivs.index("v_m"), out_ivs.index("v_n")
+    m_ax, n_ax = _tile_axes(sch, out)
     tile = choose_tile(extents[m_ax], extents[n_ax], cfg)
     # 2. tile the output: outer loops, then MR x NR x lanes
     loops = sch.get_loops(out)
@@ -180,10 +186,10 @@ def _accumulate(sch: Schedule, acc, loop, tile: Tile) -> tuple:
     """Step 3: the acc tile under ``loop`` in registers, reduction outermost; returns what :func:`_split_init` needs."""
     sch.compute_at(acc, loop)  # global scope: only a small global buffer is a stack alloca (see STACK_ALLOCA_BYTES)
     inner = _tile_loops(sch, acc, tile)
-    if "v_n" in inner:
-        inner["v_n"], inner["v_l"] = sch.split(inner["v_n"], [tile.nr, tile.vl])
-    reductions = [inner[k] for k in inner if k not in ("v_m", "v_n", "v_l")]
-    tile_loops = [inner[k] for k in ("v_m", "v_n", "v_l") if k in inner]
+    if _COLS in inner:
+        inner[_COLS], inner[_LANES] = sch.split(inner[_COLS], [tile.nr, tile.vl])
+    reductions = [inner[k] for k in inner if k not in _TILE_ROLES]
+    tile_loops = [inner[k] for k in _TILE_ROLES if k in inner]
     sch.reorder(*reductions, *tile_loops)
     _vectorize_unroll(sch, tile_loops)
     return reductions, tile_loops
@@ -199,7 +205,7 @@ def _split_init(sch: Schedule, acc, init_at: tuple) -> None:
 
 def _schedule_gemm_pack_pool(sch: Schedule, cfg: TileConfig) -> None:
     """Per parallel tile of MR rows x one word: the GEMM tile into a stack buffer, then its pack and pool."""
-    out, acc = sch.get_sblock("out"), sch.get_sblock("acc")
+    out, acc = sch.get_sblock(OUT), sch.get_sblock(ACC)
     m, n = sch.get_loops(out)
     max_rows = (STACK_ALLOCA_BYTES - 1) // (WORD_BITS * FLOAT_BYTES)
     tile = choose_tile(_extent(sch, m), WORD_BITS, replace(cfg, max_rows=min(cfg.max_rows, max_rows)))
@@ -210,7 +216,7 @@ def _schedule_gemm_pack_pool(sch: Schedule, cfg: TileConfig) -> None:
     _vectorize_unroll(sch, [mi, nv, nl])
     word = sch.fuse(mo, no)
     sch.parallel(word)
-    pack, pool = sch.get_sblock("pack"), sch.get_sblock("pool")
+    pack, pool = sch.get_sblock(PACK), sch.get_sblock(POOL)
     rf = _rfactor_lanes(sch, pack, sch.get_loops(pack)[-1], cfg.pack_lanes)  # before the move: rfactor needs the
     for block in (rf, pack, pool):  # block first under its outer loop
         if block is not None:
@@ -233,21 +239,28 @@ def _pool_tile(sch: Schedule, block) -> None:
     sch.decompose_reduction(block, r)
 
 
+_ROWS, _COLS, _LANES = "rows", "cols", "lanes"  # roles of the acc tile's loops, innermost last
+_TILE_ROLES = (_ROWS, _COLS, _LANES)
+
+
 def _tile_loops(sch: Schedule, acc, tile: Tile) -> dict:
-    """Map the acc block's iter var names to its loops under the tile (unit loops are dropped)."""
-    extents = {"v_m": tile.mr, "v_n": tile.nr * tile.vl}
-    names = []
-    for iv in sch.get(acc).iter_vars:
-        name = iv.var.name
-        size = int(iv.dom.extent) if iv.iter_type == tirx.IterVar.CommReduce else extents.get(name, 1)
+    """Map the acc block's axes to its loops under the tile (unit loops are dropped): the tile axes by their
+    role, each reduction axis by its position."""
+    m_ax, n_ax = _tile_axes(sch, acc)
+    sizes = {m_ax: (_ROWS, tile.mr), n_ax: (_COLS, tile.nr * tile.vl)}
+    keys = []
+    for i, iv in enumerate(sch.get(acc).iter_vars):
+        key, size = sizes.get(i, (f"axis{i}", 1))
+        if iv.iter_type == tirx.IterVar.CommReduce:
+            size = int(iv.dom.extent)
         if size > 1:
-            names.append(name)
-    loops = sch.get_loops(acc)[-len(names) :] if names else []
-    return dict(zip(names, loops))
+            keys.append(key)
+    loops = sch.get_loops(acc)[-len(keys) :] if keys else []
+    return dict(zip(keys, loops))
 
 
 def _schedule_pack(sch: Schedule, cfg: TileConfig) -> None:
-    block = sch.get_sblock("pack")
+    block = sch.get_sblock(PACK)
     word_axis = int(sch.get(block).annotations[WORD_AXIS_ATTR])
     *spatial, bits = sch.get_loops(block)
     if word_axis == len(spatial) - 1:
