@@ -4,7 +4,13 @@
 Every measurement runs in its own fresh process (``--worker``), so no runtime's thread pool or allocator state
 leaks into another. Baseline (ORT FP32 w=1) and model runs are interleaved A B A B ...; each ratio comes from a
 neighbouring pair and the reported ratio is their median. Prints median and p90 latency, peak RSS (VmHWM) of the
-worker process, artifact size and ratio; ``--json`` writes the rows, ``--plot`` a PNG.
+worker process, artifact size and ratio, and for the models of :data:`ONE_THREAD` the median latency on one
+thread too (measured in the same rounds; the Pi runs 4 threads, so this shows how latency scales with threads);
+``--json`` writes the rows, ``--plot`` a PNG.
+
+Artifacts are cached under ``--artifacts`` with a fingerprint of what built them (the sources of bhvit's
+``compile``, ``models`` and artifact-writing modules, the model key, threads and image size); a cached artifact
+whose fingerprint differs is rebuilt, so a table never comes from stale kernels.
 
     TVM_NUM_THREADS=2 python scripts/bench_host.py --json runs/bench_host/bench.json --plot runs/bench_host/bench.png
 """
@@ -12,6 +18,7 @@ worker process, artifact size and ratio; ``--json`` writes the rows, ``--plot`` 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -34,6 +41,8 @@ MODELS = {
     "tvm-binary-w3": ("tvm", "binary", 3, False),
     "tvm-binary-w3-fpds": ("tvm", "binary", 3, True),
 }
+ONE_THREAD = ("tvm-binary-w1", "tvm-binary-w3")  # also measured on one thread
+FINGERPRINT_SUFFIX = ".build.json"
 
 
 @dataclass
@@ -44,6 +53,7 @@ class Row:
     peak_rss_mib: float
     artifact_mib: float
     ratio: float | None
+    median_1t_ms: float | None = None  # one thread (ONE_THREAD models only)
 
 
 def _source(key: str, img_size: int):
@@ -53,17 +63,36 @@ def _source(key: str, img_size: int):
     return random_init("bhvit_tiny", precision=precision, width=width, fp_downsample=fpds or None, img_size=img_size)
 
 
+def fingerprint(key: str, threads: int, img_size: int) -> str:
+    """sha256 of everything that decides what ``build`` writes: the code that compiles and the options."""
+    import bhvit.compile
+    import bhvit.device.artifact
+    import bhvit.device.weights
+    import bhvit.models
+
+    files = [p for m in (bhvit.compile, bhvit.models) for p in Path(m.__file__).resolve().parent.rglob("*.py")]
+    files += [Path(m.__file__).resolve() for m in (bhvit.device.artifact, bhvit.device.weights)]
+    digest = hashlib.sha256(json.dumps([key, MODELS[key], threads, img_size]).encode())
+    for path in sorted(files):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
 def build(key: str, root: Path, threads: int, img_size: int) -> Path | None:
-    """Compile the artifact of ``key`` into ``root`` unless a readable one is there already."""
+    """Compile the artifact of ``key`` into ``root`` unless one built by the same code and options is there."""
     from bhvit.device.artifact import ArtifactError, read_metadata
 
     fmt = MODELS[key][0]
     if fmt == "torch":
         return None
     out = root / key
+    stamp = root / f"{key}{FINGERPRINT_SUFFIX}"
+    wanted = fingerprint(key, threads, img_size)
     try:
         read_metadata(out)
-        return out
+        if stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == wanted:
+            return out
+        print(f"rebuilding {key}: the code or options changed since it was built", file=sys.stderr)
     except ArtifactError:  # none yet, or an older artifact format: rebuild
         pass
     from bhvit.compile.compiler import CompileOptions, compile_model
@@ -74,6 +103,7 @@ def build(key: str, root: Path, threads: int, img_size: int) -> Path | None:
         _source(key, img_size),
         CompileOptions(resolve_target("host", threads=threads), out, fmt, verify=False, overwrite=True),
     )
+    stamp.write_text(json.dumps({"fingerprint": wanted}) + "\n")
     print(f"built {key} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return out
 
@@ -115,8 +145,9 @@ def worker(key: str, path: str, threads: int, img_size: int, warmup: int, iters:
     print(json.dumps({"times": times, "peak_rss_mib": _peak_rss_mib()}))
 
 
-def _measure(key: str, path: Path | None, args) -> dict:
-    env = {**os.environ, "TVM_NUM_THREADS": str(args.threads), "OMP_NUM_THREADS": str(args.threads)}
+def _measure(key: str, path: Path | None, args, threads: int | None = None) -> dict:
+    threads = threads or args.threads
+    env = {**os.environ, "TVM_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
     cmd = [
         sys.executable,
         __file__,
@@ -124,7 +155,7 @@ def _measure(key: str, path: Path | None, args) -> dict:
         key,
         str(path or ""),
         "--threads",
-        str(args.threads),
+        str(threads),
         "--img-size",
         str(args.img_size),
         "--warmup",
@@ -149,6 +180,7 @@ def bench(keys: list[str], args) -> list[Row]:
     times: dict[str, list[float]] = {k: [] for k in paths}
     rss: dict[str, float] = {k: 0.0 for k in paths}
     ratios: dict[str, list[float]] = {k: [] for k in keys}
+    one_thread: dict[str, list[float]] = {k: [] for k in keys if k in ONE_THREAD and args.threads > 1}
     for r in range(args.rounds):
         for key in keys:
             pair = {}
@@ -159,6 +191,8 @@ def bench(keys: list[str], args) -> list[Row]:
                 rss[k] = max(rss[k], result["peak_rss_mib"])
             ratios[key].append(pair[key] / pair[BASELINE])
             print(f"round {r + 1}: {key} {pair[key]:.2f} ms vs {BASELINE} {pair[BASELINE]:.2f} ms", file=sys.stderr)
+            if key in one_thread:
+                one_thread[key] += _measure(key, paths[key], args, threads=1)["times"]
     rows = []
     for k in paths:
         t = sorted(times[k])
@@ -170,6 +204,7 @@ def bench(keys: list[str], args) -> list[Row]:
                 rss[k],
                 _artifact_mib(paths[k]),
                 statistics.median(ratios[k]) if ratios.get(k) else None,
+                statistics.median(one_thread[k]) if one_thread.get(k) else None,
             )
         )
     return rows
@@ -230,12 +265,16 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
     rows = bench(keys, args)
-    print(f"{'model':22s} {'median ms':>10s} {'p90 ms':>8s} {'peak RSS MiB':>13s} {'artifact MiB':>13s} {'ratio':>6s}")
+    print(
+        f"{'model':22s} {'median ms':>10s} {'p90 ms':>8s} {'peak RSS MiB':>13s} {'artifact MiB':>13s} {'ratio':>6s} "
+        f"{'1 thread ms':>11s}"
+    )
     for r in rows:
         ratio = "-" if r.ratio is None else f"{r.ratio:.3f}"
+        single = "-" if r.median_1t_ms is None else f"{r.median_1t_ms:.2f}"
         print(
             f"{r.model:22s} {r.median_ms:10.2f} {r.p90_ms:8.2f} {r.peak_rss_mib:13.1f} {r.artifact_mib:13.2f} "
-            f"{ratio:>6s}"
+            f"{ratio:>6s} {single:>11s}"
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
