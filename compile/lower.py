@@ -15,7 +15,7 @@ from torch import fx, nn
 
 from . import ops as _ops  # noqa: F401  (registers the bhvit:: custom ops)
 from .deploy import to_deploy
-from .kernels import relax_ops as _kernels
+from .kernels import relax_emit as _kernels
 from .targets import TargetSpec
 
 __all__ = ["export_program", "BinaryConverters", "to_relax", "lower"]

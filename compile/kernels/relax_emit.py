@@ -18,7 +18,7 @@ import numpy as np
 from tvm import relax, tirx
 from tvm.target import Target
 
-from . import funcs, packing
+from . import packing, primfuncs
 from .params import WORD_BITS, AttentionParams, Conv2dParams, DenseParams, words
 
 __all__ = [
@@ -141,7 +141,7 @@ def emit_binary_mlp(
     name = f"bdense_pack_pool_{p.m}x{k}x{n}_p{ratio}{_suffix(fc2.threshold, fc1.bias)}" + (
         "_a" if fc1.act is not None else ""
     )
-    func = funcs.dense_pack_pool(
+    func = primfuncs.dense_pack_pool(
         p, ratio, fc1.bias is not None, target, k, fc1.act is not None, fc2.threshold is not None
     )
     packed, pooled = _call_outputs(
@@ -170,7 +170,7 @@ def _pack_dense_input(
     """``x`` (..., K) -> its (M, Kw) sign words."""
     return _call(
         bb,
-        funcs.pack_rows((p.m, p.k), threshold is not None, target),
+        primfuncs.pack_rows((p.m, p.k), threshold is not None, target),
         f"bpack_rows_{p.m}x{p.k}{_suffix(threshold, None)}",
         [_rows(bb, x, p.m), *_opt(threshold)],
         (p.m, p.k_words),
@@ -204,7 +204,7 @@ def _dense_packed(
         + (f"_r{r}" if r else "")
         + ("_a" if fc.act is not None else "")
     )
-    func = funcs.dense(p, fc.bias is not None, target, r, fc.act is not None)
+    func = primfuncs.dense(p, fc.bias is not None, target, r, fc.act is not None)
     return _call(bb, func, name, [xp, *_dense_constants(fc, residual)], (p.m, p.n), "float32")
 
 
@@ -252,7 +252,7 @@ def emit_binary_conv2d(
     in_shape = (b, g, p.group_words, h, w) if layout == "NCHW" else (b, h, w, g, p.group_words)
     xp = _call(
         bb,
-        funcs.pack_channels(shape, threshold is not None, g, layout, target),
+        primfuncs.pack_channels(shape, threshold is not None, g, layout, target),
         f"bpack_{layout.lower()}_{'x'.join(map(str, shape))}_g{g}{_suffix(threshold, None)}",
         [x, *_opt(threshold)],
         in_shape,
@@ -272,7 +272,7 @@ def emit_binary_conv2d(
         f"bconv2d_{layout.lower()}_{b}x{c}x{h}x{w}_o{o}_k{p.kernel[0]}x{p.kernel[1]}_s{p.stride[0]}x{p.stride[1]}"
         f"_p{p.padding[0]}x{p.padding[1]}_d{p.dilation[0]}x{p.dilation[1]}_g{g}{_suffix(None, bias)}"
     )
-    y = _call(bb, funcs.conv2d(p, layout, bias is not None, target), name, args, out5, "float32")
+    y = _call(bb, primfuncs.conv2d(p, layout, bias is not None, target), name, args, out5, "float32")
     return bb.emit(relax.op.reshape(y, (b, o, ho, wo) if layout == "NCHW" else (b, ho, wo, o)))
 
 
@@ -287,10 +287,10 @@ def emit_binary_qk(bb: relax.BlockBuilder, q: relax.Expr, k: relax.Expr, *, targ
     target = _target(target)
     p = _attention_params(_shape(q))
     key = "x".join(map(str, _shape(q)))
-    pack = funcs.pack_rows(_shape(q), False, target)
+    pack = primfuncs.pack_rows(_shape(q), False, target)
     packed = (p.batch, p.heads, p.tokens, p.dim_words)
     qp, kp = (_call(bb, pack, f"bpack_rows_{key}", [t], packed, "uint64") for t in (q, k))
-    return _call(bb, funcs.qk(p, target), f"bqk_{key}", [qp, kp], (p.batch, p.heads, p.tokens, p.tokens), "float32")
+    return _call(bb, primfuncs.qk(p, target), f"bqk_{key}", [qp, kp], (p.batch, p.heads, p.tokens, p.tokens), "float32")
 
 
 def emit_binary_av(bb: relax.BlockBuilder, levels: relax.Expr, v: relax.Expr, *, target) -> relax.Expr:
@@ -300,13 +300,18 @@ def emit_binary_av(bb: relax.BlockBuilder, levels: relax.Expr, v: relax.Expr, *,
     key = "x".join(map(str, _shape(v)))
     masks = _call(
         bb,
-        funcs.pack_levels(p, target),
+        primfuncs.pack_levels(p, target),
         f"bpack_levels_{key}",
         [levels],
         (p.batch, p.heads, p.tokens, 3, words(p.tokens)),
         "uint64",
     )
     vp = _call(
-        bb, funcs.pack_tokens(p, target), f"bpack_tokens_{key}", [v], (p.batch, p.heads, p.token_words, p.dim), "uint64"
+        bb,
+        primfuncs.pack_tokens(p, target),
+        f"bpack_tokens_{key}",
+        [v],
+        (p.batch, p.heads, p.token_words, p.dim),
+        "uint64",
     )
-    return _call(bb, funcs.av(p, target), f"bav_{key}", [masks, vp], _shape(v), "float32")
+    return _call(bb, primfuncs.av(p, target), f"bav_{key}", [masks, vp], _shape(v), "float32")
