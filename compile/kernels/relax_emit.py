@@ -19,7 +19,7 @@ from tvm import relax, tirx
 from tvm.target import Target
 
 from . import packing, primfuncs
-from .params import WORD_BITS, AttentionParams, Conv2dParams, DenseParams, words
+from .params import LEVELS, WORD_BITS, AttentionParams, Conv2dParams, DenseParams, words
 
 __all__ = [
     "DenseWeights",
@@ -303,7 +303,7 @@ def emit_binary_av(bb: relax.BlockBuilder, levels: relax.Expr, v: relax.Expr, *,
         primfuncs.pack_levels(p, target),
         f"bpack_levels_{key}",
         [levels],
-        (p.batch, p.heads, p.tokens, 3, words(p.tokens)),
+        (p.batch, p.heads, p.tokens, LEVELS, words(p.tokens)),
         "uint64",
     )
     vp = _call(
