@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from bhvit.compile.deploy import to_deploy
-from bhvit.models.bhvit import BinaryMLP, DeployAttentionProducts, DeployDenseBranch, DeployMLP
+from bhvit.models.bhvit import BinaryMLP, DeployAttentionProducts, DeployDenseBranch, DeployMLP, Downsample
 from bhvit.models.config import PrecisionCfg
-from bhvit.models.layers import EAGER, DeployConv2d, DeployLinear, PatchifyConv
+from bhvit.models.layers import EAGER, DeployConv2d, DeployLinear, FoldError, PatchifyConv
 from torch import nn
+from torch.nn import functional as F
 
 FP_FC2 = PrecisionCfg("binary", (("*.mlp.fc2", "fp32"),))  # fc1 binary, fc2 FP: the MLP keeps its FP glue
 
@@ -89,3 +90,18 @@ def test_stem_and_fp_downsampling_become_matmuls(perturbed):
     assert isinstance(deploy.stem.conv, PatchifyConv)
     assert all(isinstance(d.conv, PatchifyConv) for d in deploy.downsamples)
     assert isinstance(to_deploy(perturbed()).downsamples[0].conv, DeployConv2d)  # binary ones keep the kernel
+
+
+class _ShiftFeedsTheShortcut(Downsample):
+    """A downsampling whose shortcut reads the shifted map: the shift cannot move into the conv's sign."""
+
+    def forward(self, x):
+        s = self.shift(self.norm(x))
+        return self.act(self.out_norm(self.conv(s)) + F.avg_pool2d(s, 2).repeat(1, 2, 1, 1)) + self.pos
+
+
+def test_a_block_that_does_not_allow_its_fold_is_refused_not_misfolded(perturbed):
+    model = perturbed(precision="binary")
+    model.downsamples[0].__class__ = _ShiftFeedsTheShortcut
+    with pytest.raises(FoldError, match="_ShiftFeedsTheShortcut.shift's output feeds more than conv"):
+        to_deploy(model)
