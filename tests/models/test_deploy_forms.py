@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 from bhvit.models.bhvit import Downsample
-from bhvit.models.layers import EAGER, Deployable, FoldError, PatchifyConv
+from bhvit.models.layers import EAGER, Deployable, FoldError, LayerScale, PatchifyConv
 from torch import nn
 from torch.nn import functional as F
 
@@ -32,6 +32,7 @@ def _block_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, tuple]:
 )
 def test_each_block_deploy_form_equals_the_block(perturbed, kw):
     model = perturbed(**kw)
+    assert all(m.alpha.abs().min() > 0 for m in model.modules() if isinstance(m, LayerScale))  # shift branches on
     inputs = _block_inputs(model, torch.randn(2, 3, 64, 64))
     checked = set()
     for name, block in model.named_modules():
@@ -40,8 +41,7 @@ def test_each_block_deploy_form_equals_the_block(perturbed, kw):
         form = copy.deepcopy(block).deploy_form(EAGER)
         with torch.no_grad():
             torch.testing.assert_close(form(*inputs[name]), block(*inputs[name]), atol=1e-4, rtol=1e-4, msg=name)
-        if form is not block:
-            checked.add(type(block).__name__)
+        checked.add(type(block).__name__)
     blocks = {"Stem", "MSGDCBlock", "BinaryMLP", "_DenseBranch", "AttentionProducts", "Downsample"}
     assert blocks <= checked
 
@@ -75,13 +75,19 @@ class _ShiftCalledTwice(Downsample):
 
 
 @pytest.mark.parametrize(
-    "misfit",
-    [_ShiftFeedsTheShortcut, _OpBetweenLayerAndNorm, _OpBetweenShiftAndLayer, _LayerOutputUsedTwice, _ShiftCalledTwice],
-    ids=lambda c: c.__name__,
+    "misfit,why",
+    [
+        (_ShiftFeedsTheShortcut, "shift's output feeds more than conv"),
+        (_OpBetweenLayerAndNorm, "conv's output reaches out_norm through"),
+        (_OpBetweenShiftAndLayer, "conv does not read shift's output alone"),
+        (_LayerOutputUsedTwice, "conv's output feeds 2 nodes"),
+        (_ShiftCalledTwice, "shift is called 2 times"),
+    ],
+    ids=lambda v: getattr(v, "__name__", ""),
 )
-def test_a_block_whose_forward_does_not_allow_its_fold_is_refused(misfit):
+def test_a_block_whose_forward_does_not_allow_its_fold_is_refused(misfit, why):
     block = misfit("d", 8, 16, 4, precision="binary", plain=False).eval()
-    with pytest.raises(FoldError):
+    with pytest.raises(FoldError, match=why):
         block.deploy_form(EAGER)
 
 
