@@ -1,10 +1,11 @@
 """PyTorch BHViT -> Relax IRModule with bit-packed binary kernels.
 
 Route (``compile/README.md``, "Lowering"): :func:`~bhvit.compile.deploy.to_deploy` puts every binary product behind a
-``bhvit::binary_*`` custom op, ``torch.export`` keeps each op as one node, and ``from_exported_program`` converts
-those nodes with :class:`BinaryConverters`, which read the folded constants (signs, shifts, scales, biases)
-from the exported program's state and emit the kernels helper's ``emit_binary_*`` calls. Everything else is
-imported by TVM's own converters and stays FP (scheduled later by :mod:`bhvit.compile.schedule`).
+``bhvit::binary_*`` custom op (defined in :mod:`bhvit.models.layers.deploy_ops`), ``torch.export`` keeps each op as
+one node, and ``from_exported_program`` converts those nodes with :class:`BinaryConverters`, which read the folded
+constants (signs, shifts, scales, biases) from the exported program's state and emit the kernels with
+:mod:`~bhvit.compile.kernels.relax_emit`. Everything else is imported by TVM's own converters and stays FP (scheduled
+later by :mod:`bhvit.compile.schedule`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from . import ops as _ops  # noqa: F401  (registers the bhvit:: custom ops)
 from .deploy import to_deploy
-from .kernels import relax_ops as _kernels
+from .kernels import relax_emit as _kernels
 from .targets import TargetSpec
 
 __all__ = ["export_program", "BinaryConverters", "to_relax", "lower"]

@@ -1,6 +1,6 @@
 """The ONNX routes (the thesis' deployment): FP32 ONNX and onnxruntime INT8, for comparison with the TVM kernels.
 
-Binary layers are exported in their deploy form with plain torch ops (:data:`~bhvit.compile.ops.EAGER`): the
+Binary layers are exported in their deploy form with plain torch ops (:data:`~bhvit.models.layers.EAGER`): the
 weights as a ±1 FP constant with ``alpha``·BN folded into a per-channel scale and bias, and a sign
 (``where(x + shift >= 0, 1, -1)``) on the activations, so the FP32 graph computes what the model does.
 INT8 applies ``onnxruntime.quantization.quantize_dynamic`` with per-channel int8 weights (±1 weights are exact
@@ -13,10 +13,10 @@ import warnings
 from pathlib import Path
 
 import torch
+from bhvit.models.layers import EAGER
 from torch import nn
 
 from .deploy import to_deploy
-from .ops import EAGER
 
 __all__ = ["export_onnx", "quantize_int8", "OPSET", "INPUT_NAME", "OUTPUT_NAME"]
 

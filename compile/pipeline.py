@@ -20,7 +20,7 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 
 from .fold import NumpyFoldConstant
-from .kernels.relax_ops import BIT_MACS_ATTR, OP_ATTR
+from .kernels.relax_emit import BIT_MACS_ATTR, OP_ATTR
 from .schedule import GenericCpuSchedule, cpu_schedule_cfg, needs_schedule
 from .targets import TargetSpec
 from .weights import lift_weights

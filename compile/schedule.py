@@ -28,7 +28,7 @@ from tvm import tirx
 from tvm.s_tir import Schedule
 from tvm.target import codegen
 
-from .kernels.relax_ops import OPAQUE
+from .kernels.relax_emit import OPAQUE
 
 __all__ = ["CpuScheduleCfg", "cpu_schedule_cfg", "schedule_primfunc", "needs_schedule", "GenericCpuSchedule"]
 

@@ -8,11 +8,9 @@ from pathlib import Path
 import torch
 from bhvit.device.artifact import PreprocessCfg, file_sha256
 from bhvit.models import BHViT, BHViTCfg, ConfigError, build_model, model_cfgs
+from bhvit.models.preprocess import eval_resize
 
 __all__ = ["ModelSource", "SourceError", "from_checkpoint", "random_init", "model_label"]
-
-# Eval transform of random-init models: the timm default crop fraction 0.875 (224 -> resize 256).
-_CROP_PCT = 0.875
 
 
 class SourceError(ValueError):
@@ -70,7 +68,7 @@ def random_init(name: str, seed: int = 0, **overrides) -> ModelSource:
     except ConfigError as err:
         raise SourceError(str(err)) from None
     size = model.cfg.img_size
-    pre = PreprocessCfg(input_size=size, resize=int(size / _CROP_PCT), crop=size)
+    pre = PreprocessCfg(input_size=size, resize=eval_resize(size), crop=size)
     names = [f"class_{i}" for i in range(model.cfg.num_classes)]
     return ModelSource(model, model_label(name, model), names, pre, "random-init", {"seed": seed})
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from timm.layers import DropPath, trunc_normal_
@@ -27,13 +28,27 @@ from .layers import (
     BinaryLinear,
     LayerScale,
     LearnableShift,
+    PatchifyConv,
     QuantLayer,
     RPReLU,
     ShiftBranches,
     SignQuantizer,
 )
+from .layers.deploy import Fold, fold_binary
+from .layers.deploy_ops import BinaryOps
 
-__all__ = ["BHViT", "MSGDCBlock", "MSMHABlock", "BinaryMLP", "Downsample", "AttentionProducts", "BinaryLayerInfo"]
+__all__ = [
+    "BHViT",
+    "MSGDCBlock",
+    "MSMHABlock",
+    "BinaryMLP",
+    "Downsample",
+    "AttentionProducts",
+    "BinaryLayerInfo",
+    "DeployMLP",
+    "DeployDenseBranch",
+    "DeployAttentionProducts",
+]
 
 
 def _bn_tokens(bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
@@ -52,6 +67,8 @@ def tokens_to_map(x: torch.Tensor, size: int) -> torch.Tensor:
 
 class BinaryMLP(nn.Module):
     """Binary MLP with tile/pool shortcuts (models/README.md, "Binary MLP"); tokens ``(B, N, C)`` in and out."""
+
+    folds: ClassVar[tuple[Fold, ...]] = (Fold("shift1", "fc1", "norm1"), Fold("shift2", "fc2", "norm2"))
 
     def __init__(self, name: str, dim: int, hidden: int, cfg: BHViTCfg, drop_path: float):
         super().__init__()
@@ -75,6 +92,43 @@ class BinaryMLP(nn.Module):
         m = self.act2(_bn_tokens(self.norm2, self.fc2(self.shift2(h))) + pooled)
         return self.drop_path(self.scale(m))
 
+    def deploy_form(self, ops: BinaryOps) -> nn.Module:
+        """Both linears binary: one :class:`DeployMLP`; otherwise this MLP with its binary linear(s) folded."""
+        if fold_binary(self, ops, self.folds) and isinstance(self.act1, RPReLU) and isinstance(self.act2, RPReLU):
+            return DeployMLP(ops, self)
+        return self
+
+
+class DeployMLP(nn.Module):
+    """A folded binary :class:`BinaryMLP` as one ``binary_mlp`` op: ``fc1(z) + tile(z)`` and ``fc2(h) + pool(h)``,
+    each with its RPReLU, run as the epilogues of the two binary linears (fc1's kernel writes fc2's packed input and
+    the pooled shortcut, never its float output)."""
+
+    def __init__(self, ops: BinaryOps, mlp: BinaryMLP):
+        super().__init__()
+        self.ops, self.ratio, self.fc1, self.fc2 = ops, mlp.ratio, mlp.fc1, mlp.fc2
+        self.register_buffer("act1", mlp.act1.act_rows())
+        self.register_buffer("act2", mlp.act2.act_rows())
+        self.scale, self.drop_path = mlp.scale, mlp.drop_path
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        fc1, fc2 = self.fc1, self.fc2
+        m = self.ops.mlp(
+            z,
+            fc1.signs,
+            fc1.shift,
+            fc1.scale,
+            fc1.bias,
+            self.act1,
+            fc2.signs,
+            fc2.shift,
+            fc2.scale,
+            fc2.bias,
+            self.act2,
+            self.ratio,
+        )
+        return self.drop_path(self.scale(m))
+
 
 class _BlockTail(nn.Module):
     """``X1 + MLP(BN(X1)) + shifts(BN(X1))``, shared by both block types (maps in and out)."""
@@ -96,6 +150,7 @@ class MSGDCBlock(nn.Module):
     """Multi-scale grouped dilated conv block (stages 0-1, models/README.md "MSGDC block"); maps ``(B, C, H, W)``."""
 
     dilations = (1, 3, 5)
+    folds: ClassVar[tuple[Fold, ...]] = (Fold("shift", "convs"),)
 
     def __init__(self, name: str, dim: int, hidden: int, cfg: BHViTCfg, drop_path: float):
         super().__init__()
@@ -114,6 +169,11 @@ class MSGDCBlock(nn.Module):
         v = self.shift(self.norm(x))
         mixed = sum(act(conv(v)) for conv, act in zip(self.convs, self.acts))
         return self.tail(x + self.mix_norm(mixed))
+
+    def deploy_form(self, ops: BinaryOps) -> nn.Module:
+        """This block with the shift folded into its binary convs (all binary) and their biases into the epilogue."""
+        fold_binary(self, ops, self.folds)
+        return self
 
 
 class AttentionProducts(nn.Module):
@@ -148,9 +208,31 @@ class AttentionProducts(nn.Module):
         out = attn @ v
         return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
 
+    def deploy_form(self, ops: BinaryOps) -> nn.Module:
+        return DeployAttentionProducts(ops, self) if self.is_binary else self
+
+
+class DeployAttentionProducts(nn.Module):
+    """Binary ``AttentionProducts`` in deploy form: ``alpha * (levels(softmax(sq.sk^T/sqrt d)) @ sign(v))``."""
+
+    def __init__(self, ops: BinaryOps, products: AttentionProducts):
+        super().__init__()
+        self.ops = ops
+        self.heads, self.head_dim, self.levels = products.heads, products.head_dim, products.levels
+        self.quantizer = products.quantizer
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        q, k, v = (t.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2) for t in (q, k, v))
+        attn = torch.softmax(self.ops.qk(q, k) / math.sqrt(self.head_dim), dim=-1)
+        levels, alpha = self.quantizer.quantize(attn * self.levels)
+        out = self.ops.av(levels, v) * alpha
+        return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
+
 
 class _DenseBranch(nn.Module):
     """``RPReLU(BN(BinLinear(T + m)) + T)`` (one of q/k/v: models/README.md, "MSMHA block" step 3)."""
+
+    folds: ClassVar[tuple[Fold, ...]] = (Fold("shift", "proj", "norm"),)
 
     def __init__(self, dim: int, precision: str, recu: bool):
         super().__init__()
@@ -161,6 +243,24 @@ class _DenseBranch(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return self.act(_bn_tokens(self.norm, self.proj(self.shift(t))) + t)
+
+    def deploy_form(self, ops: BinaryOps) -> nn.Module:
+        """Binary: one :class:`DeployDenseBranch`; FP: this branch as is."""
+        if fold_binary(self, ops, self.folds) and isinstance(self.act, RPReLU):
+            return DeployDenseBranch(self)
+        return self
+
+
+class DeployDenseBranch(nn.Module):
+    """A folded binary q/k/v/out branch: ``rprelu(proj(t) + t)`` as one binary linear with its epilogue."""
+
+    def __init__(self, branch: _DenseBranch):
+        super().__init__()
+        self.proj = branch.proj
+        self.register_buffer("act", branch.act.act_rows())
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.proj(t, t, self.act)
 
 
 class WindowAttention(nn.Module):
@@ -243,6 +343,8 @@ class Downsample(nn.Module):
     FP-downsampling row): ``BN(conv(BN(X)))`` with no shortcut and no RPReLU.
     """
 
+    folds: ClassVar[tuple[Fold, ...]] = (Fold("shift", "conv", "out_norm"),)
+
     def __init__(self, name: str, dim: int, out_dim: int, out_size: int, precision: str, plain: bool):
         super().__init__()
         self.plain = plain
@@ -261,6 +363,11 @@ class Downsample(nn.Module):
             y = self.act(y + F.avg_pool2d(u, 2).repeat(1, ratio, 1, 1))
         return y + self.pos
 
+    def deploy_form(self, ops: BinaryOps) -> nn.Module:
+        """This block with its shift and output BN folded into a binary conv."""
+        fold_binary(self, ops, self.folds)
+        return self
+
 
 class Stem(nn.Module):
     """Patchify conv (with bias) -> BN -> exact GELU -> + position embedding (FP)."""
@@ -274,6 +381,11 @@ class Stem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.gelu(self.norm(self.conv(x))) + self.pos
+
+    def deploy_form(self, ops: BinaryOps) -> nn.Module:
+        """The patchify conv as a patch reshape and a matmul."""
+        self.conv = PatchifyConv(self.conv)
+        return self
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ if ARGS is not None:
 
 import numpy as np  # noqa: E402
 import tvm  # noqa: E402
-from bhvit.compile.kernels import funcs, packing  # noqa: E402
+from bhvit.compile.kernels import packing, primfuncs  # noqa: E402
 from bhvit.compile.kernels import reference as ref  # noqa: E402
 from bhvit.compile.kernels.params import Conv2dParams, DenseParams  # noqa: E402
 from tvm.target import Target  # noqa: E402
@@ -76,8 +76,8 @@ def dense_case(name: str, m: int, k: int, n: int, rng) -> Case:
     return Case(
         name,
         2 * m * n * k,
-        (lambda t: funcs.dense(p, True, t), kargs, ((m, n), "float32")),
-        (lambda t: funcs.pack_rows((m, k), True, t), [x, np.zeros(k, np.float32)], ((m, p.k_words), "uint64")),
+        (lambda t: primfuncs.dense(p, True, t), kargs, ((m, n), "float32")),
+        (lambda t: primfuncs.pack_rows((m, k), True, t), [x, np.zeros(k, np.float32)], ((m, p.k_words), "uint64")),
     )
 
 
@@ -94,9 +94,9 @@ def conv_case(name: str, p: Conv2dParams, rng) -> Case:
     return Case(
         name,
         ops,
-        (lambda t: funcs.conv2d(p, "NCHW", True, t), kargs, out),
+        (lambda t: primfuncs.conv2d(p, "NCHW", True, t), kargs, out),
         (
-            lambda t: funcs.pack_channels(x.shape, True, g, "NCHW", t),
+            lambda t: primfuncs.pack_channels(x.shape, True, g, "NCHW", t),
             [x, np.zeros(p.in_channels, np.float32)],
             (xp.shape, "uint64"),
         ),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bhvit.models.config import ConfigError, resolve_precision
+from bhvit.models.preprocess import DEFAULT_CROP_PCT
 
 __all__ = ["TrainCfg", "TrainError", "PHASES", "DATASETS"]
 
@@ -58,7 +59,7 @@ class TrainCfg:
     reprob: float = 0.25
     remode: str = "pixel"
     interpolation: str = "bicubic"
-    crop_pct: float = 0.875
+    crop_pct: float = DEFAULT_CROP_PCT
     mixup: float = 0.8
     cutmix: float = 1.0
     smoothing: float = 0.1

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bhvit.models.preprocess import eval_resize
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -222,7 +223,7 @@ def preprocess_meta(cfg: TrainCfg) -> dict:
     """What a device must do to an image before the model: stored in every checkpoint."""
     return {
         "input_size": [3, cfg.img_size, cfg.img_size],
-        "resize": math.floor(cfg.img_size / cfg.crop_pct),
+        "resize": eval_resize(cfg.img_size, cfg.crop_pct),
         "crop": cfg.img_size,
         "interpolation": cfg.interpolation,
         "mean": list(IMAGENET_DEFAULT_MEAN),

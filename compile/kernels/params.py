@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["WORD_BITS", "words", "DenseParams", "Conv2dParams", "AttentionParams"]
+__all__ = ["WORD_BITS", "LEVELS", "words", "DenseParams", "Conv2dParams", "AttentionParams"]
 
 WORD_BITS = 64
+LEVELS = 3  # attention levels 0..3, one {0, 1} mask ``level >= t`` per t = 1..LEVELS
 
 
 def words(bits: int) -> int:
@@ -56,13 +57,18 @@ class Conv2dParams:
         if self.out_height < 1 or self.out_width < 1:
             raise ValueError(f"empty output for {self}")
 
+    def _out_size(self, axis: int) -> int:
+        size = (self.height, self.width)[axis]
+        span = self.dilation[axis] * (self.kernel[axis] - 1) + 1
+        return (size + 2 * self.padding[axis] - span) // self.stride[axis] + 1
+
     @property
     def out_height(self) -> int:
-        return (self.height + 2 * self.padding[0] - self.dilation[0] * (self.kernel[0] - 1) - 1) // self.stride[0] + 1
+        return self._out_size(0)
 
     @property
     def out_width(self) -> int:
-        return (self.width + 2 * self.padding[1] - self.dilation[1] * (self.kernel[1] - 1) - 1) // self.stride[1] + 1
+        return self._out_size(1)
 
     @property
     def in_per_group(self) -> int:

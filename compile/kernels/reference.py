@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .packing import pack_bits
-from .params import Conv2dParams
+from .params import LEVELS, Conv2dParams
 
 __all__ = [
     "sign",
@@ -25,8 +25,6 @@ __all__ = [
     "qk",
     "av",
 ]
-
-LEVELS = 3
 
 
 def _shifted(x: np.ndarray, threshold: np.ndarray | None, axis: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Linear and conv layers whose precision is a constructor argument (Larq style)."""
+"""Linear and conv layers whose precision is a constructor argument (Larq style), and their deploy forms."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .deploy_ops import BinaryOps
 from .quant import SignQuantizer, WeightQuantizer
 
-__all__ = ["BinaryLinear", "BinaryConv2d", "QuantLayer"]
+__all__ = ["BinaryLinear", "BinaryConv2d", "QuantLayer", "DeployLinear", "DeployConv2d", "PatchifyConv", "bn_affine"]
 
 
 class QuantLayer:
@@ -41,6 +42,25 @@ class QuantLayer:
     def weight_scale(self) -> torch.Tensor:
         """Per-output-channel ``alpha`` of a binary layer."""
         return self.weight_quantizer.scale(self.weight)
+
+    def deploy_form(
+        self,
+        ops: BinaryOps,
+        shift: torch.Tensor | None = None,
+        norm: nn.BatchNorm1d | nn.BatchNorm2d | None = None,
+    ) -> nn.Module:
+        """Binary: this layer as one ``ops`` call, ``norm(layer(x + shift))`` with ``shift`` moved into the sign and
+        ``alpha``, the bias and the eval-mode ``norm`` into one per-channel ``scale``/``bias``. FP: the layer itself.
+        """
+        if not self.is_binary:
+            return self
+        scale, bias = self.weight_scale(), self.bias
+        if norm is not None:
+            s, t = bn_affine(norm)
+            scale, bias = scale * s, t if bias is None else bias * s + t
+        if isinstance(self, nn.Conv2d):
+            return DeployConv2d(ops, self, self.weight_signs(), shift, scale, bias)
+        return DeployLinear(ops, self.weight_signs(), shift, scale, bias)
 
 
 class BinaryLinear(nn.Linear, QuantLayer):
@@ -97,3 +117,98 @@ class BinaryConv2d(nn.Conv2d, QuantLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(self.quantized_input(x), self.quantized_weight(), self.bias)
+
+    def deploy_form(self, ops: BinaryOps, shift=None, norm=None) -> nn.Module:
+        """As :meth:`QuantLayer.deploy_form`; an FP conv with kernel == stride becomes a :class:`PatchifyConv`."""
+        if not self.is_binary and PatchifyConv.applies(self):
+            return PatchifyConv(self)
+        return super().deploy_form(ops, shift, norm)
+
+
+def bn_affine(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval BatchNorm as ``x * s + t``."""
+    s = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        s = s * bn.weight
+    t = -bn.running_mean * s
+    if bn.bias is not None:
+        t = t + bn.bias
+    return s, t
+
+
+class _DeployBinary(nn.Module):
+    """Holds the kernel constants of one binary layer as buffers (read by the compiler's converters)."""
+
+    def __init__(
+        self,
+        ops: BinaryOps,
+        signs: torch.Tensor,
+        shift: torch.Tensor | None,
+        scale: torch.Tensor,
+        bias: torch.Tensor | None,
+    ):
+        super().__init__()
+        self.ops = ops
+        self.register_buffer("signs", signs.detach().float().contiguous())
+        self.register_buffer("shift", None if shift is None else shift.detach().float().contiguous())
+        self.register_buffer("scale", scale.detach().float().contiguous())
+        self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous())
+
+
+class DeployLinear(_DeployBinary):
+    """A binary linear in deploy form: ``ops.linear`` on its folded constants."""
+
+    def forward(
+        self, x: torch.Tensor, residual: torch.Tensor | None = None, act: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The folded linear; ``residual`` (tiled) and the RPReLU ``act`` (3, N) as in ``binary_linear``."""
+        return self.ops.linear(x, self.signs, self.shift, self.scale, self.bias, residual, act)
+
+
+class DeployConv2d(_DeployBinary):
+    """A binary conv in deploy form: ``ops.conv2d`` on its folded constants."""
+
+    def __init__(self, ops: BinaryOps, conv: nn.Conv2d, signs, shift, scale, bias):
+        super().__init__(ops, signs, shift, scale, bias)
+        self.stride, self.padding = list(conv.stride), list(conv.padding)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ops.conv2d(
+            x, self.signs, self.shift, self.scale, self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
+
+
+class PatchifyConv(nn.Module):
+    """An FP conv with kernel == stride, no padding, one group and no dilation, as patch reshape + matmul.
+
+    The same function; the compiler's tiled matmul schedule runs it several times faster than its generic conv one.
+    """
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        if not self.applies(conv):
+            raise ValueError(f"not a patchify conv: {conv}")
+        self.k = conv.kernel_size[0]
+        self.weight = nn.Parameter(conv.weight.detach().flatten(1).t().contiguous(), requires_grad=False)
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
+
+    @staticmethod
+    def applies(conv: nn.Module) -> bool:
+        return (
+            isinstance(conv, nn.Conv2d)
+            and not (isinstance(conv, QuantLayer) and conv.is_binary)
+            and conv.kernel_size[0] == conv.kernel_size[1] == conv.stride[0] == conv.stride[1]
+            and conv.padding in ((0, 0), 0)
+            and conv.groups == 1
+            and conv.dilation == (1, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        k, gh, gw = self.k, h // self.k, w // self.k
+        patches = x.reshape(b, c, gh, k, gw, k).permute(0, 2, 4, 1, 3, 5).reshape(b, gh * gw, c * k * k)
+        y = patches @ self.weight
+        if self.bias is not None:
+            y = y + self.bias
+        return y.transpose(1, 2).reshape(b, -1, gh, gw)

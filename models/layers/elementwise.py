@@ -49,6 +49,10 @@ class RPReLU(nn.Module):
         s = _shape(x, self.channel_dim)
         return rprelu(x, self.shift_in.view(s), self.slope.view(s), self.shift_out.view(s))
 
+    def act_rows(self) -> torch.Tensor:
+        """The parameters as the (3, C) ``act`` argument of the deploy ops: shift_in, slope, shift_out rows."""
+        return torch.stack([self.shift_in, self.slope, self.shift_out]).detach().float().contiguous()
+
 
 class LayerScale(nn.Module):
     """``x * alpha_c + beta_c`` with ``alpha`` initialised to ``init`` and ``beta`` to 0."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 tvm = pytest.importorskip("tvm")
-from bhvit.compile.kernels import funcs, packing, relax_ops  # noqa: E402
+from bhvit.compile.kernels import packing, primfuncs, relax_emit  # noqa: E402
 from bhvit.compile.kernels import reference as ref  # noqa: E402
 from bhvit.compile.kernels.params import AttentionParams, Conv2dParams, DenseParams  # noqa: E402
 from bhvit.compile.kernels.schedule import select  # noqa: E402
@@ -55,7 +55,9 @@ def test_pack_rows_matches_reference(shape, target):
     x.flat[::7] = 0.0  # sign(0) = +1
     th = rng.standard_normal(shape[-1]).astype(np.float32)
     out = ref.pack_rows(x, th)
-    np.testing.assert_array_equal(_run(funcs.pack_rows(shape, True, target), [x, th], out.shape, "uint64", target), out)
+    np.testing.assert_array_equal(
+        _run(primfuncs.pack_rows(shape, True, target), [x, th], out.shape, "uint64", target), out
+    )
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
@@ -65,7 +67,7 @@ def test_pack_channels_matches_reference(layout, channels, groups):
     x = rng.standard_normal((2, channels, 5, 6) if layout == "NCHW" else (2, 5, 6, channels)).astype(np.float32)
     th = rng.standard_normal(channels).astype(np.float32)
     out = ref.pack_channels(x, th, groups, layout)
-    func = funcs.pack_channels(x.shape, True, groups, layout, HOST)
+    func = primfuncs.pack_channels(x.shape, True, groups, layout, HOST)
     np.testing.assert_array_equal(_run(func, [x, th], out.shape, "uint64", HOST), out)
 
 
@@ -79,10 +81,14 @@ def test_dense_matches_reference(m, k, n, with_bias, target):
     w, th = _signs(rng, n, k), rng.standard_normal(k).astype(np.float32)
     scale, bias = rng.random(n).astype(np.float32), rng.standard_normal(n).astype(np.float32) if with_bias else None
     args = [ref.pack_rows(x, th), packing.dense_weight(w), scale, *([bias] if with_bias else [])]
-    out = _run(funcs.dense(DenseParams(m, k, n), with_bias, target), args, (m, n), "float32", target)
+    out = _run(primfuncs.dense(DenseParams(m, k, n), with_bias, target), args, (m, n), "float32", target)
     _close(out, ref.dense(x, w, th, scale, bias))
     ones = _run(
-        funcs.dense(DenseParams(m, k, n), False, target), args[:2] + [np.ones(n, np.float32)], (m, n), "float32", target
+        primfuncs.dense(DenseParams(m, k, n), False, target),
+        args[:2] + [np.ones(n, np.float32)],
+        (m, n),
+        "float32",
+        target,
     )
     np.testing.assert_array_equal(ones, ref.dense(x, w, th, np.ones(n), None))  # integers: exact
 
@@ -113,7 +119,7 @@ def test_dense_residual_and_act_match_reference(m, k, n, r, with_act, target):
         else None
     )
     args = [ref.pack_rows(x, th), packing.dense_weight(w), scale, bias, *(t for t in (residual, act) if t is not None)]
-    out = _run(funcs.dense(DenseParams(m, k, n), True, target, r, with_act), args, (m, n), "float32", target)
+    out = _run(primfuncs.dense(DenseParams(m, k, n), True, target, r, with_act), args, (m, n), "float32", target)
     expected = ref.dense(x, w, th, scale, bias, residual, act)
     assert (expected < 0).mean() > 0.2  # the RPReLU's negative branch is exercised
     _close(out, expected)
@@ -135,7 +141,7 @@ def test_dense_pack_pool_matches_reference(m, k, n, r, ratio, with_bias, target)
     bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
     residual = (rng.standard_normal((m, r)) * 8).astype(np.float32)
     act = np.stack([rng.standard_normal(n), rng.random(n), rng.standard_normal(n)]).astype(np.float32)
-    func = funcs.dense_pack_pool(DenseParams(m, k, n), ratio, with_bias, target, r, True, True)
+    func = primfuncs.dense_pack_pool(DenseParams(m, k, n), ratio, with_bias, target, r, True, True)
     lib = tvm.tirx.build(tvm.IRModule({"main": func}), target=target)
     dev = tvm.cpu()
     packed, pooled = tvm.runtime.empty((m, n // 64), "uint64", dev), tvm.runtime.empty((m, n // ratio), "float32", dev)
@@ -157,7 +163,7 @@ def test_dense_pack_pool_matches_reference(m, k, n, r, ratio, with_bias, target)
 def test_dense_pack_pool_keeps_its_float_output_in_a_stack_tile():
     """The (M, N) float output is compacted to one MR x 64 tile under TVM's stack-allocation limit."""
     passes = tvm.s_tir.transform
-    func = funcs.dense_pack_pool(DenseParams(3136, 192, 1536), 8, True, ZNVER4, 192, True, True)
+    func = primfuncs.dense_pack_pool(DenseParams(3136, 192, 1536), 8, True, ZNVER4, 192, True, True)
     mod = tvm.transform.Sequential(
         [
             passes.ConvertBlocksToOpaque(),
@@ -172,7 +178,7 @@ def test_dense_pack_pool_keeps_its_float_output_in_a_stack_tile():
 def test_x86_dense_epilogue_loads_the_tiled_residual_as_vectors():
     """R = 64 is a multiple of the tile's NR x 8 lanes: n % R folds into the vector index (no per-lane loads)."""
     ll = tvm.tirx.build(
-        tvm.IRModule({"main": funcs.dense(DenseParams(28, 512, 128), True, ZNVER4, 64, True)}), target=ZNVER4
+        tvm.IRModule({"main": primfuncs.dense(DenseParams(28, 512, 128), True, ZNVER4, 64, True)}), target=ZNVER4
     ).inspect_source("ll")
     assert "load <8 x float>" in ll and "load float," not in ll and "select <8 x i1>" in ll
 
@@ -245,7 +251,7 @@ def test_conv2d_matches_reference(case, layout, target):
     )
     scale = np.ones(p.out_channels, np.float32)
     xp = _run(
-        funcs.pack_channels(x.shape, True, p.groups, layout, target),
+        primfuncs.pack_channels(x.shape, True, p.groups, layout, target),
         [x, th],
         ref.pack_channels(x, th, p.groups, layout).shape,
         "uint64",
@@ -258,7 +264,7 @@ def test_conv2d_matches_reference(case, layout, target):
     expected = ref.conv2d(x, w, th, scale, None, p, layout)
     g, og, ho, wo = p.groups, p.out_per_group, p.out_height, p.out_width
     out5 = (p.batch, g, og, ho, wo) if layout == "NCHW" else (p.batch, ho, wo, g, og)
-    out = _run(funcs.conv2d(p, layout, False, target), args, out5, "float32", target)
+    out = _run(primfuncs.conv2d(p, layout, False, target), args, out5, "float32", target)
     np.testing.assert_array_equal(out.reshape(expected.shape), expected)
 
 
@@ -278,13 +284,17 @@ def test_attention_matches_reference(shape, target):
     rng = np.random.default_rng(4)
     q, k, v = (rng.standard_normal(shape).astype(np.float32) for _ in range(3))
     levels = rng.integers(0, 4, (*shape[:3], shape[2])).astype(np.float32)
-    scores = _run(funcs.qk(p, target), [ref.pack_rows(q), ref.pack_rows(k)], (*shape[:3], shape[2]), "float32", target)
+    scores = _run(
+        primfuncs.qk(p, target), [ref.pack_rows(q), ref.pack_rows(k)], (*shape[:3], shape[2]), "float32", target
+    )
     np.testing.assert_array_equal(scores, ref.qk(q, k))
-    masks = _run(funcs.pack_levels(p, target), [levels], ref.pack_levels(levels).shape, "uint64", target)
-    vp = _run(funcs.pack_tokens(p, target), [v], ref.pack_tokens(v).shape, "uint64", target)
+    masks = _run(primfuncs.pack_levels(p, target), [levels], ref.pack_levels(levels).shape, "uint64", target)
+    vp = _run(primfuncs.pack_tokens(p, target), [v], ref.pack_tokens(v).shape, "uint64", target)
     np.testing.assert_array_equal(masks, ref.pack_levels(levels))
     np.testing.assert_array_equal(vp, ref.pack_tokens(v))
-    np.testing.assert_array_equal(_run(funcs.av(p, target), [masks, vp], shape, "float32", target), ref.av(levels, v))
+    np.testing.assert_array_equal(
+        _run(primfuncs.av(p, target), [masks, vp], shape, "float32", target), ref.av(levels, v)
+    )
 
 
 def _asm(func, target) -> str:
@@ -299,12 +309,12 @@ def test_schedule_rules_pick_by_target():
 
 
 def test_x86_znver4_build_emits_vpopcntq():
-    asm = _asm(funcs.dense(DenseParams(28, 512, 64), True, ZNVER4), ZNVER4)
+    asm = _asm(primfuncs.dense(DenseParams(28, 512, 64), True, ZNVER4), ZNVER4)
     assert "vpopcntq" in asm and "zmm" in asm
 
 
 def test_aarch64_build_emits_cnt_and_uadalp():
-    asm = _asm(funcs.dense(DenseParams(28, 512, 64), True, A76), A76)
+    asm = _asm(primfuncs.dense(DenseParams(28, 512, 64), True, A76), A76)
     assert "\tcnt\t" in asm and "uadalp" in asm
 
 
@@ -312,7 +322,7 @@ def test_aarch64_build_emits_cnt_and_uadalp():
     not has_aarch64_cc(), reason="aarch64-linux-gnu-gcc not installed (apt-get install gcc-aarch64-linux-gnu)"
 )
 def test_aarch64_cross_export_links(tmp_path):
-    lib = tvm.tirx.build(tvm.IRModule({"main": funcs.dense(DenseParams(28, 512, 64), True, A76)}), target=A76)
+    lib = tvm.tirx.build(tvm.IRModule({"main": primfuncs.dense(DenseParams(28, 512, 64), True, A76)}), target=A76)
     path = tmp_path / "bdense_a76.so"
     lib.export_library(str(path), cc="aarch64-linux-gnu-gcc")
     assert path.read_bytes()[:4] == b"\x7fELF" and path.read_bytes()[18] == 183  # e_machine = EM_AARCH64
@@ -345,10 +355,10 @@ def test_relax_emitters_run_in_vm():
     with bb.function("main", list(params.values())):
         with bb.dataflow():
             outs = [
-                relax_ops.emit_binary_dense(
+                relax_emit.emit_binary_dense(
                     bb, params["x"], weight_signs=dw, threshold=dth, scale=dscale, bias=dbias, target=HOST
                 ),
-                relax_ops.emit_binary_conv2d(
+                relax_emit.emit_binary_conv2d(
                     bb,
                     params["c"],
                     weight_signs=cw,
@@ -361,7 +371,7 @@ def test_relax_emitters_run_in_vm():
                     groups=4,
                     target=HOST,
                 ),
-                relax_ops.emit_binary_conv2d(
+                relax_emit.emit_binary_conv2d(
                     bb,
                     params["d"],
                     weight_signs=dsw,
@@ -374,9 +384,9 @@ def test_relax_emitters_run_in_vm():
                     groups=1,
                     target=HOST,
                 ),
-                relax_ops.emit_binary_qk(bb, params["q"], params["k"], target=HOST),
-                relax_ops.emit_binary_av(bb, params["levels"], params["k"], target=HOST),
-                relax_ops.emit_binary_dense(
+                relax_emit.emit_binary_qk(bb, params["q"], params["k"], target=HOST),
+                relax_emit.emit_binary_av(bb, params["levels"], params["k"], target=HOST),
+                relax_emit.emit_binary_dense(
                     bb,
                     params["x"],
                     weight_signs=dw,
@@ -411,7 +421,7 @@ def test_relax_mlp_matches_reference(k, ratio):
 
     def layer(n_out, n_in):
         act = np.stack([rng.standard_normal(n_out), rng.random(n_out), rng.standard_normal(n_out)]).astype(np.float32)
-        return relax_ops.DenseWeights(
+        return relax_emit.DenseWeights(
             _signs(rng, n_out, n_in),
             rng.standard_normal(n_in).astype(np.float32),
             rng.random(n_out).astype(np.float32),
@@ -424,7 +434,7 @@ def test_relax_mlp_matches_reference(k, ratio):
     param = relax.Var("z", relax.TensorType(z.shape, "float32"))
     with bb.function("main", [param]):
         with bb.dataflow():
-            out = bb.emit_output(relax_ops.emit_binary_mlp(bb, param, fc1=fc1, fc2=fc2, ratio=ratio, target=HOST))
+            out = bb.emit_output(relax_emit.emit_binary_mlp(bb, param, fc1=fc1, fc2=fc2, ratio=ratio, target=HOST))
         bb.emit_func_output(out)
     vm = relax.VirtualMachine(tvm.compile(bb.get(), target=HOST), tvm.cpu())
     h = ref.dense(z, *fc1[:4], z, fc1.act)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 from bhvit.compile.deploy import to_deploy
-from bhvit.compile.ops import EAGER
 from bhvit.compile.verify import RTOL, compare, verify
 from bhvit.models import build_model
+from bhvit.models.layers import EAGER
 from torch import nn
 
 

@@ -16,13 +16,11 @@ from __future__ import annotations
 from tvm import te, tirx
 
 from ..blocks import ACC, OUT, ROWSUM, tile_axes
-from ..params import AttentionParams
+from ..params import LEVELS, AttentionParams
 from ._common import int_const, placeholder, popcount
 from .bitpack import pack
 
-__all__ = ["LEVELS", "pack_levels", "pack_tokens", "bqk", "bav"]
-
-LEVELS = 3  # masks per attention level map: levels 0..3
+__all__ = ["pack_levels", "pack_tokens", "bqk", "bav"]
 
 
 def pack_levels(levels: te.Tensor) -> te.Tensor:

@@ -1,7 +1,7 @@
-"""Torch custom ops for the binary products of a deploy-form BHViT (``bhvit::binary_*``).
+"""The torch definition of the binary products that deploy forms call: custom ops ``bhvit::binary_*``.
 
-Each op is one node in ``torch.export`` graphs (the converters in :mod:`bhvit.compile.lower` turn it into the
-bit-packed kernels) and its eager implementation is the exact function the kernels compute:
+Each op is one node in ``torch.export`` graphs (the compiler turns it into the bit-packed kernels) and its eager
+implementation is the exact function the kernels compute:
 
 * ``binary_linear(x, signs[N,K], shift[K]?, scale[N], bias[N]?, residual[...,R]?, act[3,N]?)`` =
   ``rprelu((sign(x + shift) @ signs^T) * scale + bias + tile(residual), act)`` with ``sign(v) = +1`` iff ``v >= 0``
@@ -12,6 +12,9 @@ bit-packed kernels) and its eager implementation is the exact function the kerne
   channels (one node, so the kernels never write ``h``);
 * ``binary_conv2d`` the same with ``conv2d(sign(x + shift), signs)``, zero padding applied after the sign;
 * ``binary_qk(q, k)`` = ``sign(q) @ sign(k)^T`` and ``binary_av(levels, v)`` = ``levels @ sign(v)``.
+
+The eager functions also serve as the ops' fake implementations (output shapes on fake tensors), so no shape rule is
+written twice.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from bhvit.models.layers import rprelu, sign_pm1
 from torch.nn import functional as F
+
+from .elementwise import rprelu
+from .quant import sign_pm1
 
 __all__ = [
     "binary_linear",
@@ -68,11 +73,7 @@ def linear_eager(
 
 
 binary_linear = torch.library.custom_op("bhvit::binary_linear", linear_eager, mutates_args=())
-
-
-@binary_linear.register_fake
-def _(x, signs, shift, scale, bias, residual=None, act=None):
-    return x.new_empty((*x.shape[:-1], signs.shape[0]))
+binary_linear.register_fake(linear_eager)
 
 
 def mlp_eager(
@@ -95,11 +96,7 @@ def mlp_eager(
 
 
 binary_mlp = torch.library.custom_op("bhvit::binary_mlp", mlp_eager, mutates_args=())
-
-
-@binary_mlp.register_fake
-def _(z, signs1, shift1, scale1, bias1, act1, signs2, shift2, scale2, bias2, act2, ratio):
-    return z.new_empty((*z.shape[:-1], signs2.shape[0]))
+binary_mlp.register_fake(mlp_eager)
 
 
 def conv2d_eager(
@@ -118,13 +115,7 @@ def conv2d_eager(
 
 
 binary_conv2d = torch.library.custom_op("bhvit::binary_conv2d", conv2d_eager, mutates_args=())
-
-
-@binary_conv2d.register_fake
-def _(x, signs, shift, scale, bias, stride, padding, dilation, groups):
-    kh, kw = signs.shape[-2:]
-    size = [(x.shape[2 + i] + 2 * padding[i] - dilation[i] * ((kh, kw)[i] - 1) - 1) // stride[i] + 1 for i in (0, 1)]
-    return x.new_empty((x.shape[0], signs.shape[0], *size))
+binary_conv2d.register_fake(conv2d_eager)
 
 
 def qk_eager(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -132,11 +123,7 @@ def qk_eager(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 
 binary_qk = torch.library.custom_op("bhvit::binary_qk", qk_eager, mutates_args=())
-
-
-@binary_qk.register_fake
-def _(q, k):
-    return q.new_empty((*q.shape[:-1], k.shape[-2]))
+binary_qk.register_fake(qk_eager)
 
 
 def av_eager(levels: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -144,11 +131,7 @@ def av_eager(levels: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 binary_av = torch.library.custom_op("bhvit::binary_av", av_eager, mutates_args=())
-
-
-@binary_av.register_fake
-def _(levels, v):
-    return levels.new_empty((*levels.shape[:-1], v.shape[-1]))
+binary_av.register_fake(av_eager)
 
 
 @dataclass(frozen=True)

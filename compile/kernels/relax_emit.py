@@ -18,9 +18,8 @@ import numpy as np
 from tvm import relax, tirx
 from tvm.target import Target
 
-from . import funcs, packing
-from .compute.battention import LEVELS
-from .params import WORD_BITS, AttentionParams, Conv2dParams, DenseParams, words
+from . import packing, primfuncs
+from .params import LEVELS, WORD_BITS, AttentionParams, Conv2dParams, DenseParams, words
 
 # PrimFunc attributes read by :func:`bhvit.compile.pipeline.kernel_table` (and so by the on-device profile)
 OP_ATTR = "bhvit.op"  # what the kernel computes, in words
@@ -169,7 +168,7 @@ def emit_binary_mlp(
     name = f"bdense_pack_pool_{p.m}x{k}x{n}_p{ratio}{_suffix(fc2.threshold, fc1.bias)}" + (
         "_a" if fc1.act is not None else ""
     )
-    func = funcs.dense_pack_pool(
+    func = primfuncs.dense_pack_pool(
         p, ratio, fc1.bias is not None, target, k, fc1.act is not None, fc2.threshold is not None
     )
     kernel = Kernel("binary dense + residual + RPReLU, then pack + pool (MLP fc1)", p.m * p.k * p.n)
@@ -199,7 +198,7 @@ def _pack_dense_input(
     """``x`` (..., K) -> its (M, Kw) sign words."""
     return _call(
         bb,
-        funcs.pack_rows((p.m, p.k), threshold is not None, target),
+        primfuncs.pack_rows((p.m, p.k), threshold is not None, target),
         f"bpack_rows_{p.m}x{p.k}{_suffix(threshold, None)}",
         [_rows(bb, x, p.m), *_opt(threshold)],
         (p.m, p.k_words),
@@ -233,7 +232,7 @@ def _dense_packed(
         + (f"_r{r}" if r else "")
         + ("_a" if fc.act is not None else "")
     )
-    func = funcs.dense(p, fc.bias is not None, target, r, fc.act is not None)
+    func = primfuncs.dense(p, fc.bias is not None, target, r, fc.act is not None)
     op = "binary dense" + (" + residual" if r else "") + (" + RPReLU" if fc.act is not None else "")
     kernel = Kernel(op, p.m * p.k * p.n)
     return _call(bb, func, name, [xp, *_dense_constants(fc, residual)], (p.m, p.n), "float32", kernel)
@@ -283,7 +282,7 @@ def emit_binary_conv2d(
     in_shape = (b, g, p.group_words, h, w) if layout == "NCHW" else (b, h, w, g, p.group_words)
     xp = _call(
         bb,
-        funcs.pack_channels(shape, threshold is not None, g, layout, target),
+        primfuncs.pack_channels(shape, threshold is not None, g, layout, target),
         f"bpack_{layout.lower()}_{'x'.join(map(str, shape))}_g{g}{_suffix(threshold, None)}",
         [x, *_opt(threshold)],
         in_shape,
@@ -307,7 +306,7 @@ def emit_binary_conv2d(
         f"binary conv {p.kernel[0]}x{p.kernel[1]} stride {p.stride[0]} dilation {p.dilation[0]} groups {g}",
         b * o * ho * wo * p.taps,
     )
-    y = _call(bb, funcs.conv2d(p, layout, bias is not None, target), name, args, out5, "float32", kernel)
+    y = _call(bb, primfuncs.conv2d(p, layout, bias is not None, target), name, args, out5, "float32", kernel)
     return bb.emit(relax.op.reshape(y, (b, o, ho, wo) if layout == "NCHW" else (b, ho, wo, o)))
 
 
@@ -322,12 +321,12 @@ def emit_binary_qk(bb: relax.BlockBuilder, q: relax.Expr, k: relax.Expr, *, targ
     target = _target(target)
     p = _attention_params(_shape(q))
     key = "x".join(map(str, _shape(q)))
-    pack = funcs.pack_rows(_shape(q), False, target)
+    pack = primfuncs.pack_rows(_shape(q), False, target)
     packed = (p.batch, p.heads, p.tokens, p.dim_words)
     qp, kp = (_call(bb, pack, f"bpack_rows_{key}", [t], packed, "uint64") for t in (q, k))
     kernel = Kernel("binary attention sign(q)·sign(k)ᵀ", p.batch * p.heads * p.tokens * p.tokens * p.dim)
     scores = (p.batch, p.heads, p.tokens, p.tokens)
-    return _call(bb, funcs.qk(p, target), f"bqk_{key}", [qp, kp], scores, "float32", kernel)
+    return _call(bb, primfuncs.qk(p, target), f"bqk_{key}", [qp, kp], scores, "float32", kernel)
 
 
 def emit_binary_av(bb: relax.BlockBuilder, levels: relax.Expr, v: relax.Expr, *, target) -> relax.Expr:
@@ -337,16 +336,21 @@ def emit_binary_av(bb: relax.BlockBuilder, levels: relax.Expr, v: relax.Expr, *,
     key = "x".join(map(str, _shape(v)))
     masks = _call(
         bb,
-        funcs.pack_levels(p, target),
+        primfuncs.pack_levels(p, target),
         f"bpack_levels_{key}",
         [levels],
-        (p.batch, p.heads, p.tokens, 3, words(p.tokens)),
+        (p.batch, p.heads, p.tokens, LEVELS, words(p.tokens)),
         "uint64",
     )
     vp = _call(
-        bb, funcs.pack_tokens(p, target), f"bpack_tokens_{key}", [v], (p.batch, p.heads, p.token_words, p.dim), "uint64"
+        bb,
+        primfuncs.pack_tokens(p, target),
+        f"bpack_tokens_{key}",
+        [v],
+        (p.batch, p.heads, p.token_words, p.dim),
+        "uint64",
     )
     kernel = Kernel(
         "binary attention levels·sign(v) (3 masks)", p.batch * p.heads * p.tokens * p.tokens * p.dim * LEVELS
     )
-    return _call(bb, funcs.av(p, target), f"bav_{key}", [masks, vp], _shape(v), "float32", kernel)
+    return _call(bb, primfuncs.av(p, target), f"bav_{key}", [masks, vp], _shape(v), "float32", kernel)
