@@ -5,7 +5,8 @@ vectors. This pass schedules every PrimFunc that is not marked scheduled (``tirx
 (the kernels helper marks its kernels ``op_pattern=8``), block by block with :mod:`tvm.s_tir.Schedule`:
 
 1. inline every spatial producer block into its consumers (pads, shifts, BN, signs before a conv/matmul);
-2. spatial blocks: fuse the outer loops and parallelise them, vectorise the innermost loop;
+2. spatial blocks: fuse the outer loops and parallelise them, vectorise the innermost loop (first partitioned
+   where a selection in the block flips along it, as at the wrap of a circular shift);
 3. reduction blocks whose innermost output axis is also contiguous in an input (matmul, conv, token mean):
    register-tile it (``MR`` rows x ``NR`` vector lanes, local accumulators, the reduction loops outside the
    tile), parallelise the outer tiles and vectorise the lanes;
@@ -90,9 +91,26 @@ def _inline_producers(sch: Schedule) -> None:
 
 
 def _schedule_spatial(sch: Schedule, block, cfg: CpuScheduleCfg) -> None:
-    """Step 2: vectorise the innermost loop (split by the vector width when it divides), parallelise the rest."""
+    """Step 2: vectorise the innermost loop (split by the vector width when it divides), parallelise the rest.
+
+    Where the block selects between values by a comparison of its innermost axis with a constant (the wrap of a
+    circular shift, a concatenation along that axis), the innermost loop is first partitioned at those constants:
+    inside each piece the selection is constant, so the piece vectorises; a vector loop holding such a selection
+    would run lane by lane.
+    """
     loops = sch.get_loops(block)
     extents = [_extent(sch, loop) or 1 for loop in loops]
+    cuts = _inner_cuts(sch, block, extents[-1])
+    if cuts:
+        bounds = [0, *cuts, extents[-1]]
+        # the last piece's size is left to the primitive (given, it refuses factors that add up to the extent)
+        pieces = sch.loop_partition(loops[-1], [*(hi - lo for lo, hi in zip(bounds, bounds[1:-1])), None])
+        for piece, (lo, hi) in zip(pieces, zip(bounds, bounds[1:])):
+            _vectorize_inner(sch, piece, hi - lo, cfg)
+        outer = loops[:-1]
+        if outer and math.prod(extents) >= cfg.min_parallel:
+            sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+        return
     inner = extents[-1]
     if inner % cfg.lanes == 0 and inner > cfg.lanes:
         *outer, vector = [*loops[:-1], *sch.split(loops[-1], [None, cfg.lanes])]
@@ -104,6 +122,59 @@ def _schedule_spatial(sch: Schedule, block, cfg: CpuScheduleCfg) -> None:
         sch.vectorize(vector)
     if outer and math.prod(extents) >= cfg.min_parallel:
         sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+
+
+def _vectorize_inner(sch: Schedule, loop, extent: int, cfg: CpuScheduleCfg) -> None:
+    """Vectorise one piece of a partitioned innermost loop when it is short. A longer piece stays a serial loop
+    (``split`` refuses a loop that does not start at 0); without the selection LLVM can vectorise it itself."""
+    if 1 < extent <= 4 * cfg.lanes:
+        sch.vectorize(loop)
+
+
+_COMPARISONS = {tirx.LT: 0, tirx.GE: 0, tirx.LE: 1, tirx.GT: 1}  # cut = constant + offset for `var OP constant`
+
+
+def _inner_cuts(sch: Schedule, block, extent: int) -> list[int]:
+    """Sorted positions in ``(0, extent)`` where a selection of the block's body on its innermost axis (compared
+    with a constant) changes value."""
+    stmt = sch.get(block)
+    var = stmt.iter_vars[-1].var
+    select = tirx.op.if_then_else(tirx.Var("c", "bool"), 0.0, 0.0).op
+    cuts = set()
+    for node in _subexpressions(stmt.body):
+        if isinstance(node, tvm.ir.Call) and node.op.same_as(select):
+            cut = _comparison_cut(node.args[0], var)
+            if cut is not None and 0 < cut < extent:
+                cuts.add(cut)
+    return sorted(cuts)
+
+
+def _subexpressions(node):
+    """``node`` and every expression below it (a block body is a buffer store of one expression)."""
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        yield node
+        for field in ("a", "b", "value", "condition", "true_value", "false_value"):
+            child = getattr(node, field, None)
+            if isinstance(child, tvm.ir.expr.Expr):
+                stack.append(child)
+        for field in ("args", "indices"):
+            stack.extend(c for c in getattr(node, field, ()) if isinstance(c, tvm.ir.expr.Expr))
+
+
+def _comparison_cut(cond, var) -> int | None:
+    """For ``var OP c`` or ``c OP var`` (OP one of < <= > >=, c a constant): the first index at which ``cond``
+    differs from its value at the index before; None for any other condition."""
+    offset = _COMPARISONS.get(type(cond))
+    if offset is None:
+        return None
+    a, b = cond.a, cond.b
+    if isinstance(a, tirx.Var) and a.same_as(var) and isinstance(b, tirx.IntImm):
+        return int(b.value) + offset
+    if isinstance(b, tirx.Var) and b.same_as(var) and isinstance(a, tirx.IntImm):
+        return int(a.value) + 1 - offset  # c < var  <=>  var > c;  c <= var  <=>  var >= c
+    return None
 
 
 def _contiguous_inner_axis(sch: Schedule, block, n_spatial: int) -> bool:

@@ -69,6 +69,37 @@ def test_generic_schedule_is_correct_and_parallel(case):
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-5)
 
 
+def _roll_w(r, x, shift: int, w: int):
+    """``torch.roll(x, shift, 3)`` of a map ``w`` wide as the exported graphs have it: two slices and a concat."""
+    cut = w - shift % w
+    return r.op.concat([r.op.strided_slice(x, [3], [cut], [w]), r.op.strided_slice(x, [3], [0], [cut])], axis=3)
+
+
+def test_circular_shifts_along_the_vector_axis_are_partitioned_into_vector_pieces():
+    from bhvit.compile.schedule import CpuScheduleCfg, schedule_primfunc
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 8, 6, 56), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            shifted = bb.emit(relax.op.add(_roll_w(relax, x, 1, 56), _roll_w(relax, x, -2, 56)))
+            gv = bb.emit_output(relax.op.add(x, shifted))
+        bb.emit_func_output(gv)
+    fuse = [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(), relax.transform.FuseOps()]
+    mod = tvm.transform.Sequential([*fuse, relax.transform.FuseTIR()])(bb.get())
+    (func,) = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    scheduled = schedule_primfunc(func, CpuScheduleCfg(lanes=16))
+    text = scheduled.script()
+    # wraps at w < 1 (roll by 1) and w >= 54 (roll by -2): pieces [0, 1), [1, 54) and [54, 56)
+    assert "T.vectorized(T.int64(1), T.int64(54))" in text and "T.vectorized(T.int64(54), T.int64(56))" in text
+    lib = tvm.tirx.build(tvm.IRModule({"main": scheduled.with_attr("global_symbol", "main")}), target="llvm")
+    a = np.random.default_rng(0).standard_normal((1, 8, 6, 56)).astype("float32")
+    out = tvm.runtime.empty(a.shape, "float32")
+    lib["main"](tvm.runtime.tensor(a), out)
+    np.testing.assert_allclose(out.numpy(), a + np.roll(a, 1, 3) + np.roll(a, -2, 3), rtol=1e-6, atol=1e-6)
+
+
 def test_pass_returns_a_new_module_and_leaves_its_input_alone():
     from bhvit.compile.schedule import CpuScheduleCfg, GenericCpuSchedule
 
