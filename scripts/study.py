@@ -28,7 +28,7 @@ from pathlib import Path
 import click
 from bhvit.models import resolve_config
 from bhvit.models.cost import config_cost
-from bhvit.train.loop import LAST, RESULT
+from bhvit.train.layout import BEST, LAST, RESULT, phase_dir
 
 ARCH_KEYS = ("model", "width", "hidden_width", "intermediate_width", "fp_downsample")
 
@@ -71,10 +71,10 @@ class Job:
     needs: tuple[str, ...]
 
     def status(self) -> str:
-        phase_dir = self.out / f"phase{self.phase}"
-        if (phase_dir / RESULT).exists():
+        phase = phase_dir(self.out, self.phase)
+        if (phase / RESULT).exists():
             return "done"
-        return "partial" if (phase_dir / LAST).exists() else "todo"
+        return "partial" if (phase / LAST).exists() else "todo"
 
     def command(self, launcher: list[str]) -> list[str]:
         resume = ["--resume"] if self.status() == "partial" else []
@@ -147,7 +147,7 @@ def plan(study: Study) -> list[Job]:
         out = study.out / "teacher"
         shared = {k: train_args[k] for k in ("dataset", "data_dir", "workers") if k in train_args}
         phase1["teacher"] = (out, _options(study.teacher) + _options(shared) + ["--phase", "1", "--out", str(out)])
-        train_args["teacher_checkpoint"] = out / "phase1" / "best.safetensors"
+        train_args["teacher_checkpoint"] = phase_dir(out, 1) / BEST
         train_args["teacher"] = study.teacher["model"]
         needs = ("teacher",)
     for seed in study.seeds:
@@ -173,7 +173,7 @@ def plan(study: Study) -> list[Job]:
                     "--precision",
                     row.precision,
                     "--init-from",
-                    str(p1_out / "phase1" / "best.safetensors"),
+                    str(phase_dir(p1_out, 1) / BEST),
                     "--out",
                     str(p2_out),
                 ]
@@ -244,7 +244,7 @@ def collect(study: Study) -> list[dict]:
         results = [
             json.loads(p.read_text())
             for seed in study.seeds
-            if (p := study.out / f"p2/{row.name}_s{seed}" / "phase2" / RESULT).exists()
+            if (p := phase_dir(study.out / f"p2/{row.name}_s{seed}", 2) / RESULT).exists()
         ]
         arch = dict(row.arch)
         cost = config_cost(
