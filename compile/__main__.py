@@ -1,4 +1,4 @@
-"""``python -m bhvit.compile`` is ``bhvit-compile``."""
+"""``python3 -m bhvit.compile`` is ``bhvit-compile``."""
 
 from .cli import main
 

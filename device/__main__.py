@@ -1,4 +1,4 @@
-"""``python -m bhvit.device`` is ``bhvit-device``."""
+"""``python3 -m bhvit.device`` is ``bhvit-device``."""
 
 from .cli import main
 

@@ -1,4 +1,4 @@
-"""``python -m bhvit.models`` is ``bhvit-cost``."""
+"""``python3 -m bhvit.models`` is ``bhvit-cost``."""
 
 from .cli import main
 

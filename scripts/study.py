@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Reproduce the width-precision study: plan the training runs, run them, and tabulate the results.
 
 A study file (TOML, see ``scripts/studies/``) lists table rows; each row is an architecture (width, hidden and
@@ -6,10 +6,10 @@ intermediate multipliers, FP downsampling) and a phase-2 precision. The runner p
 architecture and seed, and one phase-2 job per row and seed that warm-starts from the phase-1 job of the *same*
 architecture. Jobs whose result exists are skipped, interrupted ones are resumed, so re-running is always safe.
 
-    python scripts/study.py scripts/studies/thesis.toml --list          # one shell command per job
-    python scripts/study.py scripts/studies/thesis.toml --run 7         # e.g. as a SLURM array task
-    python scripts/study.py scripts/studies/mini.toml                   # run everything here, then collect
-    python scripts/study.py scripts/studies/thesis.toml --collect        # tables and figures only
+    python3 scripts/study.py scripts/studies/thesis.toml --list          # one shell command per job
+    python3 scripts/study.py scripts/studies/thesis.toml --run 7         # e.g. as a SLURM array task
+    python3 scripts/study.py scripts/studies/mini.toml                   # run everything here, then collect
+    python3 scripts/study.py scripts/studies/thesis.toml --collect        # tables and figures only
 """
 
 from __future__ import annotations
