@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 from bhvit.device.artifact import PreprocessCfg, file_sha256
-from bhvit.models import BHViT, BHViTCfg, ConfigError, build_model, model_cfgs
+from bhvit.models import BHViT, ConfigError, build_model, precision_tag, variant_name
 from bhvit.models.checkpoint import CheckpointError, load_checkpoint
 from bhvit.models.preprocess import eval_resize
 
@@ -35,30 +35,12 @@ class ModelSource:
         return (1, cfg.in_chans, cfg.img_size, cfg.img_size)
 
 
-_LABEL_TAGS = (
-    ("width", "w{:g}"),
-    ("hidden_width", "h{:g}"),
-    ("intermediate_width", "i{:g}"),
-    ("fp_downsample", "fpds"),
-    ("img_size", "{}"),
-    ("num_classes", "c{}"),
-)
-
-
 def model_label(name: str, model: BHViT) -> str:
-    """``<arch>.<precision tag>``, e.g. ``bhvit_tiny_w3_fpds.w1a1``: the registered name plus a tag for every
-    labelled field that differs from that name's config, so different models never share a default output."""
+    """``<variant>.<precision tag>``, e.g. ``bhvit_tiny_w3_fpds.w1a1`` (see :func:`~bhvit.models.variant_name`), so
+    different models never share a default output."""
     cfg = model.cfg
-    default = model_cfgs.get(name, BHViTCfg())
-    arch = name + "".join(
-        "_" + tag.format(getattr(cfg, f)) for f, tag in _LABEL_TAGS if getattr(cfg, f) != getattr(default, f)
-    )
-    precision = (
-        "w1a1"
-        if cfg.precision.default == "binary" and not cfg.precision.overrides
-        else ("fp32" if not cfg.is_binary else "mixed")
-    )
-    return f"{arch}.{precision}"
+    fields = ("width", "hidden_width", "intermediate_width", "fp_downsample", "img_size", "num_classes")
+    return f"{variant_name(name, **{f: getattr(cfg, f) for f in fields})}.{precision_tag(cfg)}"
 
 
 def random_init(name: str, seed: int = 0, **overrides) -> ModelSource:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
-from bhvit.models import resolve_config
+from bhvit.models import resolve_config, variant_name
 from bhvit.models.cost import config_cost
 from bhvit.train.layout import BEST, LAST, RESULT, phase_dir
 
@@ -45,9 +45,7 @@ class Row:
     @property
     def arch_name(self) -> str:
         a = dict(self.arch)
-        parts = [str(a.get("model", "bhvit_tiny")), f"w{a.get('width', 1):g}"]
-        parts += [f"{tag}{a[k]:g}" for k, tag in (("hidden_width", "h"), ("intermediate_width", "i")) if k in a]
-        return "_".join(parts + (["fpds"] if a.get("fp_downsample") else []))
+        return variant_name(a.pop("model", "bhvit_tiny"), always=("width",), **a)
 
 
 @dataclass(frozen=True)

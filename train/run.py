@@ -11,6 +11,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from bhvit.models import variant_name
 from timm.utils import random_seed
 
 from .config import TrainCfg, TrainError
@@ -26,10 +27,17 @@ log = logging.getLogger(__name__)
 
 
 def default_out_dir(cfg: TrainCfg, root: Path = Path("runs/train")) -> Path:
-    """``runs/train/<model>[_w<width>]_<precision>_s<seed>``, numbered upwards (``-2``, ``-3``) if taken."""
-    width = f"_w{cfg.width:g}" if cfg.width is not None else ""
+    """``runs/train/<variant>_<precision>_s<seed>`` (see :func:`~bhvit.models.variant_name`), numbered upwards
+    (``-2``, ``-3``) if taken."""
     precision = cfg.precision if is_bhvit(cfg.model) else "fp32"
-    base = root / f"{cfg.model}{width}_{precision}_s{cfg.seed}"
+    variant = variant_name(
+        cfg.model,
+        width=cfg.width,
+        hidden_width=cfg.hidden_width,
+        intermediate_width=cfg.intermediate_width,
+        fp_downsample=cfg.fp_downsample,
+    )
+    base = root / f"{variant}_{precision}_s{cfg.seed}"
     out, n = base, 1
     while out.exists():
         n += 1
