@@ -184,9 +184,11 @@ def test_onnx_format_needs_no_target(tmp_path):
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["runtime"] == "onnxruntime" and meta["verification"]["passed"]
-    from bhvit.device.host import host_arch
+    from bhvit.device.host import cpu_features, host_arch
 
-    assert meta["target"]["arch"] == host_arch() and meta["target"]["cpu_features"] == []
+    baseline = {"x86_64": "x86-64", "aarch64": "rpi4"}[host_arch()]
+    assert meta["target"]["arch"] == host_arch() and meta["target"]["name"] == baseline
+    assert set(meta["target"]["cpu_features"]) <= cpu_features()  # the baseline runs on this machine
 
 
 def test_random_init_model_options_default_to_the_named_model(tmp_path):
