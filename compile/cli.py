@@ -7,28 +7,21 @@ import sys
 from pathlib import Path
 
 import click
-from bhvit.models import list_models
+from bhvit.device.host import host_arch
+from bhvit.models.options import MODEL_OPTION_NAMES, model_options, model_overrides
 from click.core import ParameterSource
 
 from . import source as sources
 from .artifact import OutputError
-from .source import SourceError
+from .source import ModelSourceError
 from .targets import TARGET_NAMES, TargetError, resolve_target
 
 __all__ = ["main"]
 
 # Options that only shape the --random-init model.
-_RANDOM_INIT_OPTIONS = (
-    "model",
-    "precision",
-    "width",
-    "hidden_width",
-    "intermediate_width",
-    "fp_downsample",
-    "num_classes",
-    "img_size",
-    "seed",
-)
+_RANDOM_INIT_OPTIONS = (*MODEL_OPTION_NAMES, "seed")
+# An ONNX artifact without --target: the baseline named target of this machine's architecture.
+_ONNX_TARGET = {"x86_64": "x86-64", "aarch64": "rpi4"}
 
 
 def _given_random_init_options(ctx: click.Context) -> list[str]:
@@ -40,18 +33,28 @@ def _given_random_init_options(ctx: click.Context) -> list[str]:
     ]
 
 
+def _runs_here(target: str) -> bool:
+    try:
+        return resolve_target(target, check_tools=False).runs_here
+    except TargetError:
+        return False
+
+
 def _fail(message: str) -> None:
     raise click.ClickException(message.splitlines()[0] if message else "failed")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bhvit", prog_name="bhvit-compile")
 @click.argument("checkpoint", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--target",
-    required=True,
     type=click.Choice(TARGET_NAMES),
+    default=None,
     help="rpi5/rpi4: cross-built for the Pi (aarch64, needs aarch64-linux-gnu-gcc); host: this CPU's best "
-    "x86 variant read from /proc/cpuinfo; znver4/x86-64-v4/x86-64-v3/x86-64: a named x86 level.",
+    "x86 variant read from /proc/cpuinfo; znver4/x86-64-v4/x86-64-v3/x86-64: a named x86 level. Required for "
+    "--format tvm; ONNX formats default to this machine's baseline (x86-64, or rpi4 on aarch64): the file is the "
+    "same for every target, the name only decides where bhvit-device accepts it.",
 )
 @click.option(
     "--output",
@@ -99,35 +102,7 @@ def _fail(message: str) -> None:
 )
 @click.option("--overwrite", is_flag=True, help="Replace an output directory holding a different artifact.")
 @click.option("--random-init", is_flag=True, help="Compile a randomly initialised model instead of a checkpoint.")
-@click.option(
-    "--model",
-    default="bhvit_tiny",
-    show_default=True,
-    type=click.Choice(list_models()),
-    help="Architecture for --random-init.",
-)
-@click.option(
-    "--precision",
-    default="binary",
-    show_default=True,
-    help="Precision preset for --random-init (binary, fp32, binary_fpds, ...).",
-)
-@click.option("--width", type=float, default=None, help="Width multiplier for --random-init (default: the model's).")
-@click.option("--hidden-width", type=float, default=None, help="Stage-width multiplier for --random-init.")
-@click.option("--intermediate-width", type=float, default=None, help="MLP-width multiplier for --random-init.")
-@click.option("--fp-downsample", is_flag=True, help="FP downsampling variant for --random-init.")
-@click.option(
-    "--num-classes",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Classifier outputs for --random-init (default: the model's).",
-)
-@click.option(
-    "--img-size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Input resolution for --random-init (default: the model's).",
-)
+@model_options(note=" (with --random-init)")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random-init.")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def main(
@@ -141,16 +116,10 @@ def main(
     tune_trials,
     overwrite,
     random_init,
-    model,
-    precision,
-    width,
-    hidden_width,
-    intermediate_width,
-    fp_downsample,
-    num_classes,
-    img_size,
     seed,
     verbose,
+    model,
+    **model_values,
 ):
     """Compile CHECKPOINT (a bhvit-train .safetensors) for --target into an artifact directory."""
     logging.basicConfig(
@@ -162,6 +131,15 @@ def main(
         raise click.UsageError("give either CHECKPOINT or --random-init (not both)")
     if checkpoint is not None and (given := _given_random_init_options(click.get_current_context())):
         raise click.UsageError(f"{', '.join(given)} only apply to --random-init; CHECKPOINT brings its own model")
+    if target is None:
+        if fmt == "tvm":
+            raise click.UsageError("--format tvm needs --target (rpi5 for the Pi, host for this machine)")
+        target = _ONNX_TARGET.get(host_arch(), "x86-64")
+    if tune_trials and not _runs_here(target):
+        raise click.UsageError(
+            f"--tune-trials measures candidate kernels on this machine, which cannot run {target} code; tune on "
+            f"the target itself (or apply its --tune-db here without --tune-trials)"
+        )
     if tune_trials and tune_db is None:
         raise click.UsageError("--tune-trials needs --tune-db DIR to write the tuning records to")
     if tune_db is not None and not tune_trials and not tune_db.is_dir():
@@ -173,21 +151,11 @@ def main(
     try:
         spec = resolve_target(target, threads=threads, check_tools=fmt == "tvm")
         if random_init:
-            source = sources.random_init(
-                model,
-                seed=seed,
-                precision=precision,
-                width=width,
-                hidden_width=hidden_width,
-                intermediate_width=intermediate_width,
-                fp_downsample=fp_downsample or None,
-                num_classes=num_classes,
-                img_size=img_size,
-            )
+            source = sources.random_init(model, seed=seed, **model_overrides(**model_values))
         else:
             source = sources.from_checkpoint(checkpoint)
         out, meta = compile_model(source, CompileOptions(spec, output, fmt, verify, overwrite, tune_db, tune_trials))
-    except (TargetError, SourceError, OutputError) as err:
+    except (TargetError, ModelSourceError, OutputError) as err:
         _fail(str(err))
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file()) / 2**20
     click.echo(

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import torch
 from bhvit.device.artifact import PreprocessCfg, file_sha256
-from bhvit.models import BHViT, BHViTCfg, ConfigError, build_model, model_cfgs
+from bhvit.models import BHViT, ConfigError, build_model, precision_tag, variant_name
+from bhvit.models.checkpoint import CheckpointError, load_checkpoint
 from bhvit.models.preprocess import eval_resize
 
-__all__ = ["ModelSource", "SourceError", "from_checkpoint", "random_init", "model_label"]
+__all__ = ["ModelSource", "ModelSourceError", "from_checkpoint", "random_init", "model_label"]
 
 
-class SourceError(ValueError):
-    """A checkpoint or model option that cannot be compiled; the message says why."""
+class ModelSourceError(ValueError):
+    """A checkpoint or model option that cannot be compiled (the model source, not a camera's); says why."""
 
 
 @dataclass
@@ -34,30 +35,12 @@ class ModelSource:
         return (1, cfg.in_chans, cfg.img_size, cfg.img_size)
 
 
-_LABEL_TAGS = (
-    ("width", "w{:g}"),
-    ("hidden_width", "h{:g}"),
-    ("intermediate_width", "i{:g}"),
-    ("fp_downsample", "fpds"),
-    ("img_size", "{}"),
-    ("num_classes", "c{}"),
-)
-
-
 def model_label(name: str, model: BHViT) -> str:
-    """``<arch>.<precision tag>``, e.g. ``bhvit_tiny_w3_fpds.w1a1``: the registered name plus a tag for every
-    labelled field that differs from that name's config, so different models never share a default output."""
+    """``<variant>.<precision tag>``, e.g. ``bhvit_tiny_w3_fpds.w1a1`` (see :func:`~bhvit.models.variant_name`), so
+    different models never share a default output."""
     cfg = model.cfg
-    default = model_cfgs.get(name, BHViTCfg())
-    arch = name + "".join(
-        "_" + tag.format(getattr(cfg, f)) for f, tag in _LABEL_TAGS if getattr(cfg, f) != getattr(default, f)
-    )
-    precision = (
-        "w1a1"
-        if cfg.precision.default == "binary" and not cfg.precision.overrides
-        else ("fp32" if not cfg.is_binary else "mixed")
-    )
-    return f"{arch}.{precision}"
+    fields = ("width", "hidden_width", "intermediate_width", "fp_downsample", "img_size", "num_classes")
+    return f"{variant_name(name, **{f: getattr(cfg, f) for f in fields})}.{precision_tag(cfg)}"
 
 
 def random_init(name: str, seed: int = 0, **overrides) -> ModelSource:
@@ -66,7 +49,7 @@ def random_init(name: str, seed: int = 0, **overrides) -> ModelSource:
     try:
         model = build_model(name, **overrides).eval()
     except ConfigError as err:
-        raise SourceError(str(err)) from None
+        raise ModelSourceError(str(err)) from None
     size = model.cfg.img_size
     pre = PreprocessCfg(input_size=size, resize=eval_resize(size), crop=size)
     names = [f"class_{i}" for i in range(model.cfg.num_classes)]
@@ -76,15 +59,13 @@ def random_init(name: str, seed: int = 0, **overrides) -> ModelSource:
 def from_checkpoint(path: str | Path) -> ModelSource:
     """Load a ``bhvit-train`` checkpoint (safetensors with bhvit metadata) as a :class:`ModelSource`; its sha256
     goes into the artifact, so that a retrained or replaced file at the same path is recognised."""
-    from bhvit.train.checkpoint import CheckpointError, load_checkpoint
-
     path = Path(path)
     try:
         model, meta = load_checkpoint(path)
     except CheckpointError as err:
-        raise SourceError(str(err)) from None
+        raise ModelSourceError(str(err)) from None
     if not isinstance(model, BHViT):
-        raise SourceError(
+        raise ModelSourceError(
             f"{path} holds a {meta.get('family')} model {meta.get('model')!r}, not a BHViT; "
             f"only BHViT checkpoints can be compiled"
         )
@@ -92,7 +73,7 @@ def from_checkpoint(path: str | Path) -> ModelSource:
     size = p.pop("input_size")
     size = int(size[-1]) if isinstance(size, (list, tuple)) else int(size)
     if size != model.cfg.img_size:
-        raise SourceError(
+        raise ModelSourceError(
             f"{path}: preprocess input size {size} differs from the model's img_size {model.cfg.img_size}"
         )
     known = set(PreprocessCfg.__dataclass_fields__)

@@ -2,7 +2,7 @@
 
 from .bhvit import BHViT, BinaryLayerInfo
 from .config import PRECISION_PRESETS, BHViTCfg, ConfigError, PrecisionCfg, resolve_precision
-from .factory import build_model, list_models, model_cfgs, resolve_config
+from .factory import build_model, list_models, model_cfgs, precision_tag, resolve_config, variant_name
 
 __all__ = [
     "BHViT",
@@ -16,4 +16,6 @@ __all__ = [
     "list_models",
     "model_cfgs",
     "resolve_config",
+    "variant_name",
+    "precision_tag",
 ]

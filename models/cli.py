@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 
 import click
 
 from .config import ConfigError
 from .cost import ModelCost, config_cost
-from .factory import list_models, resolve_config
+from .factory import resolve_config
+from .options import model_options, model_overrides
 from .search import DEFAULT_WIDTHS, VARIANTS, pareto_front, parse_budget, search, study_rows
 
 # The thesis' Table 3 sweep, printed when no model option is given.
@@ -192,26 +192,17 @@ def _plot_search(path: str, found: list, front: list, budget) -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--model", default="bhvit_tiny", show_default=True, type=click.Choice(list_models()), help="Named architecture."
+@click.version_option(package_name="bhvit", prog_name="bhvit-cost")
+@model_options(
+    width={
+        "multiple": True,
+        "help": "Width multiplier of stages and MLPs; repeat for several rows (e.g. --width 1 --width 3).",
+    },
+    precision={
+        "help": "Precision preset: binary, fp32, binary_fpds, binary_fp_s3attn, binary_fp_first "
+        "[default: binary when any model option is given, else the thesis sweep]."
+    },
 )
-@click.option(
-    "--precision",
-    default=None,
-    help="Precision preset: binary, fp32, binary_fpds, binary_fp_s3attn, binary_fp_first "
-    "[default: binary when any model option is given].",
-)
-@click.option(
-    "--width",
-    type=float,
-    multiple=True,
-    help="Width multiplier of stages and MLPs; repeat for several rows (e.g. --width 1 --width 3).",
-)
-@click.option("--hidden-width", type=float, default=None, help="Separate multiplier of the stage widths C.")
-@click.option("--intermediate-width", type=float, default=None, help="Separate multiplier of the MLP widths I.")
-@click.option("--fp-downsample", is_flag=True, help="Use the FP downsampling variant (FP conv + BN, no shortcut).")
-@click.option("--num-classes", type=int, default=37, show_default=True, help="Classifier outputs.")
-@click.option("--img-size", type=int, default=224, show_default=True, help="Input resolution.")
 @click.option("--per-layer", is_flag=True, help="Also list every counted layer (name, kind, precision, MACs, bits).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per row instead of the table.")
 @click.option(
@@ -251,8 +242,8 @@ def main(
     hidden_width,
     intermediate_width,
     fp_downsample,
-    num_classes,
     img_size,
+    num_classes,
     per_layer,
     as_json,
     plot,
@@ -261,7 +252,9 @@ def main(
     budget,
 ):
     """Print the cost model of BHViT variants (rules: models/README.md). With no model option: the thesis sweep."""
-    common = {"num_classes": num_classes, "img_size": img_size}
+    common = model_overrides(num_classes=num_classes, img_size=img_size)
+    if study_rows_file and not do_search:
+        raise click.UsageError("--study-rows writes the Pareto front of a search: add --search")
     if do_search:
         _run_search(model, budget, common, as_json, plot, tuple(width) or DEFAULT_WIDTHS, study_rows_file)
         return
@@ -305,7 +298,3 @@ def main(
                     )
     if plot:
         click.echo(f"Saved plot to {plot}", err=True)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .bhvit import BHViT
 from .config import BHViTCfg, ConfigError, PrecisionCfg, resolve_precision
 
-__all__ = ["model_cfgs", "build_model", "list_models", "resolve_config"]
+__all__ = ["model_cfgs", "build_model", "list_models", "resolve_config", "variant_name", "precision_tag"]
 
 # Architecture names never carry precision (that is a build argument): bhvit_tiny_w3 is binary or FP32.
 model_cfgs: dict[str, BHViTCfg] = {
@@ -44,3 +44,35 @@ def resolve_config(name: str = "bhvit_tiny", **overrides) -> BHViTCfg:
 def build_model(name: str = "bhvit_tiny", **overrides) -> BHViT:
     """Build a BHViT, e.g. ``build_model("bhvit_tiny", width=3, precision="binary", num_classes=37)``."""
     return BHViT(resolve_config(name, **overrides))
+
+
+# Architecture fields that name a variant, and how each is written.
+_NAME_TAGS = (
+    ("width", "w{:g}"),
+    ("hidden_width", "h{:g}"),
+    ("intermediate_width", "i{:g}"),
+    ("fp_downsample", "fpds"),
+    ("img_size", "{}"),
+    ("num_classes", "c{}"),
+)
+
+
+def variant_name(name: str, always: tuple[str, ...] = (), **fields) -> str:
+    """The one name of a model variant, e.g. ``bhvit_tiny_w3_fpds``: the registered ``name`` plus a tag for every
+    field given in ``fields`` that differs from that name's config (and for every field in ``always``). A name
+    that is not registered (a timm model) is compared with the default BHViT config."""
+    default = model_cfgs.get(name, BHViTCfg())
+    values = {f: v for f, v in fields.items() if v is not None}
+    tags = [
+        "_" + tag.format(values.get(f, getattr(default, f)))
+        for f, tag in _NAME_TAGS
+        if f in always or (f in values and values[f] != getattr(default, f))
+    ]
+    return name + "".join(tags)
+
+
+def precision_tag(cfg: BHViTCfg) -> str:
+    """``w1a1`` (all binary), ``fp32`` or ``mixed``: the precision part of an artifact's name."""
+    if cfg.precision.default == "binary" and not cfg.precision.overrides:
+        return "w1a1"
+    return "fp32" if not cfg.is_binary else "mixed"

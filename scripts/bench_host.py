@@ -12,7 +12,7 @@ Artifacts are cached under ``--artifacts`` with a fingerprint of what built them
 ``compile``, ``models`` and artifact-writing modules, the model key, threads and image size); a cached artifact
 whose fingerprint differs is rebuilt, so a table never comes from stale kernels.
 
-    TVM_NUM_THREADS=2 python scripts/bench_host.py --json runs/bench_host/bench.json --plot runs/bench_host/bench.png
+    TVM_NUM_THREADS=2 python3 scripts/bench_host.py --json runs/bench_host/bench.json --plot runs/bench_host/bench.png
 """
 
 from __future__ import annotations

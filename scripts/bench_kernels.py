@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Micro-benchmark of the binary kernels on BHViT shapes, against the CPU's popcount ceiling.
 
 x86 (host): times each kernel and its activation pack with ``time_evaluator``; cases are run

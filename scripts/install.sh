@@ -6,7 +6,7 @@
 # browser download is not used); where apt cannot install it, that test reports itself skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PIP="python -m pip install -q --disable-pip-version-check"
+PIP="python3 -m pip install -q --disable-pip-version-check"
 if [ "$(uname -m)" = "x86_64" ]; then
   $PIP "torch==2.14.1" "torchvision==0.29.1"
 fi

@@ -9,7 +9,7 @@ metadata.json), the hot loop is the smallest backward-branch loop with the most 
 (``-mcpu=cortex-a76``) gives its cycles per iteration, so bit-MAC/cycle = 128 x cnt / cycles, against the A76
 ceiling of 85 (3 SIMD uops per 128 bit-MACs on 2 pipes).
 
-    python scripts/mca_artifact.py artifacts/w3-rpi5 [--json table.json]
+    python3 scripts/mca_artifact.py artifacts/w3-rpi5 [--json table.json]
 
 Needs ``aarch64-linux-gnu-objdump`` (binutils-aarch64-linux-gnu) and ``llvm-mca`` (package ``llvm``).
 """

@@ -10,7 +10,7 @@ artifact with this checkout's ``bhvit.device`` (checksums, CPU features, weights
 Needs an arm64 Debian root with python3.11 and the aarch64 ``apache-tvm``/``numpy`` wheels in ``ROOT/opt/site``
 (built by ``scripts/qemu_setup.sh``). Exit code 0: match; 1: mismatch; 2: setup missing.
 
-    python scripts/qemu_verify.py artifacts/latest --root /var/tmp/pi-root
+    python3 scripts/qemu_verify.py artifacts/latest --root /var/tmp/pi-root
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Reproduce the width-precision study: plan the training runs, run them, and tabulate the results.
 
 A study file (TOML, see ``scripts/studies/``) lists table rows; each row is an architecture (width, hidden and
@@ -6,10 +6,10 @@ intermediate multipliers, FP downsampling) and a phase-2 precision. The runner p
 architecture and seed, and one phase-2 job per row and seed that warm-starts from the phase-1 job of the *same*
 architecture. Jobs whose result exists are skipped, interrupted ones are resumed, so re-running is always safe.
 
-    python scripts/study.py scripts/studies/thesis.toml --list          # one shell command per job
-    python scripts/study.py scripts/studies/thesis.toml --run 7         # e.g. as a SLURM array task
-    python scripts/study.py scripts/studies/mini.toml                   # run everything here, then collect
-    python scripts/study.py scripts/studies/thesis.toml --collect        # tables and figures only
+    python3 scripts/study.py scripts/studies/thesis.toml --list          # one shell command per job
+    python3 scripts/study.py scripts/studies/thesis.toml --run 7         # e.g. as a SLURM array task
+    python3 scripts/study.py scripts/studies/mini.toml                   # run everything here, then collect
+    python3 scripts/study.py scripts/studies/thesis.toml --collect        # tables and figures only
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
-from bhvit.models import resolve_config
+from bhvit.models import resolve_config, variant_name
 from bhvit.models.cost import config_cost
-from bhvit.train.loop import LAST, RESULT
+from bhvit.train.layout import BEST, LAST, RESULT, phase_dir
 
 ARCH_KEYS = ("model", "width", "hidden_width", "intermediate_width", "fp_downsample")
 
@@ -45,9 +45,7 @@ class Row:
     @property
     def arch_name(self) -> str:
         a = dict(self.arch)
-        parts = [str(a.get("model", "bhvit_tiny")), f"w{a.get('width', 1):g}"]
-        parts += [f"{tag}{a[k]:g}" for k, tag in (("hidden_width", "h"), ("intermediate_width", "i")) if k in a]
-        return "_".join(parts + (["fpds"] if a.get("fp_downsample") else []))
+        return variant_name(a.pop("model", "bhvit_tiny"), always=("width",), **a)
 
 
 @dataclass(frozen=True)
@@ -71,10 +69,10 @@ class Job:
     needs: tuple[str, ...]
 
     def status(self) -> str:
-        phase_dir = self.out / f"phase{self.phase}"
-        if (phase_dir / RESULT).exists():
+        phase = phase_dir(self.out, self.phase)
+        if (phase / RESULT).exists():
             return "done"
-        return "partial" if (phase_dir / LAST).exists() else "todo"
+        return "partial" if (phase / LAST).exists() else "todo"
 
     def command(self, launcher: list[str]) -> list[str]:
         resume = ["--resume"] if self.status() == "partial" else []
@@ -147,7 +145,7 @@ def plan(study: Study) -> list[Job]:
         out = study.out / "teacher"
         shared = {k: train_args[k] for k in ("dataset", "data_dir", "workers") if k in train_args}
         phase1["teacher"] = (out, _options(study.teacher) + _options(shared) + ["--phase", "1", "--out", str(out)])
-        train_args["teacher_checkpoint"] = out / "phase1" / "best.safetensors"
+        train_args["teacher_checkpoint"] = phase_dir(out, 1) / BEST
         train_args["teacher"] = study.teacher["model"]
         needs = ("teacher",)
     for seed in study.seeds:
@@ -173,7 +171,7 @@ def plan(study: Study) -> list[Job]:
                     "--precision",
                     row.precision,
                     "--init-from",
-                    str(p1_out / "phase1" / "best.safetensors"),
+                    str(phase_dir(p1_out, 1) / BEST),
                     "--out",
                     str(p2_out),
                 ]
@@ -244,7 +242,7 @@ def collect(study: Study) -> list[dict]:
         results = [
             json.loads(p.read_text())
             for seed in study.seeds
-            if (p := study.out / f"p2/{row.name}_s{seed}" / "phase2" / RESULT).exists()
+            if (p := phase_dir(study.out / f"p2/{row.name}_s{seed}", 2) / RESULT).exists()
         ]
         arch = dict(row.arch)
         cost = config_cost(

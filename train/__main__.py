@@ -1,4 +1,4 @@
-"""``python -m bhvit.train`` (what ``torchrun ... -m bhvit.train`` runs) is ``bhvit-train``."""
+"""``python3 -m bhvit.train`` (what ``torchrun ... -m bhvit.train`` runs) is ``bhvit-train``."""
 
 from .cli import main
 

@@ -1,245 +1,87 @@
-"""Checkpoints: safetensors files whose header carries the JSON metadata needed to rebuild and run the model.
+"""Training's side of checkpoints: the resume state in ``last`` and warm starts from any checkpoint.
 
-Layout of ``<phase dir>/{best,last}.safetensors``:
-
-* tensors: the model ``state_dict`` under its own names; ``last`` also holds the resume state (optimizer moments,
-  RNG states) under ``train_state/<n>``, which :func:`load_checkpoint` ignores.
-* header metadata key ``"bhvit"``: JSON ``{"format": "bhvit.checkpoint", "version": 1, "family": "bhvit"|"timm",
-  "model": name, "config": {...}, "class_names": [...], "preprocess": {"input_size", "resize", "crop",
-  "interpolation", "mean", "std"}, "phase", "epoch", "val_top1", "train": {...}}``; ``last`` adds the key
-  ``"train_state"`` (JSON with ``{"__tensor__": key}`` placeholders).
-
-Loading never unpickles anything. Every write goes to a temporary file in the same directory, is fsynced and then
-renamed over the target, so a killed process leaves either the old or the new file, never a torn one.
+The checkpoint format itself (safetensors + ``bhvit`` header) lives in :mod:`bhvit.models.checkpoint`. The resume
+state (epoch, best score, optimizer, scheduler, grad-scaler and RNG states) is one ``torch.save`` blob stored as the
+uint8 tensor ``train_state/resume`` of ``last.safetensors``, written in the same atomic rename as the weights, and
+read back with ``torch.load(..., weights_only=True)``: plain containers, numbers and tensors, never pickled code.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import logging
-import os
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+from bhvit.models import BHViTCfg
+from bhvit.models.checkpoint import (
+    CheckpointError,
+    load_state_dict,
+    read_meta,
+    read_state_tensor,
+    save_checkpoint,
+)
 from torch import nn
 
-from .config import TrainError
-
 __all__ = [
-    "FORMAT",
-    "VERSION",
-    "CheckpointError",
     "LoadReport",
-    "model_from_spec",
-    "save_checkpoint",
-    "read_meta",
-    "config_diff",
-    "load_checkpoint",
-    "load_state_dict",
-    "load_matching",
+    "save_last",
     "load_train_state",
     "rng_state",
     "set_rng_state",
-    "atomic_write",
-    "write_json",
+    "config_diff",
+    "load_matching",
 ]
 
-log = logging.getLogger(__name__)
-
-FORMAT, VERSION, META_KEY, STATE_KEY = "bhvit.checkpoint", 1, "bhvit", "train_state"
-STATE_PREFIX = "train_state/"
+RESUME = "resume"
 # Config entries that decide tensor shapes; a warm start across a change of these loads (almost) nothing.
 _ARCH_FIELDS = ("dims", "mlp_dims", "depths", "heads", "attention_stages", "fp_downsample")
 
 
-class CheckpointError(TrainError):
-    """A file that is not a usable bhvit checkpoint (corrupt, foreign, or of another architecture)."""
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` then fsync and rename ``tmp`` over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
-
-
-# ----------------------------------------------------------------------------------------------- model specs
-
-
-def model_from_spec(spec: dict) -> nn.Module:
-    """Build an untrained model from ``{"family": "bhvit"|"timm", "model": name, "config": {...}}``.
-
-    BHViT: ``config`` is ``BHViTCfg.to_dict()``; timm: ``config`` holds the ``create_model`` keyword arguments.
-    """
-    from bhvit.models import BHViT, BHViTCfg, ConfigError
-
-    if spec.get("family") == "bhvit":
-        try:
-            return BHViT(BHViTCfg.from_dict(spec["config"]))
-        except (ConfigError, TypeError, KeyError) as e:
-            raise CheckpointError(f"invalid BHViT config in checkpoint: {e}") from None
-    if spec.get("family") == "timm":
-        import timm
-
-        try:
-            return timm.create_model(spec["model"], pretrained=False, **spec["config"])
-        except (RuntimeError, TypeError, KeyError) as e:
-            raise CheckpointError(f"cannot build timm model {spec.get('model')!r}: {e}") from None
-    raise CheckpointError(f"unknown model family {spec.get('family')!r}")
-
-
-# ---------------------------------------------------------------------------------------- train-state codec
-
-
-def _encode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    """JSON-able structure with tensors (and numpy arrays) moved to ``tensors`` behind placeholders."""
-    if isinstance(obj, torch.Tensor):
-        key = f"{STATE_PREFIX}{len(tensors)}"
-        tensors[key] = obj.detach().cpu().contiguous()
-        return {"__tensor__": key}
-    if isinstance(obj, np.ndarray):
-        key = f"{STATE_PREFIX}{len(tensors)}"
-        tensors[key] = torch.from_numpy(obj.astype(np.int64) if obj.dtype.kind in "ui" else obj.copy())
-        return {"__ndarray__": key, "dtype": obj.dtype.str}
-    if isinstance(obj, dict):
-        if all(isinstance(k, str) for k in obj):
-            return {k: _encode(v, tensors) for k, v in obj.items()}
-        return {"__items__": [[_encode(k, tensors), _encode(v, tensors)] for k, v in obj.items()]}
-    if isinstance(obj, tuple):
-        return {"__tuple__": [_encode(v, tensors) for v in obj]}
-    if isinstance(obj, list):
-        return [_encode(v, tensors) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint")
-
-
-def _decode(obj: Any, tensors: Callable[[str], torch.Tensor]) -> Any:
-    if isinstance(obj, list):
-        return [_decode(v, tensors) for v in obj]
-    if not isinstance(obj, dict):
-        return obj
-    if "__tensor__" in obj:
-        return tensors(obj["__tensor__"])
-    if "__ndarray__" in obj:
-        return tensors(obj["__ndarray__"]).numpy().astype(np.dtype(obj["dtype"]))
-    if "__items__" in obj:
-        return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["__items__"]}
-    if "__tuple__" in obj:
-        return tuple(_decode(v, tensors) for v in obj["__tuple__"])
-    return {k: _decode(v, tensors) for k, v in obj.items()}
-
-
 def rng_state() -> dict:
-    """Python, numpy, torch and CUDA generator states."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, numpy, torch and CUDA generator states, as plain containers and tensors."""
+    numpy = np.random.get_state(legacy=False)
+    numpy["state"]["key"] = torch.from_numpy(numpy["state"]["key"].astype(np.int64))
+    state = {"python": random.getstate(), "numpy": numpy, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` returned."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy = dict(state["numpy"])
+    numpy["state"] = {**numpy["state"], "key": numpy["state"]["key"].numpy().astype(np.uint32)}
+    np.random.set_state(numpy)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# ------------------------------------------------------------------------------------------- save and load
-
-
-def save_checkpoint(path: Path, model: nn.Module, meta: dict, train_state: dict | None = None) -> None:
-    """Atomically write ``model``'s weights, ``meta`` (and, for ``last``, ``train_state``) to ``path``."""
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    header = {"format": FORMAT, "version": VERSION, **meta}
-    metadata = {META_KEY: json.dumps(header)}
-    if train_state is not None:
-        metadata[STATE_KEY] = json.dumps(_encode(train_state, tensors))
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
-
-
-def _open(path: Path):
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        return safe_open(str(path), framework="pt", device="cpu")
-    except Exception as e:  # safetensors raises its own error types for truncated or foreign files
-        raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
-
-
-def read_meta(path: Path) -> dict:
-    """The validated bhvit metadata of a checkpoint (raises :class:`CheckpointError` for anything else)."""
-    with _open(path) as f:
-        raw = (f.metadata() or {}).get(META_KEY)
-    if raw is None:
-        raise CheckpointError(f"{path} is a safetensors file without bhvit metadata (not written by bhvit-train)")
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} has corrupt bhvit metadata ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} does not carry bhvit checkpoint metadata")
-    if meta.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path} has checkpoint format version {meta['version']}; this bhvit reads <= {VERSION}")
-    missing = [k for k in ("family", "model", "config", "class_names", "preprocess") if k not in meta]
-    if missing:
-        raise CheckpointError(f"{path} metadata lacks {', '.join(missing)}")
-    return meta
-
-
-def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The model tensors of a safetensors file (resume state excluded); works on files without bhvit metadata."""
-    with _open(path) as f:
-        try:
-            return {k: f.get_tensor(k) for k in f.keys() if not k.startswith(STATE_PREFIX)}
-        except Exception as e:
-            raise CheckpointError(f"{path} has unreadable tensors ({e})") from None
-
-
-def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model stored at ``path`` (eval mode, on ``device``) and return ``(model, meta)``.
-
-    Raises :class:`CheckpointError` with a readable message for missing, corrupt or non-bhvit files and for
-    tensors that do not fit the stored config.
-    """
-    meta = read_meta(path)
-    model = model_from_spec(meta)
-    try:
-        model.load_state_dict(load_state_dict(path), strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: tensors do not match the stored {meta['model']} config ({e})") from None
-    return model.to(device).eval(), meta
+def save_last(path: Path, model: nn.Module, meta: dict, train_state: dict) -> None:
+    """Write the ``last`` checkpoint: weights, ``meta`` and ``train_state`` (see the module docstring)."""
+    buffer = io.BytesIO()
+    torch.save(train_state, buffer)
+    blob = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
+    save_checkpoint(path, model, meta, {RESUME: blob})
 
 
 def load_train_state(path: Path) -> dict:
-    """The resume state stored in a ``last`` checkpoint."""
-    with _open(path) as f:
-        raw = (f.metadata() or {}).get(STATE_KEY)
-        if raw is None:
-            raise CheckpointError(f"{path} holds no training state to resume from")
-        return _decode(json.loads(raw), f.get_tensor)
+    """The resume state stored by :func:`save_last`."""
+    blob = read_state_tensor(path, RESUME)
+    if blob is None:
+        raise CheckpointError(
+            f"{path} holds no training state this bhvit can resume from (not a `last` checkpoint, or written by "
+            f"an older bhvit); start the run again with --overwrite"
+        )
+    try:
+        return torch.load(io.BytesIO(blob.numpy().tobytes()), weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for a damaged blob
+        raise CheckpointError(f"{path} has an unreadable training state ({e})") from None
 
 
 @dataclass
@@ -279,8 +121,6 @@ def config_diff(checkpoint: dict, run: dict) -> list[str]:
 
 
 def _architecture(config: dict) -> dict:
-    from bhvit.models import BHViTCfg
-
     cfg = BHViTCfg.from_dict(config)
     return {k: getattr(cfg, k) for k in _ARCH_FIELDS}
 

@@ -23,8 +23,6 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from . import augment_compat
 from .config import TrainCfg, TrainError
 
-augment_compat.install()
-
 __all__ = [
     "Sample",
     "DataSplits",
@@ -198,7 +196,7 @@ def load_splits(cfg: TrainCfg) -> DataSplits:
 def build_transform(cfg: TrainCfg, train: bool) -> Callable:
     """timm's training augmentation (RandAugment, colour jitter, random erasing) or eval resize + centre crop."""
     if train:
-        return create_transform(
+        transform = create_transform(
             cfg.img_size,
             is_training=True,
             auto_augment=cfg.aa or None,
@@ -209,6 +207,7 @@ def build_transform(cfg: TrainCfg, train: bool) -> Callable:
             mean=IMAGENET_DEFAULT_MEAN,
             std=IMAGENET_DEFAULT_STD,
         )
+        return augment_compat.patch_posterize(transform)
     return create_transform(
         cfg.img_size,
         is_training=False,

@@ -17,6 +17,14 @@ from itertools import islice
 from pathlib import Path
 
 import torch
+from bhvit.models.checkpoint import (
+    CheckpointError,
+    load_state_dict,
+    model_from_spec,
+    read_meta,
+    save_checkpoint,
+    write_json,
+)
 from timm.data import Mixup
 from timm.data.mixup import mixup_target
 from timm.optim import create_optimizer_v2
@@ -27,35 +35,16 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import update_bn
 from tqdm import tqdm
 
-from .checkpoint import (
-    CheckpointError,
-    config_diff,
-    load_matching,
-    load_state_dict,
-    load_train_state,
-    model_from_spec,
-    read_meta,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-    write_json,
-)
+from .checkpoint import config_diff, load_matching, load_train_state, rng_state, save_last, set_rng_state
 from .config import TrainCfg, TrainError
 from .data import DataSplits, build_loader, preprocess_meta
 from .dist import DistEnv
+from .layout import BEST, CONFIG, INIT_REPORT, LAST, METRICS, RESULT
 from .task import Teacher, TrainLoss
 
 __all__ = ["PhaseSpec", "run_phase", "train_one_epoch", "evaluate", "recalibrate"]
 
 log = logging.getLogger(__name__)
-BEST, LAST, METRICS, RESULT, INIT_REPORT, CONFIG = (
-    "best.safetensors",
-    "last.safetensors",
-    "metrics.jsonl",
-    "result.json",
-    "init_report.json",
-    "config.json",
-)
 
 
 @dataclass(frozen=True)
@@ -302,7 +291,7 @@ def run_phase(cfg: TrainCfg, phase: PhaseSpec, splits: DataSplits, teacher: Teac
                 "scaler": scaler.state_dict(),
                 "rng": rng_state(),
             }
-            save_checkpoint(out / LAST, model, {**meta, "epoch": epoch, "val_top1": row["val_top1"]}, train_state)
+            save_last(out / LAST, model, {**meta, "epoch": epoch, "val_top1": row["val_top1"]}, train_state)
             with open(out / METRICS, "a") as f:
                 f.write(json.dumps(row) + "\n")
         log.info(

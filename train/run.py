@@ -11,12 +11,14 @@ import logging
 import shutil
 from pathlib import Path
 
+from bhvit.models import variant_name
 from timm.utils import random_seed
 
 from .config import TrainCfg, TrainError
 from .data import load_splits
 from .dist import DistEnv, setup, teardown
-from .loop import BEST, LAST, RESULT, PhaseSpec, run_phase
+from .layout import BEST, LAST, RESULT, phase_dir
+from .loop import PhaseSpec, run_phase
 from .task import default_img_size, is_bhvit, load_teacher, student_spec, uses_distillation
 
 __all__ = ["train", "default_out_dir"]
@@ -25,10 +27,17 @@ log = logging.getLogger(__name__)
 
 
 def default_out_dir(cfg: TrainCfg, root: Path = Path("runs/train")) -> Path:
-    """``runs/train/<model>[_w<width>]_<precision>_s<seed>``, numbered upwards (``-2``, ``-3``) if taken."""
-    width = f"_w{cfg.width:g}" if cfg.width is not None else ""
+    """``runs/train/<variant>_<precision>_s<seed>`` (see :func:`~bhvit.models.variant_name`), numbered upwards
+    (``-2``, ``-3``) if taken."""
     precision = cfg.precision if is_bhvit(cfg.model) else "fp32"
-    base = root / f"{cfg.model}{width}_{precision}_s{cfg.seed}"
+    variant = variant_name(
+        cfg.model,
+        width=cfg.width,
+        hidden_width=cfg.hidden_width,
+        intermediate_width=cfg.intermediate_width,
+        fp_downsample=cfg.fp_downsample,
+    )
+    base = root / f"{variant}_{precision}_s{cfg.seed}"
     out, n = base, 1
     while out.exists():
         n += 1
@@ -46,10 +55,10 @@ def _phase_numbers(cfg: TrainCfg) -> list[int]:
 
 def _guard_out_dir(cfg: TrainCfg, out: Path, phases: list[int]) -> None:
     """Refuse to write over the phases this run trains unless ``--resume`` or ``--overwrite``."""
-    taken = [n for n in phases if any((out / f"phase{n}" / f).exists() for f in (BEST, LAST, RESULT))]
+    taken = [n for n in phases if any((phase_dir(out, n) / f).exists() for f in (BEST, LAST, RESULT))]
     if not taken or cfg.resume or cfg.overwrite:
         return
-    finished = all((out / f"phase{n}" / RESULT).exists() for n in taken)
+    finished = all((phase_dir(out, n) / RESULT).exists() for n in taken)
     what = "a finished run" if finished else "an unfinished run"
     raise TrainError(
         f"{out} already holds {what} (phase {', '.join(map(str, taken))}); pass --resume to continue "
@@ -60,7 +69,7 @@ def _guard_out_dir(cfg: TrainCfg, out: Path, phases: list[int]) -> None:
 def _phase_init(cfg: TrainCfg, out: Path, number: int) -> Path | None:
     if number == 1 or cfg.phase == "2" and cfg.init_from is not None:
         return cfg.init_from
-    phase1_best = out / "phase1" / BEST
+    phase1_best = phase_dir(out, 1) / BEST
     if cfg.phase == "2" and not phase1_best.exists():
         raise TrainError(
             f"phase 2 starts from a trained model: pass --init-from CKPT or run phase 1 into {out} "
@@ -78,7 +87,7 @@ def _train(cfg: TrainCfg, env: DistEnv) -> dict:
     if env.is_main:
         if cfg.overwrite:
             for n in phases:
-                shutil.rmtree(out / f"phase{n}", ignore_errors=True)
+                shutil.rmtree(phase_dir(out, n), ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
         splits = load_splits(cfg)  # may download or generate data: main first, then the others read it
     env.barrier()
@@ -97,7 +106,7 @@ def _train(cfg: TrainCfg, env: DistEnv) -> dict:
         random_seed(cfg.seed + 1000 * number, env.rank)
         precision = "fp32" if number == 1 else cfg.precision
         spec = student_spec(cfg, len(splits.class_names), precision)
-        phase = PhaseSpec(number, spec, out / f"phase{number}", _phase_init(cfg, out, number))
+        phase = PhaseSpec(number, spec, phase_dir(out, number), _phase_init(cfg, out, number))
         results.append(run_phase(cfg, phase, splits, teacher, env))
     return {"out": str(out), "phases": results}
 

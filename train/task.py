@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from bhvit.models.checkpoint import CheckpointError, load_checkpoint
 from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 from torch.nn import functional as F
 
-from .checkpoint import CheckpointError, load_checkpoint
 from .config import TrainCfg, TrainError
 
 __all__ = [

@@ -165,3 +165,45 @@ def test_tune_trials_need_a_database_dir(tmp_path):
     _assert_refused(
         _run("--random-init", "--target", "host", "--tune-db", tmp_path / "none"), "not a directory", code=2
     )
+
+
+def test_tune_trials_for_a_cross_target_are_a_usage_error(tmp_path):
+    for target in ("rpi5", "rpi4"):
+        result = _run("--random-init", "--target", target, "--tune-db", tmp_path, "--tune-trials", "3")
+        _assert_refused(result, "tune on the target itself", code=2)
+
+
+def test_tvm_format_needs_a_target():
+    _assert_refused(_run("--random-init", "--model", "test_bhvit"), "--format tvm needs --target", code=2)
+
+
+def test_onnx_format_needs_no_target(tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "art"
+    result = _run("--random-init", "--model", "test_bhvit", "--format", "onnx", "-o", out)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["runtime"] == "onnxruntime" and meta["verification"]["passed"]
+    from bhvit.device.host import cpu_features, host_arch
+
+    baseline = {"x86_64": "x86-64", "aarch64": "rpi4"}[host_arch()]
+    assert meta["target"]["arch"] == host_arch() and meta["target"]["name"] == baseline
+    assert set(meta["target"]["cpu_features"]) <= cpu_features()  # the baseline runs on this machine
+
+
+def test_random_init_model_options_default_to_the_named_model(tmp_path):
+    """No --img-size/--num-classes: test_bhvit keeps its own 64 px and 10 classes (not bhvit_tiny's)."""
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "art"
+    result = _run("--random-init", "--model", "test_bhvit", "--format", "onnx", "--no-verify", "-o", out)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["model"]["config"]["img_size"] == 64 and len(meta["class_names"]) == 10
+    assert meta["model"]["name"] == "test_bhvit.w1a1"
+
+
+def test_version():
+    from importlib.metadata import version
+
+    result = _run("--version")
+    assert result.exit_code == 0 and version("bhvit") in result.output

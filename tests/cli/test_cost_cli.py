@@ -42,3 +42,23 @@ def test_cost_cli_search_marks_pareto_front_and_plots(tmp_path):
     assert result.exit_code == 0, result.output
     assert "candidates fit" in result.output and " *" in result.output
     assert png.stat().st_size > 1000
+
+
+def test_cost_cli_model_options_default_to_the_named_model():
+    """test_bhvit is costed at its own 64 px and 10 classes, not bhvit_tiny's 224 px and 37 classes."""
+    own = CliRunner().invoke(main, ["--model", "test_bhvit", "--width", "1", "--json"])
+    explicit = CliRunner().invoke(
+        main, ["--model", "test_bhvit", "--width", "1", "--img-size", "64", "--num-classes", "10", "--json"]
+    )
+    large = CliRunner().invoke(
+        main, ["--model", "test_bhvit", "--width", "1", "--img-size", "224", "--num-classes", "37", "--json"]
+    )
+    assert own.exit_code == explicit.exit_code == large.exit_code == 0, own.output
+    assert json.loads(own.output) == json.loads(explicit.output) != json.loads(large.output)
+
+
+def test_cost_cli_study_rows_without_search_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(main, ["--study-rows", str(tmp_path / "rows.toml")])
+    assert result.exit_code == 2
+    assert "--study-rows writes the Pareto front of a search: add --search" in result.output
+    assert not (tmp_path / "rows.toml").exists()

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import json
+import random
 
 import numpy as np
 import pytest
 import torch
 from bhvit.models import build_model
-from bhvit.train.checkpoint import (
+from bhvit.models.checkpoint import (
     CheckpointError,
     atomic_write,
-    config_diff,
     load_checkpoint,
-    load_matching,
-    load_train_state,
     read_meta,
     save_checkpoint,
 )
+from bhvit.train.checkpoint import config_diff, load_matching, load_train_state, rng_state, save_last, set_rng_state
 from safetensors.torch import save_file
 
 
@@ -55,12 +54,11 @@ def test_checkpoint_train_state_roundtrip_restores_optimizer(tmp_path):
     model.train()
     model(torch.randn(2, 3, 64, 64)).sum().backward()
     opt.step()
-    state = {"epoch": 3, "optimizer": opt.state_dict(), "numpy": np.random.get_state(), "t": (1, 2.5, None)}
-    save_checkpoint(tmp_path / "last.safetensors", model, _meta(model), state)
+    state = {"epoch": 3, "optimizer": opt.state_dict(), "t": (1, 2.5, None)}
+    save_last(tmp_path / "last.safetensors", model, _meta(model), state)
     back = load_train_state(tmp_path / "last.safetensors")
     assert back["epoch"] == 3 and back["t"] == (1, 2.5, None)
     assert all(isinstance(k, int) for k in back["optimizer"]["state"])  # param ids stay ints
-    assert np.array_equal(back["numpy"][1], np.random.get_state()[1])
     fresh = torch.optim.AdamW(model.parameters(), lr=1e-3)
     fresh.load_state_dict(back["optimizer"])
     k = next(iter(opt.state_dict()["state"]))
@@ -68,6 +66,63 @@ def test_checkpoint_train_state_roundtrip_restores_optimizer(tmp_path):
     # the resume tensors never leak into the model weights
     loaded, _ = load_checkpoint(tmp_path / "last.safetensors")
     assert set(loaded.state_dict()) == set(model.state_dict())
+
+
+def test_checkpoint_rng_state_roundtrip_replays_every_generator(tmp_path):
+    model = build_model("test_bhvit", num_classes=3)
+    save_last(tmp_path / "last.safetensors", model, _meta(model), {"rng": rng_state()})
+    draws = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(load_train_state(tmp_path / "last.safetensors")["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == draws
+
+
+def test_checkpoint_train_state_refuses_pickled_code(tmp_path):
+    """The resume state is loaded with weights_only: a blob that would call a function is refused, not run."""
+    import io
+
+    from bhvit.models.checkpoint import save_checkpoint as save_raw
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    buffer = io.BytesIO()
+    torch.save({"epoch": Evil()}, buffer)
+    blob = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
+    model = build_model("test_bhvit", num_classes=3)
+    save_raw(tmp_path / "last.safetensors", model, _meta(model), {"resume": blob})
+    with pytest.raises(CheckpointError, match="unreadable training state"):
+        load_train_state(tmp_path / "last.safetensors")
+
+
+def test_checkpoint_without_train_state_cannot_be_resumed(tmp_path):
+    model = build_model("test_bhvit", num_classes=3)
+    save_checkpoint(tmp_path / "best.safetensors", model, _meta(model))
+    with pytest.raises(CheckpointError, match="holds no training state"):
+        load_train_state(tmp_path / "best.safetensors")
+
+
+@pytest.mark.parametrize("key", ["checkpoint_path", "pretrained_cfg_overlay", "pretrained"])
+def test_checkpoint_timm_config_refuses_keywords_outside_the_allow_list(tmp_path, key):
+    model = build_model("test_bhvit", num_classes=3)
+    meta = {
+        "family": "timm",
+        "model": "deit_tiny_patch16_224",
+        "config": {"num_classes": 3, key: str(tmp_path / "x.pth")},
+        "class_names": ["a", "b", "c"],
+        "preprocess": {"input_size": [3, 224, 224]},
+    }
+    save_checkpoint(tmp_path / "t.safetensors", model, meta)
+    with pytest.raises(CheckpointError, match=f"may not pass to timm.create_model: {key}"):
+        load_checkpoint(tmp_path / "t.safetensors")
+
+
+def test_checkpoint_timm_config_with_allowed_keywords_builds_the_model():
+    from bhvit.models.checkpoint import model_from_spec
+
+    spec = {"family": "timm", "model": "deit_tiny_patch16_224", "config": {"num_classes": 3, "img_size": 64}}
+    model = model_from_spec(spec)
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3)
 
 
 @pytest.mark.parametrize(

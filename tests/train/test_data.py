@@ -102,13 +102,16 @@ def test_preprocess_meta_matches_timm_eval_transform():
     assert torch.allclose(torch.tensor(meta["mean"]), torch.tensor([0.485, 0.456, 0.406]))
 
 
-def test_randaugment_posterize_to_zero_bits_works_on_current_pillow():
-    import bhvit.train.data  # noqa: F401  (installs the fix)
-    from PIL import Image
-    from timm.data.auto_augment import AugmentOp
+def test_train_transform_posterize_ops_accept_zero_bits_and_timm_is_untouched():
+    from bhvit.train.augment_compat import posterize
+    from timm.data import auto_augment
 
-    img = Image.new("RGB", (8, 8), (200, 100, 50))
-    op = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10, hparams={"magnitude_std": 0})
-    op.level_fn = lambda *_: (0,)  # the level a magnitude draw above 10 gives with mstd > 0
-    out = op(img)
-    assert out.size == img.size and out.getextrema() == ((0, 0), (0, 0), (0, 0))
+    before = dict(auto_augment.NAME_TO_OP)
+    transform = build_transform(TrainCfg(img_size=64, aa="rand-m9-mstd0.5-inc1"), train=True)
+    ops = [op for t in transform.transforms for op in getattr(t, "ops", ())]
+    patched = [op for op in ops if op.name.startswith("Posterize")]
+    assert patched and all(op.aug_fn is posterize for op in patched)
+    assert auto_augment.NAME_TO_OP == before  # no global monkeypatch
+    img = Image.new("RGB", (8, 8), (200, 200, 200))
+    assert patched[0].aug_fn(img, 0).getextrema() == ((0, 0), (0, 0), (0, 0))  # Pillow >= 13 would raise for 0 bits
+    assert patched[0].aug_fn(img, 8).getextrema()[0] == (200, 200)

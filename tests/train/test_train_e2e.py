@@ -12,7 +12,7 @@ import time
 
 import pytest
 import torch
-from bhvit.train.checkpoint import load_checkpoint, load_state_dict
+from bhvit.models.checkpoint import load_checkpoint, load_state_dict
 from bhvit.train.cli import main
 from bhvit.train.config import TrainCfg
 from bhvit.train.data import build_loader, load_splits
