@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Install the kit with every extra. On x86 the torch pair comes first, as pinned (other versions pull gigabytes).
-# --qemu also builds the arm64 root for the emulated Pi check (needs root and Debian's mirror; skipped with a
-# warning where that fails, and the qemu test then reports itself skipped with the reason).
+# --qemu also builds the arm64 root for the emulated Pi check, --slurm installs SLURM and munge for the cluster test
+# (both need root and Debian's mirror; skipped with a warning where that fails, and the test concerned then reports
+# itself skipped with the reason).
 # Debian's chromium is installed for the browser test of `bhvit-device serve` (playwright drives it; its own
 # browser download is not used); where apt cannot install it, that test reports itself skipped.
 set -euo pipefail
+for opt in "$@"; do
+  [[ "$opt" == --qemu || "$opt" == --slurm ]] || { echo "usage: scripts/install.sh [--qemu] [--slurm]" >&2; exit 2; }
+done
 cd "$(dirname "$0")/.."
 PIP="python3 -m pip install -q --disable-pip-version-check"
 if [ "$(uname -m)" = "x86_64" ]; then
@@ -20,6 +24,9 @@ install_chromium() {
 }
 command -v chromium >/dev/null 2>&1 || install_chromium ||
   echo "WARNING: could not install chromium; the browser test of bhvit-device serve will be skipped" >&2
-if [ "${1:-}" = "--qemu" ]; then
+if [[ " $* " == *" --qemu "* ]]; then
   bash scripts/qemu_setup.sh || echo "WARNING: could not build the arm64 root; the emulated Pi test will be skipped" >&2
+fi
+if [[ " $* " == *" --slurm "* ]]; then
+  bash scripts/slurm_setup.sh || echo "WARNING: could not install SLURM; the cluster test will be skipped" >&2
 fi

@@ -10,6 +10,8 @@ architecture. Jobs whose result exists are skipped, interrupted ones are resumed
     python3 scripts/study.py scripts/studies/thesis.toml --run 7         # e.g. as a SLURM array task
     python3 scripts/study.py scripts/studies/mini.toml                   # run everything here, then collect
     python3 scripts/study.py scripts/studies/thesis.toml --collect        # tables and figures only
+    python3 scripts/study.py scripts/studies/thesis.toml --submit slurm --gpus-per-job 4 --time 24:00:00
+    python3 scripts/study.py scripts/studies/thesis.toml --status         # done / running / queued / failed
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import click
 from bhvit.models import resolve_config, variant_name
 from bhvit.models.cost import config_cost
 from bhvit.train.layout import BEST, LAST, RESULT, phase_dir
+from study_slurm import slurm_command, slurm_options
 
 ARCH_KEYS = ("model", "width", "hidden_width", "intermediate_width", "fp_downsample")
 
@@ -370,8 +373,9 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
     default=None,
     help="Study folder [default: the study file's [study] out].",
 )
-def main(study_file, list_jobs, run_index, collect_only, launcher, epochs, seeds, only, out):
-    """Plan, run (or list) and tabulate the runs of a width-precision study file."""
+@slurm_options
+def main(study_file, list_jobs, run_index, collect_only, launcher, epochs, seeds, only, out, **slurm):
+    """Plan, run (or list, or submit to SLURM) and tabulate the runs of a width-precision study file."""
     study = load_study(
         study_file,
         epochs,
@@ -384,6 +388,12 @@ def main(study_file, list_jobs, run_index, collect_only, launcher, epochs, seeds
     if list_jobs:
         for j in jobs:
             click.echo(f"{j.index}\t{j.status()}\t{','.join(j.needs) or '-'}\t{shlex.join(j.command(launch))}")
+        return
+    rerun = [sys.executable, str(Path(__file__).resolve()), str(study_file.resolve())]  # --run INDEX on SLURM
+    given = (("--epochs", epochs), ("--seeds", seeds), ("--only", only))
+    rerun += [str(a) for flag, value in given if value for a in (flag, value)]
+    rerun += ["--out", str(out.resolve())] if out else []
+    if slurm_command(jobs, study.name, rerun, launch, lambda: prepare_data(study), **slurm):
         return
     if not collect_only:
         prepare_data(study)
