@@ -3,6 +3,7 @@
 from .bhvit import BHViT, BinaryLayerInfo
 from .config import PRECISION_PRESETS, BHViTCfg, ConfigError, PrecisionCfg, resolve_precision
 from .factory import build_model, list_models, model_cfgs, resolve_config
+from .perturb import perturb_like_trained
 
 __all__ = [
     "BHViT",
@@ -16,4 +17,5 @@ __all__ = [
     "list_models",
     "model_cfgs",
     "resolve_config",
+    "perturb_like_trained",
 ]

@@ -1,0 +1,5 @@
+"""``python -m bhvit.compile`` is ``bhvit-compile``."""
+
+from .cli import main
+
+main()
