@@ -148,7 +148,6 @@ def _make_source(
     directory: Path | None,
     retry: RetryPolicy,
     stop: GracefulStop,
-    min_side: int,
 ) -> FrameSource:
     chosen = [
         name
@@ -182,7 +181,7 @@ def _make_source(
             "--video, --image or --dir)",
             len(images),
         )
-    return ImageFiles(images, min_side)
+    return ImageFiles(images)
 
 
 def _frame_line(result: FrameResult) -> str:
@@ -338,7 +337,6 @@ def _prepare(opts: RunOptions, preview: bool = False, images: Sequence[Path] = (
         opts.directory,
         RetryPolicy(attempts=opts.retries),
         stop,
-        art.meta.preprocess.resize,
     )
     model = _load_model(art, None, opts.threads)
     return _Run(art, stop, source, Classifier(model, art.meta.preprocess, art.meta.class_names, opts.top_k))
@@ -486,7 +484,7 @@ def serve(opts: RunOptions, host: str, port: int, exit_at_end: bool) -> None:
 def _bench_input(artifact: Artifact) -> np.ndarray:
     """A real photo (the bundled cat) preprocessed with the artifact's transform."""
     cfg = artifact.meta.preprocess
-    return preprocess(load_image(sample_images()[0], cfg.resize), cfg)
+    return preprocess(load_image(sample_images()[0]), cfg)
 
 
 @main.command()

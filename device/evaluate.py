@@ -165,10 +165,10 @@ class EvalResult:
         }
 
 
-def _decoded(samples: Sequence[LabelledImage], min_side: int) -> Iterator[tuple[LabelledImage, Image.Image | None]]:
+def _decoded(samples: Sequence[LabelledImage]) -> Iterator[tuple[LabelledImage, Image.Image | None]]:
     for sample in samples:
         try:
-            yield sample, load_image(sample.path, min_side)
+            yield sample, load_image(sample.path)
         except UNREADABLE as err:
             logger.warning("skipping %s: cannot decode image (%s)", sample.path, err)
             yield sample, None
@@ -198,7 +198,7 @@ def evaluate_models(
 
     k = len(class_names)
     results = {name: EvalResult(tuple(class_names), np.zeros((k, k), np.int64)) for name in models}
-    decoded = _decoded(samples, preprocessor.cfg.resize)
+    decoded = _decoded(samples)
     with tqdm(total=len(samples), unit="img", disable=not progress, dynamic_ncols=True, desc="eval") as bar:
         while chunk := list(itertools.islice(decoded, batch)):
             bar.update(len(chunk))
