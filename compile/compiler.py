@@ -167,7 +167,7 @@ def check_supported(source: ModelSource, fmt: str) -> None:
         return
     from bhvit.models.bhvit import AttentionProducts
 
-    from .kernels.compute.battention import LEVELS
+    from .kernels.params import LEVELS
 
     odd = sorted(
         {m.levels for m in source.model.modules() if isinstance(m, AttentionProducts) and m.is_binary} - {LEVELS}

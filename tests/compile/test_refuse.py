@@ -27,16 +27,16 @@ pytestmark = pytest.mark.tvm
 
 def drop_one_fold(monkeypatch) -> None:
     """The first BatchNorm folded into a binary layer's epilogue is treated as identity (and so lost)."""
-    from bhvit.compile import deploy
+    from bhvit.models.layers import binary
 
-    real, calls = deploy._bn_affine, []
+    real, calls = binary.bn_affine, []
 
     def first_as_identity(norm):
         s, t = real(norm)
         calls.append(norm)
         return (torch.ones_like(s), torch.zeros_like(t)) if len(calls) == 1 else (s, t)
 
-    monkeypatch.setattr(deploy, "_bn_affine", first_as_identity)
+    monkeypatch.setattr(binary, "bn_affine", first_as_identity)
 
 
 def zero_one_shift_branch(monkeypatch) -> None:
