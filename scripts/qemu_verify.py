@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from bhvit import device
 from bhvit.compile.source import from_checkpoint
-from bhvit.compile.verify import compare
+from bhvit.compile.verify import NUM_INPUTS, compare
 from bhvit.models import BHViT, BHViTCfg
 
 GUEST = r"""
@@ -103,7 +103,7 @@ def main() -> int:
     ap.add_argument("--root", type=Path, default=Path("/var/tmp/pi-root"), help="arm64 root (default: %(default)s)")
     ap.add_argument("--site", default="/opt/site", help="site-packages inside the root (default: %(default)s)")
     ap.add_argument("--cpu", default="cortex-a76", help="QEMU_CPU (default: %(default)s)")
-    ap.add_argument("--inputs", type=int, default=4, help="random inputs (default: %(default)s)")
+    ap.add_argument("--inputs", type=int, default=NUM_INPUTS, help="random inputs (default: %(default)s)")
     ap.add_argument("--eval-dir", type=Path, default=None, help="run `bhvit-device eval --dir` on these images instead")
     args = ap.parse_args()
 
