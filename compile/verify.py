@@ -11,8 +11,8 @@ tightly, and large trained models flip on most inputs. Measured on trained-like 
 (:func:`bhvit.models.perturb_like_trained`: LayerScales non-zero, BN statistics and affine random, RPReLU and learned
 shifts random, attention quantisers initialised):
 
-* correct test_bhvit (64x64) artifacts, binary w=1, w=1 and w=3 with FP downsampling, 35 inputs each: every input
-  within 9.2e-7 (medians 2e-7 to 4e-7), no flip;
+* correct test_bhvit (64x64) artifacts, binary w=1, 2, 3 and w=1, 3 with FP downsampling, 35 inputs each: every
+  input within 9.2e-7 (medians 2e-7 to 4e-7), no flip;
 * bhvit_tiny at 224x224, PyTorch against its own folded deploy form (the same reassociation, no TVM; 11 inputs per
   model): w=3 with FP downsampling, two perturbations: 2 and 6 inputs exact (2e-7), the others off by 7.9e-5 to
   2.1e-2 (of the 8 random inputs, 2 and 5 exact; every photo flipped); w=1: 10 inputs exact, one photo 1.2e-2;
