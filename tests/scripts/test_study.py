@@ -89,15 +89,22 @@ def test_study_collect_writes_tables_with_mean_std_and_figures(tmp_path):
         if j.name.startswith("p2/binary-w1_") or j.name.startswith("p2/fp32-w1_"):
             seed = int(j.name[-1])
             _finish(j, top1=(80.0 if "fp32" in j.name else 60.0) + seed)
+            if "binary" in j.name:  # deployed and scored (as bhvit-compile --eval-dir records it): 2 seeds of 3
+                deployed = tmp_path / "deploy" / f"binary-w1_s{seed}"
+                deployed.mkdir(parents=True)
+                record = {"evaluation": {"artifact_top1": 59.0 + 2 * seed}} if seed < 2 else {"evaluation": None}
+                (deployed / "metadata.json").write_text(json.dumps(record))
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "binary-w1.json").write_text(json.dumps({"latency_ms": {"p50": 12.5}, "peak_rss_mb": 90}))
-    result = CliRunner().invoke(study.main, [str(THESIS), "--collect", "--out", str(tmp_path)])
+    args = [str(THESIS), "--collect", "--out", str(tmp_path), "--plot-accuracy", "deployed"]
+    result = CliRunner().invoke(study.main, args)
     assert result.exit_code == 0, result.output
     table3 = (tmp_path / "table3.md").read_text()
-    assert "| binary-w1 | binary | 3 | 61.00 ± 1.00 | 1.55 | 49.3 |" in table3
-    assert "| fp32-w1 | fp | 3 | 81.00 ± 1.00 | 48.26 | 2548.8 |" in table3
-    assert "| binary-w3 | binary | 0 | n/a | 13.68 | 382.3 |" in table3
-    assert "12.5" in table3 and "latency_ms" in (tmp_path / "table3.csv").read_text()
+    assert "| binary-w1 | binary | 3 | 61.00 ± 1.00 | 60.00 ± 1.41 | 1.55 | 49.3 |" in table3
+    assert "| fp32-w1 | fp | 3 | 81.00 ± 1.00 | n/a | 48.26 | 2548.8 |" in table3
+    assert "| binary-w3 | binary | 0 | n/a | n/a | 13.68 | 382.3 |" in table3
+    csv_text = (tmp_path / "table3.csv").read_text()
+    assert "12.5" in table3 and "latency_ms" in csv_text and "deployed_top1_mean" in csv_text
     assert "binary-i3" in (tmp_path / "table4.md").read_text()
     for name in ("accuracy_vs_memory.png", "accuracy_vs_ops.png", "accuracy_vs_latency.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
