@@ -109,7 +109,7 @@ def test_cli_refusal_exits_1_with_the_numbers(monkeypatch, artifacts_dir):
     reverse_bit_order(monkeypatch)
     result = CliRunner().invoke(cli.main, ["--random-init", "--model", "test_bhvit", "--target", "host"])
     assert result.exit_code == 1, result.output
-    assert "verification failed" in result.output and "max |logit err|" in result.output
+    assert "verification failed: 0 of 27 inputs exact" in result.output and "relative logit error" in result.output
     assert "nothing was written" in result.output
     assert _untouched(artifacts_dir)
 
