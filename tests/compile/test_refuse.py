@@ -17,6 +17,7 @@ from bhvit.compile.artifact import update_latest
 from bhvit.compile.compiler import CompileOptions, VerificationFailed, compile_model
 from bhvit.compile.source import SourceError, random_init
 from bhvit.compile.targets import resolve_target
+from bhvit.device import cli as device_cli
 from bhvit.device.sources import SAMPLES_DIR
 from bhvit.models import perturb_like_trained
 from bhvit.models.layers.shift import ShiftBranches
@@ -129,6 +130,8 @@ def test_no_verify_builds_an_unverified_artifact_and_eval_dir_scores_it(tmp_path
     evaluation = meta["evaluation"]
     assert evaluation["images"] == 3 and evaluation["agreement"] == 100.0
     assert evaluation["artifact_top1"] == evaluation["pytorch_top1"] and evaluation["runs_on"] == "artifact"
+    info = CliRunner().invoke(device_cli.main, ["info", "--artifact", str(out)])
+    assert "verified   no (--no-verify)" in info.output and "evaluated  evaluation on 3 images" in info.output
 
 
 def test_attention_levels_the_kernels_lack_are_refused(tmp_path):
