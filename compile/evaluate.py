@@ -6,6 +6,7 @@ model in FP32 and eval mode, so the two top-1s differ only where the compiled co
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def torch_predict(model: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def evaluate_source(
-    source: ModelSource, compiled: Callable[[np.ndarray], np.ndarray], data: Path, runs_on: str, progress: bool = True
+    source: ModelSource, compiled: Callable[[np.ndarray], np.ndarray], data: Path, runs_on: str
 ) -> dict:
     """Top-1 of PyTorch and of ``compiled`` on the labelled images under ``data`` (a class tree or Oxford-IIIT
     Pet), their per-image top-1 agreement and the image count: the ``"evaluation"`` record of ``metadata.json``."""
@@ -41,7 +42,7 @@ def evaluate_source(
         samples,
         Preprocessor(source.preprocess),
         source.class_names,
-        progress=progress,
+        progress=sys.stderr.isatty(),
     )
     ref, got = results["pytorch"], results["artifact"]
     agree = float(np.mean(np.equal(ref.predictions, got.predictions))) if ref.predictions else 0.0
