@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from bhvit.device.evaluate import EvalDataError, evaluation_line
 from bhvit.device.host import host_arch
 from bhvit.models.options import MODEL_OPTION_NAMES, model_options, model_overrides
 from click.core import ParameterSource
@@ -73,9 +74,18 @@ def _fail(message: str) -> None:
 @click.option(
     "--verify/--no-verify",
     default=None,
-    help="Compare the compiled model with PyTorch on random inputs (same top-1, logits within "
-    "tolerance). Default: on; cross targets verify a host build of the same graph. onnx-int8 is "
-    "approximate by design: its result is recorded in the metadata but does not fail the command.",
+    help="Compare the compiled model with PyTorch on random inputs and the bundled sample photos (see "
+    "compile/verify.py for the criterion). Default: on; cross targets verify a host build of the same graph. A "
+    "failed verification writes nothing (exit 1). --no-verify builds the artifact and records it as unverified "
+    "(bhvit-device then warns). onnx-int8 is approximate by design: its result is recorded but does not fail.",
+)
+@click.option(
+    "--eval-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Labelled images (one folder per class, named like the checkpoint's classes, or an Oxford-IIIT Pet "
+    "folder: its test split): score the checkpoint in PyTorch (FP32) and the compiled code on the same "
+    "preprocessed images; both top-1s, their per-image agreement and the image count go into metadata.json.",
 )
 @click.option(
     "--format",
@@ -111,6 +121,7 @@ def main(
     output,
     threads,
     verify,
+    eval_dir,
     fmt,
     tune_db,
     tune_trials,
@@ -146,7 +157,8 @@ def main(
         raise click.BadParameter(
             f"{tune_db} is not a directory (create one with --tune-trials)", param_hint="--tune-db"
         )
-    from .compiler import CompileOptions, compile_model  # imports torch and TVM: after argument checks
+    from .compiler import CompileOptions, VerificationFailed, compile_model  # torch and TVM: after the checks
+    from .verify import Verification
 
     try:
         spec = resolve_target(target, threads=threads, check_tools=fmt == "tvm")
@@ -154,21 +166,21 @@ def main(
             source = sources.random_init(model, seed=seed, **model_overrides(**model_values))
         else:
             source = sources.from_checkpoint(checkpoint)
-        out, meta = compile_model(source, CompileOptions(spec, output, fmt, verify, overwrite, tune_db, tune_trials))
-    except (TargetError, ModelSourceError, OutputError) as err:
+        options = CompileOptions(spec, output, fmt, verify, overwrite, tune_db, tune_trials, eval_dir)
+        out, meta = compile_model(source, options)
+    except (TargetError, ModelSourceError, OutputError, EvalDataError) as err:
         _fail(str(err))
+    except VerificationFailed as err:
+        _fail(f"{err}; the compiled model does not match PyTorch, so nothing was written")
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file()) / 2**20
     click.echo(
         f"{meta.model['name']} for {spec.name} ({' '.join(f'{k}={v}' for k, v in spec.tvm.items())}): {size:.2f} MiB"
     )
     result = meta.verification
-    if result is not None:
-        status = "passed" if result["passed"] else "FAILED"
-        click.echo(
-            f"verification {status}: max |logit err| {result['max_abs_err']:.3g} (tolerance "
-            f"{result['tolerance']:.3g}), top-1 agreement {result['top1_agree']:.0%} on {result['inputs']} "
-            f"inputs ({result['runs_on']})"
-        )
+    if result is None:
+        click.echo("verification skipped (--no-verify): the artifact is recorded as unverified")
+    else:
+        click.echo(f"verification {'passed' if result['passed'] else 'FAILED'}: {Verification(**result).summary()}")
+    if meta.evaluation is not None:
+        click.echo(evaluation_line(meta.evaluation))
     click.echo(f"Saved to {out}")
-    if result is not None and not result["passed"] and fmt != "onnx-int8":
-        _fail(f"verification failed: the artifact in {out} does not match PyTorch")

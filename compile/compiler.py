@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,11 +15,11 @@ from bhvit.models.cost import model_cost
 
 from . import pipeline
 from .artifact import check_output, staging, target_info, update_latest
-from .source import ModelSource
+from .source import ModelSource, SourceError
 from .targets import TargetSpec, resolve_target
 from .verify import Verification, verify
 
-__all__ = ["FORMATS", "CompileOptions", "compile_model", "default_output"]
+__all__ = ["FORMATS", "CompileOptions", "VerificationFailed", "compile_model", "default_output"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +38,19 @@ class CompileOptions:
     target: TargetSpec
     output: Path | None = None  # None: ./artifacts/<name> and ./artifacts/latest
     format: str = "tvm"
-    verify: bool | None = None  # None: verify when this machine can run the code (or a host twin for cross builds)
+    verify: bool | None = None  # False: skip, recorded as unverified; cross builds verify a host twin
     overwrite: bool = False
     tune_db: Path | None = None
     tune_trials: int = 0  # > 0: first tune the FP operators into tune_db (MetaSchedule, seconds per trial)
+    eval_dir: Path | None = None  # labelled images: score PyTorch and the compiled code on them
+
+
+class VerificationFailed(Exception):
+    """The compiled code does not compute the model's function; nothing was written."""
+
+    def __init__(self, verification: Verification):
+        super().__init__(f"verification failed: {verification.summary()}")
+        self.verification = verification
 
 
 def artifact_name(source: ModelSource, options: CompileOptions) -> str:
@@ -68,9 +78,10 @@ def _versions() -> dict[str, str]:
 
 def _build_tvm(
     source: ModelSource, options: CompileOptions, library: Path
-) -> tuple[WeightsInfo, Verification | None, dict[str, dict]]:
-    """Lower, build and export the TVM library and its weights file; for cross targets verify a host build of the
-    same exported graph. Also returns the kernel table (:func:`pipeline.kernel_table`)."""
+) -> tuple[WeightsInfo, Predictor | None, dict[str, dict]]:
+    """Lower, build and export the TVM library and its weights file; for cross targets also build the same exported
+    graph for this host (returned as a predictor, to be verified and evaluated in place of the artifact). Also
+    returns the kernel table (:func:`pipeline.kernel_table`)."""
     from .lower import export_program, to_relax
 
     spec = options.target
@@ -85,13 +96,12 @@ def _build_tvm(
     pipeline.export_library(executable, spec, library)
     info = save_weights(library.with_name(WEIGHTS_FILE), weights)
     logger.info("built %s for %s in %.1f s", library.name, spec.name, time.perf_counter() - t0)
-    if spec.runs_here or options.verify is False:
+    if spec.runs_here or (options.verify is False and options.eval_dir is None):
         return info, None, kernels  # verified from the artifact itself
     twin = resolve_target("host", threads=spec.threads)
-    logger.info("verifying a host (%s) build of the same graph", twin.detected)
+    logger.info("building the same graph for this host (%s) to verify it", twin.detected)
     predict = _vm_predict(*pipeline.build(to_relax(program, twin.tvm_target()), twin)[:2])
-    runs_on = f"host {twin.detected} build of the same graph"
-    return info, verify(source.model, predict, source.input_shape, runs_on=runs_on), kernels
+    return info, Predictor(predict, f"host {twin.detected} build of the same graph"), kernels
 
 
 def _vm_predict(executable, weights: list[np.ndarray]):
@@ -120,24 +130,68 @@ def _build_onnx(source: ModelSource, options: CompileOptions, library: Path) -> 
     fp32.unlink()
 
 
-def _verify_artifact(source: ModelSource, directory: Path) -> Verification:
+@dataclass(frozen=True)
+class Predictor:
+    """Compiled code to check: one ``(1, C, H, W)`` float32 array -> logits, and what runs it."""
+
+    predict: Callable[[np.ndarray], np.ndarray]
+    runs_on: str
+
+
+def _artifact_predictor(directory: Path) -> Predictor:
     from bhvit.device.runtime import load_model
 
-    model = load_model(load_artifact(directory))
-    return verify(source.model, model, source.input_shape, runs_on="artifact")
+    return Predictor(load_model(load_artifact(directory)), "artifact")
+
+
+def _check(source: ModelSource, options: CompileOptions, compiled: Predictor) -> tuple[dict | None, dict | None]:
+    """Verification (raising :class:`VerificationFailed` unless onnx-int8) and ``--eval-dir`` records."""
+    verification = evaluation = None
+    if options.verify is not False:
+        result = verify(source.model, compiled.predict, source.input_shape, compiled.runs_on, source.preprocess)
+        logger.info("verification: %s", result.summary())
+        if not result.passed and options.format != "onnx-int8":
+            raise VerificationFailed(result)
+        verification = result.to_dict()
+    if options.eval_dir is not None:
+        from .evaluate import evaluate_source
+
+        evaluation = evaluate_source(source, compiled.predict, options.eval_dir, compiled.runs_on)
+    return verification, evaluation
+
+
+def check_supported(source: ModelSource, fmt: str) -> None:
+    """Refuse models the kernels cannot run: binary attention with another number of levels than the A·V kernel's
+    masks (the ONNX formats run the model's own function and take any)."""
+    if fmt != "tvm":
+        return
+    from bhvit.models.bhvit import AttentionProducts
+
+    from .kernels.params import LEVELS
+
+    odd = sorted(
+        {m.levels for m in source.model.modules() if isinstance(m, AttentionProducts) and m.is_binary} - {LEVELS}
+    )
+    if odd:
+        raise SourceError(
+            f"{source.origin}: attn_levels={odd[0]} is not supported by the binary attention kernels, which "
+            f"implement {LEVELS} levels; train with attn_levels={LEVELS} or compile with --format onnx"
+        )
 
 
 def compile_model(source: ModelSource, options: CompileOptions) -> tuple[Path, ArtifactMeta]:
-    """Build the artifact for ``source``; returns its directory and metadata. Nothing is left half-written."""
+    """Build the artifact for ``source``; returns its directory and metadata. Nothing is left half-written, and
+    an artifact that fails verification is not written at all (:class:`VerificationFailed`)."""
+    check_supported(source, options.format)
     runtime, library_name = FORMATS[options.format]
     out = options.output or default_output(source, options)
     check_output(out, source.name, options.target.name, runtime, options.overwrite)
     with staging(out) as tmp:
         library = tmp / library_name
-        verification = weights = None
+        twin = weights = None
         kernels: dict[str, dict] = {}
         if options.format == "tvm":
-            weights, verification, kernels = _build_tvm(source, options, library)
+            weights, twin, kernels = _build_tvm(source, options, library)
         else:
             _build_onnx(source, options, library)
         cost = model_cost(source.model).row()
@@ -162,14 +216,13 @@ def compile_model(source: ModelSource, options: CompileOptions) -> tuple[Path, A
             threads=options.target.threads,
             cost=cost,
             versions=_versions(),
-            verification=None if verification is None else verification.to_dict(),
             weights=weights,
             kernels=kernels,
         )
         runnable = options.target.runs_here or options.format != "tvm"
-        if verification is None and runnable and options.verify is not False:
-            verification = _verify_artifact(source, tmp)
-            meta = save_artifact(tmp, replace(meta, verification=verification.to_dict()))
+        if options.verify is not False or options.eval_dir is not None:
+            verification, evaluation = _check(source, options, _artifact_predictor(tmp) if runnable else twin)
+            meta = save_artifact(tmp, replace(meta, verification=verification, evaluation=evaluation))
     if options.output is None:
         update_latest(out)
     return out, meta

@@ -49,6 +49,7 @@ __all__ = [
     "runtime_checks",
     "read_metadata",
     "save_artifact",
+    "verification_warning",
     "write_artifact_metadata",
 ]
 
@@ -141,9 +142,10 @@ class ArtifactMeta:
     cost: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
-    verification: dict[str, Any] | None = None
+    verification: dict[str, Any] | None = None  # None: built with --no-verify
     weights: WeightsInfo | None = None  # None: no weights file (ONNX)
     kernels: dict[str, dict[str, Any]] = field(default_factory=dict)  # compiled function -> op, bit_macs per call
+    evaluation: dict[str, Any] | None = None  # bhvit-compile --eval-dir: PyTorch and artifact top-1 on labelled data
     created: str = ""
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -349,6 +351,7 @@ def write_artifact_metadata(
     verification: dict[str, Any] | None = None,
     weights: WeightsInfo | None = None,
     kernels: dict[str, dict[str, Any]] | None = None,
+    evaluation: dict[str, Any] | None = None,
 ) -> ArtifactMeta:
     """Build the metadata from its parts and save it with :func:`save_artifact`."""
     meta = ArtifactMeta(
@@ -364,8 +367,22 @@ def write_artifact_metadata(
         verification=verification,
         weights=weights,
         kernels=kernels or {},
+        evaluation=evaluation,
     )
     return save_artifact(directory, meta)
+
+
+def verification_warning(meta: ArtifactMeta) -> str | None:
+    """Why the artifact is not known to compute its checkpoint's function, or ``None`` when its verification
+    passed."""
+    result = meta.verification
+    if result is None:
+        return "this artifact was not verified against PyTorch (built with --no-verify); its outputs may be wrong"
+    if not result.get("passed"):
+        int8 = meta.model.get("format") == "onnx-int8"
+        approximate = " (expected for onnx-int8, which is approximate)" if int8 else ""
+        return f"this artifact did not pass verification against PyTorch{approximate}: {json.dumps(result)}"
+    return None
 
 
 def read_metadata(directory: str | os.PathLike) -> ArtifactMeta:

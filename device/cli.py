@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import json
 import logging
 import sys
@@ -20,12 +21,23 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .artifact import Artifact, ArtifactError, check_artifact, load_artifact, read_metadata
+from .artifact import Artifact, ArtifactError, check_artifact, load_artifact, read_metadata, verification_warning
 from .classify import Classifier, FrameResult, RunStats, classify_frames
+from .evaluate import (
+    EvalDataError,
+    evaluate_models,
+    evaluation_line,
+    folder_dataset,
+    image_record,
+    one_at_a_time,
+    pets_dataset,
+    plot_result,
+    report_lines,
+)
 from .host import machine_info
 from .log import LOG_FORMATS, FrameLog, next_run_dir
 from .metrics import LatencyRecorder, peak_rss_mb, reset_peak_rss, rss_mb, ru_maxrss_mb
-from .preprocess import preprocess
+from .preprocess import Preprocessor, preprocess
 from .profile import format_profile, profile_model
 from .runtime import RUNTIMES, Model, load_model
 from .serve import LiveServer, LiveView, is_loopback
@@ -100,9 +112,13 @@ def _load(path: Path, runtime: str | None = None) -> Artifact:
             f"pass --artifact DIR / set {ARTIFACT_ENV}"
         )
     try:
-        return load_artifact(path, runtime)
+        artifact = load_artifact(path, runtime)
     except ArtifactError as err:
         raise click.ClickException(str(err)) from err
+    warning = verification_warning(artifact.meta)
+    if warning:
+        logger.warning("%s: %s", path, warning)
+    return artifact
 
 
 def _load_model(artifact: Artifact, runtime: str | None, threads: int | None) -> Model:
@@ -133,7 +149,6 @@ def _make_source(
     directory: Path | None,
     retry: RetryPolicy,
     stop: GracefulStop,
-    min_side: int,
 ) -> FrameSource:
     chosen = [
         name
@@ -167,7 +182,7 @@ def _make_source(
             "--video, --image or --dir)",
             len(images),
         )
-    return ImageFiles(images, min_side)
+    return ImageFiles(images)
 
 
 def _frame_line(result: FrameResult) -> str:
@@ -323,7 +338,6 @@ def _prepare(opts: RunOptions, preview: bool = False, images: Sequence[Path] = (
         opts.directory,
         RetryPolicy(attempts=opts.retries),
         stop,
-        art.meta.preprocess.resize,
     )
     model = _load_model(art, None, opts.threads)
     return _Run(art, stop, source, Classifier(model, art.meta.preprocess, art.meta.class_names, opts.top_k))
@@ -471,7 +485,7 @@ def serve(opts: RunOptions, host: str, port: int, exit_at_end: bool) -> None:
 def _bench_input(artifact: Artifact) -> np.ndarray:
     """A real photo (the bundled cat) preprocessed with the artifact's transform."""
     cfg = artifact.meta.preprocess
-    return preprocess(load_image(sample_images()[0], cfg.resize), cfg)
+    return preprocess(load_image(sample_images()[0]), cfg)
 
 
 @main.command()
@@ -564,6 +578,93 @@ def _fmt_mb(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f} MiB"
 
 
+@main.command("eval")
+@artifact_option
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Labelled images: one folder per class (named like the artifact's classes), images anywhere below.",
+)
+@click.option(
+    "--pets",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Oxford-IIIT Pet folder (or its parent): the images listed in annotations/test.txt.",
+)
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N images.  [default: all]")
+@threads_option
+@click.option(
+    "--log",
+    "log_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"Per-image log (path, label, prediction, top-5), CSV or JSONL by extension ({', '.join(LOG_FORMATS)}).",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write per-class accuracy and the confusion matrix as a PNG (needs matplotlib).",
+)
+@json_option
+def evaluate(
+    artifact: Path,
+    directory: Path | None,
+    pets: Path | None,
+    limit: int | None,
+    threads: int | None,
+    log_path: Path | None,
+    plot_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Top-1/top-5, per-class accuracy, confusion matrix and images/s of the artifact on labelled images.
+
+    Unreadable images are counted and skipped. Exits with 1 when no image could be scored.
+    """
+    if (directory is None) == (pets is None):
+        raise click.UsageError("give one of --dir DATA (a folder per class) or --pets DIR (Oxford-IIIT Pet)")
+    if log_path is not None and log_path.suffix.lower() not in LOG_FORMATS:
+        raise click.BadParameter(f"{log_path.name}: need one of {', '.join(LOG_FORMATS)}", param_hint="--log")
+    if plot_path is not None and importlib.util.find_spec("matplotlib") is None:
+        raise click.BadParameter("needs matplotlib (pip install matplotlib)", param_hint="--plot")
+    art = _load(artifact)
+    names = art.meta.class_names
+    try:
+        samples = folder_dataset(directory, names) if directory is not None else pets_dataset(pets, names)
+    except EvalDataError as err:
+        raise click.UsageError(str(err)) from err
+    samples = samples[:limit]
+    model = _load_model(art, None, threads)
+    log = FrameLog(log_path) if log_path is not None else None
+    try:
+        results = evaluate_models(
+            {"artifact": one_at_a_time(model)},
+            samples,
+            Preprocessor(art.meta.preprocess),
+            names,
+            on_image=None if log is None else lambda s, out: log.write(image_record(s, out["artifact"], names)),
+            progress=sys.stderr.isatty(),
+        )
+    finally:
+        if log is not None:
+            log.close()
+    result = results["artifact"]
+    if plot_path is not None and result.images:
+        plot_result(result, plot_path, art.meta.model.get("name", str(artifact)))
+    if as_json:
+        click.echo(json.dumps({"artifact": str(artifact), "data": str(directory or pets)} | result.to_dict()))
+    else:
+        click.echo("\n".join(report_lines(result)))
+        for path, what in ((log_path, "log"), (plot_path, "plot")):
+            if path is not None:
+                click.echo(f"{what:<10} {path}")
+    if not result.images:
+        raise click.ClickException(f"none of the {len(samples)} images could be decoded")
+
+
 @main.command()
 @artifact_option
 @json_option
@@ -609,7 +710,8 @@ def info(ctx: click.Context, artifact: Path, as_json: bool) -> None:
             f"{', '.join(meta.target.cpu_features) or 'none'})",
             f"preprocess resize {p.resize} {p.interpolation}, crop {p.crop}, mean {list(p.mean)}, std {list(p.std)}",
             f"versions   {', '.join(f'{k} {v}' for k, v in meta.versions.items()) or 'n/a'}",
-            f"verified   {json.dumps(meta.verification) if meta.verification is not None else 'not recorded'}",
+            f"verified   {json.dumps(meta.verification) if meta.verification is not None else 'no (--no-verify)'}",
+            f"evaluated  {evaluation_line(meta.evaluation) if meta.evaluation else 'no (bhvit-compile --eval-dir)'}",
             f"created    {meta.created or 'n/a'}",
             f"cost       {', '.join(f'{k}={v}' for k, v in meta.cost.items()) or 'n/a'}",
             "checks",

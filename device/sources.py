@@ -192,32 +192,29 @@ def sample_images() -> list[Path]:
     return find_images(SAMPLES_DIR)
 
 
-def load_image(path: Path, min_side: int = 256) -> Image.Image:
-    """Decode an image file; JPEGs whose shorter side is >= 4 * ``min_side`` decode at reduced scale
-    (libjpeg's 1/2..1/8 draft mode, keeping at least 2 * ``min_side``) to save time and memory."""
+def load_image(path: Path) -> Image.Image:
+    """Decode an image file at full size, as training does.
+
+    No libjpeg draft (reduced-scale) decoding: on a 3200x2134 photo it moved the model input by 2/255 on average
+    and up to 0.67 in normalised units from the training transform, and saved ~90 ms of a ~125 ms decode."""
     image = Image.open(path)
-    short = min(image.size)
-    if image.format == "JPEG" and short >= 4 * min_side:
-        scale = 2 * min_side / short
-        image.draft("RGB", (int(image.width * scale) + 1, int(image.height * scale) + 1))
     image.load()
     return image
 
 
 class ImageFiles(FrameSource):
     """Image files in order (``frames(every)`` opens only every ``every``-th). Unreadable ones are skipped with a
-    warning; huge JPEGs decode at reduced scale."""
+    warning."""
 
-    def __init__(self, paths: Sequence[Path], min_side: int = 256) -> None:
+    def __init__(self, paths: Sequence[Path]) -> None:
         super().__init__()
         self.paths = [Path(p) for p in paths]
-        self.min_side = min_side
 
     def frames(self, every: int = 1) -> Iterator[Frame]:
         for index in range(0, len(self.paths), every):
             path = self.paths[index]
             try:
-                image = load_image(path, self.min_side)
+                image = load_image(path)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
                 self.skipped += 1
                 logger.warning("skipping %s: cannot decode image (%s)", path, err)

@@ -3,6 +3,7 @@
 from .bhvit import BHViT, BinaryLayerInfo
 from .config import PRECISION_PRESETS, BHViTCfg, ConfigError, PrecisionCfg, resolve_precision
 from .factory import build_model, list_models, model_cfgs, precision_tag, resolve_config, variant_name
+from .perturb import perturb_like_trained
 
 __all__ = [
     "BHViT",
@@ -18,4 +19,5 @@ __all__ = [
     "resolve_config",
     "variant_name",
     "precision_tag",
+    "perturb_like_trained",
 ]

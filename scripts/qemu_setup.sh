@@ -15,7 +15,9 @@ fi
 PLAT="--only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none
       --platform manylinux_2_28_aarch64 --platform manylinux_2_27_aarch64 --platform manylinux_2_17_aarch64
       --platform manylinux2014_aarch64"
-python3 -m pip download -q $PLAT -d "$WHEELS" "apache-tvm==0.27.0.post1" "apache-tvm-ffi==0.1.14.post1" numpy
+# numpy and the TVM runtime run artifacts; pillow, click and tqdm let `bhvit-device eval` run as well.
+python3 -m pip download -q $PLAT -d "$WHEELS" "apache-tvm==0.27.0.post1" "apache-tvm-ffi==0.1.14.post1" numpy \
+    pillow click tqdm
 python3 -m pip install -q --no-index --find-links "$WHEELS" --target "$ROOT/opt/site" --upgrade $PLAT \
-    "apache-tvm==0.27.0.post1" "apache-tvm-ffi==0.1.14.post1" numpy
+    "apache-tvm==0.27.0.post1" "apache-tvm-ffi==0.1.14.post1" numpy pillow click tqdm
 echo "arm64 root ready: $ROOT (run: python3 scripts/qemu_verify.py ARTIFACT --root $ROOT)"

@@ -12,6 +12,9 @@ architecture. Jobs whose result exists are skipped, interrupted ones are resumed
     python3 scripts/study.py scripts/studies/thesis.toml --collect        # tables and figures only
     python3 scripts/study.py scripts/studies/thesis.toml --submit slurm --gpus-per-job 4 --time 24:00:00
     python3 scripts/study.py scripts/studies/thesis.toml --status         # done / running / queued / failed
+
+After training, every finished row is compiled for this host with ``bhvit-compile --eval-dir`` on its test split
+(``<out>/deploy/<row>_s<seed>``); the tables then show the deployed top-1 beside the PyTorch top-1.
 """
 
 from __future__ import annotations
@@ -234,6 +237,46 @@ def run_job(job: Job, jobs: list[Job], launcher: list[str]) -> None:
         raise click.ClickException(f"job {job.index} ({job.name}) failed; re-run the same command to resume it")
 
 
+def deploy_dir(study: Study, row: Row, seed: int) -> Path:
+    return study.out / "deploy" / f"{row.name}_s{seed}"
+
+
+def eval_split(study: Study) -> Path:
+    """The test split the study's models are scored on: Pets (found by its annotations) or ``<data_dir>/test``."""
+    root = Path(study.train_args.get("data_dir", "data"))
+    if study.train_args.get("dataset", "pets") == "pets":
+        return root
+    return next((root / d for d in ("test", "val") if (root / d).is_dir()), root)
+
+
+def deploy_command(study: Study, row: Row, seed: int) -> list[str]:
+    """``bhvit-compile`` of a row's phase-2 best checkpoint for this host, scored on the test split."""
+    checkpoint = study.out / f"p2/{row.name}_s{seed}" / "phase2" / "best.safetensors"
+    return [
+        *(sys.executable, "-m", "bhvit.compile", str(checkpoint), "--target", "host"),
+        *("--output", str(deploy_dir(study, row, seed)), "--overwrite", "--eval-dir", str(eval_split(study))),
+    ]
+
+
+def deployed_evaluation(study: Study, row: Row, seed: int) -> dict | None:
+    """The ``"evaluation"`` record of a row's deployed artifact, if it was compiled and scored."""
+    meta = deploy_dir(study, row, seed) / "metadata.json"
+    return json.loads(meta.read_text()).get("evaluation") if meta.exists() else None
+
+
+def deploy(study: Study) -> None:
+    """Compile and score every trained row that has no deployed evaluation yet."""
+    for seed in study.seeds:
+        for row in study.rows:
+            trained = (study.out / f"p2/{row.name}_s{seed}" / "phase2" / RESULT).exists()
+            if not trained or deployed_evaluation(study, row, seed) is not None:
+                continue
+            cmd = deploy_command(study, row, seed)
+            click.echo(f"[deploy] {row.name}_s{seed}: {shlex.join(cmd)}")
+            if subprocess.run(cmd).returncode != 0:
+                raise click.ClickException(f"compiling {row.name}_s{seed} failed; re-run with --deploy to retry")
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -258,6 +301,8 @@ def collect(study: Study) -> list[dict]:
         )
         top1 = [r["test_top1"] for r in results]
         mean, std = _mean_std(top1) if top1 else (math.nan, math.nan)
+        deployed = [e["artifact_top1"] for s in study.seeds if (e := deployed_evaluation(study, row, s)) is not None]
+        dmean, dstd = _mean_std(deployed) if deployed else (math.nan, math.nan)
         entry = {
             "tables": row.tables,
             "row": row.name,
@@ -265,6 +310,9 @@ def collect(study: Study) -> list[dict]:
             "seeds": len(top1),
             "top1_mean": mean,
             "top1_std": std,
+            "deployed_seeds": len(deployed),
+            "deployed_top1_mean": dmean,
+            "deployed_top1_std": dstd,
             **cost.row(),
         }
         bench = study.out / "bench" / f"{row.name}.json"
@@ -275,26 +323,32 @@ def collect(study: Study) -> list[dict]:
     return rows
 
 
+def _pm(mean: float, std: float) -> str:
+    return "n/a" if math.isnan(mean) else f"{mean:.2f} ± {std:.2f}"
+
+
 def write_tables(rows: list[dict], out: Path) -> list[Path]:
     written = []
     for table in sorted({t for r in rows for t in r["tables"]}):
         part = [r for r in rows if table in r["tables"]]
-        cols = ["row", "precision", "seeds", "top1_mean", "top1_std", "memory_mib", "mops", "deployable_mib"]
-        cols += [c for c in ("latency_ms", "peak_ram_mib") if any(c in r for r in part)]
+        cols = ["row", "precision", "seeds", "top1_mean", "top1_std", "deployed_top1_mean", "deployed_top1_std"]
+        cols += ["memory_mib", "mops", "deployable_mib"]
+        extra_cols = [c for c in ("latency_ms", "peak_ram_mib") if any(c in r for r in part)]
         with open(out / f"{table}.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, cols, extrasaction="ignore")
+            w = csv.DictWriter(f, cols + extra_cols, extrasaction="ignore")
             w.writeheader()
             w.writerows(part)
         lines = [
-            "| model | precision | seeds | test top-1 (%) | memory (MiB) | MOPs | deployable (MiB) |"
-            + "".join(f" {c} |" for c in cols[8:]),
-            "|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(cols[8:]),
+            "| model | precision | seeds | test top-1 (%) | deployed top-1 (%) | memory (MiB) | MOPs "
+            + "| deployable (MiB) |"
+            + "".join(f" {c} |" for c in extra_cols),
+            "|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(extra_cols),
         ]
         for r in part:
-            acc = "n/a" if math.isnan(r["top1_mean"]) else f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}"
-            extra = "".join(f" {r.get(c, float('nan')):.1f} |" for c in cols[8:])
+            acc, deployed = (_pm(r[f"{k}_mean"], r[f"{k}_std"]) for k in ("top1", "deployed_top1"))
+            extra = "".join(f" {r.get(c, float('nan')):.1f} |" for c in extra_cols)
             lines.append(
-                f"| {r['row']} | {r['precision']} | {r['seeds']} | {acc} | {r['memory_mib']:.2f} | "
+                f"| {r['row']} | {r['precision']} | {r['seeds']} | {acc} | {deployed} | {r['memory_mib']:.2f} | "
                 f"{r['mops']:.1f} | {r['deployable_mib']:.2f} |{extra}"
             )
         (out / f"{table}.md").write_text("\n".join(lines) + "\n")
@@ -302,14 +356,16 @@ def write_tables(rows: list[dict], out: Path) -> list[Path]:
     return written
 
 
-def plot(rows: list[dict], out: Path) -> list[Path]:
-    """Figures 2 and 3 (accuracy vs memory / OPs, FP32 budget lines) and, with bench data, accuracy vs latency."""
+def plot(rows: list[dict], out: Path, accuracy: str = "top1") -> list[Path]:
+    """Figures 2 and 3 (accuracy vs memory / OPs, FP32 budget lines) and, with bench data, accuracy vs latency.
+
+    ``accuracy``: ``"top1"`` plots the PyTorch test top-1, ``"deployed_top1"`` the compiled artifacts'."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [r for r in rows if not math.isnan(r["top1_mean"])]
+    done = [r for r in rows if not math.isnan(r[f"{accuracy}_mean"])]
     fp32 = [r for r in done if r["precision"] in ("fp", "fp32")]
     axes = [("memory_mib", "weight memory (MiB)", "accuracy_vs_memory.png"), ("mops", "MOPs", "accuracy_vs_ops.png")]
     if any("latency_ms" in r for r in done):
@@ -319,10 +375,15 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
         pts = [r for r in done if key in r]
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.errorbar(
-            [r[key] for r in pts], [r["top1_mean"] for r in pts], yerr=[r["top1_std"] for r in pts], fmt="o", capsize=3
+            [r[key] for r in pts],
+            [r[f"{accuracy}_mean"] for r in pts],
+            yerr=[r[f"{accuracy}_std"] for r in pts],
+            fmt="o",
+            capsize=3,
         )
         for r in pts:
-            ax.annotate(r["row"], (r[key], r["top1_mean"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            y = r[f"{accuracy}_mean"]
+            ax.annotate(r["row"], (r[key], y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         for r in fp32:
             if key in r:
                 ax.axvline(r[key], color="k", linestyle="--", linewidth=0.8, label=f"{r['row']} budget")
@@ -330,13 +391,13 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
             front = sorted(pts, key=lambda r: r[key])
             best, line = -math.inf, []
             for r in front:
-                if r["top1_mean"] > best:
-                    best = r["top1_mean"]
+                if r[f"{accuracy}_mean"] > best:
+                    best = r[f"{accuracy}_mean"]
                     line.append(r)
-            ax.plot([r[key] for r in line], [r["top1_mean"] for r in line], "r-", label="Pareto front")
+            ax.plot([r[key] for r in line], [r[f"{accuracy}_mean"] for r in line], "r-", label="Pareto front")
         ax.set_xscale("log")
         ax.set_xlabel(label)
-        ax.set_ylabel("test top-1 (%)")
+        ax.set_ylabel("deployed test top-1 (%)" if accuracy == "deployed_top1" else "test top-1 (%)")
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
@@ -359,6 +420,21 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
 )
 @click.option("--collect", "collect_only", is_flag=True, help="Only build tables and figures from finished runs.")
 @click.option(
+    "--deploy",
+    "deploy_only",
+    is_flag=True,
+    help="Only compile every trained row for this host and score it on the test split (bhvit-compile --eval-dir), "
+    "then build tables and figures (e.g. after a SLURM array has trained the rows).",
+)
+@click.option("--no-deploy", is_flag=True, help="Do not compile and score the trained rows (no deployed top-1 column).")
+@click.option(
+    "--plot-accuracy",
+    type=click.Choice(["pytorch", "deployed"]),
+    default="pytorch",
+    show_default=True,
+    help="Which test top-1 the figures plot: the PyTorch checkpoints' or the deployed artifacts'.",
+)
+@click.option(
     "--launcher",
     default=f"{shlex.quote(sys.executable)} -m bhvit.train",
     show_default=True,
@@ -374,7 +450,21 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
     help="Study folder [default: the study file's [study] out].",
 )
 @slurm_options
-def main(study_file, list_jobs, run_index, collect_only, launcher, epochs, seeds, only, out, **slurm):
+def main(
+    study_file,
+    list_jobs,
+    run_index,
+    collect_only,
+    deploy_only,
+    no_deploy,
+    plot_accuracy,
+    launcher,
+    epochs,
+    seeds,
+    only,
+    out,
+    **slurm,
+):
     """Plan, run (or list, or submit to SLURM) and tabulate the runs of a width-precision study file."""
     study = load_study(
         study_file,
@@ -395,7 +485,7 @@ def main(study_file, list_jobs, run_index, collect_only, launcher, epochs, seeds
     rerun += ["--out", str(out.resolve())] if out else []
     if slurm_command(jobs, study.name, rerun, launch, lambda: prepare_data(study), **slurm):
         return
-    if not collect_only:
+    if not (collect_only or deploy_only):
         prepare_data(study)
         for job in jobs if run_index is None else [jobs[run_index] if 0 <= run_index < len(jobs) else None]:
             if job is None:
@@ -403,9 +493,12 @@ def main(study_file, list_jobs, run_index, collect_only, launcher, epochs, seeds
             run_job(job, jobs, launch)
         if run_index is not None:
             return
+    if deploy_only or not (collect_only or no_deploy):
+        deploy(study)
     study.out.mkdir(parents=True, exist_ok=True)
     rows = collect(study)
-    for path in write_tables(rows, study.out) + plot(rows, study.out):
+    accuracy = "deployed_top1" if plot_accuracy == "deployed" else "top1"
+    for path in write_tables(rows, study.out) + plot(rows, study.out, accuracy):
         click.echo(f"Saved {path}")
     for table in sorted({t for r in rows for t in r["tables"]}):
         click.echo((study.out / f"{table}.md").read_text())

@@ -128,8 +128,11 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, env: DistEnv, amp: bool = False) -> dict:
-    """Top-1 / top-5 (%) and mean CE on ``loader``, exact over all processes (each reads its own shard)."""
+def evaluate(model: nn.Module, loader, env: DistEnv) -> dict:
+    """Top-1 / top-5 (%) and mean CE on ``loader``, exact over all processes (each reads its own shard).
+
+    Always FP32, also when training uses fp16 autocast: a binary net flips signs on fp16 rounding, and the number
+    reported must be the function a compiled artifact computes (in FP32)."""
     model.eval()
     sums = _counters(env, "loss", "top1", "top5", "n", "skipped")
     for images, targets, skipped in loader:
@@ -137,7 +140,7 @@ def evaluate(model: nn.Module, loader, env: DistEnv, amp: bool = False) -> dict:
         if len(images) == 0:
             continue
         images, targets = images.to(env.device), targets.to(env.device)
-        with _autocast(env, amp):
+        with _autocast(env, False):  # also inside a caller's autocast region
             logits = model(images).float()
         top = logits.topk(min(5, logits.shape[-1]), -1).indices
         sums["loss"] += nn.functional.cross_entropy(logits, targets, reduction="sum").double()
@@ -275,7 +278,7 @@ def run_phase(cfg: TrainCfg, phase: PhaseSpec, splits: DataSplits, teacher: Teac
         row.update({"val_top1": None, "val_top5": None, "val_loss": None})
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             env.sync_buffers(model)
-            val = evaluate(model, val_loader, env, amp)
+            val = evaluate(model, val_loader, env)
             row.update({"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"]})
             if val["top1"] > best["val_top1"]:
                 best = {"val_top1": val["top1"], "epoch": epoch}
@@ -306,16 +309,14 @@ def run_phase(cfg: TrainCfg, phase: PhaseSpec, splits: DataSplits, teacher: Teac
             row["time_s"],
         )
         env.barrier()
-    return _finish(cfg, phase, model, splits, best, env, amp)
+    return _finish(cfg, phase, model, splits, best, env)
 
 
-def _finish(
-    cfg: TrainCfg, phase: PhaseSpec, model: nn.Module, splits: DataSplits, best: dict, env: DistEnv, amp: bool
-) -> dict:
+def _finish(cfg: TrainCfg, phase: PhaseSpec, model: nn.Module, splits: DataSplits, best: dict, env: DistEnv) -> dict:
     """Score ``best`` on the test split; write result.json (test top-1, best val, cost row)."""
     out = phase.directory
     model.load_state_dict({k: v.to(env.device) for k, v in load_state_dict(out / BEST).items()})
-    test = evaluate(model, build_loader(splits.test, cfg, False, env.rank, env.world), env, amp)
+    test = evaluate(model, build_loader(splits.test, cfg, False, env.rank, env.world), env)
     result = {
         "phase": phase.number,
         "model": phase.spec["model"],

@@ -8,7 +8,9 @@ import pytest
 
 
 class Compiled:
-    """Lazily compiled artifacts keyed by (precision, fp_downsample, target, format)."""
+    """Lazily compiled artifacts keyed by (precision, fp_downsample, target, format, verify, trained).
+
+    ``trained``: every parameter and buffer moved away from its init (:func:`bhvit.models.perturb_like_trained`)."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -21,14 +23,18 @@ class Compiled:
         target: str = "host",
         fmt: str = "tvm",
         verify: bool | None = None,
+        trained: bool = False,
     ):
-        key = (precision, fp_downsample, target, fmt, verify)
+        key = (precision, fp_downsample, target, fmt, verify, trained)
         if key not in self._cache:
             from bhvit.compile.compiler import CompileOptions, compile_model
             from bhvit.compile.source import random_init
             from bhvit.compile.targets import resolve_target
+            from bhvit.models import perturb_like_trained
 
             source = random_init("test_bhvit", precision=precision, fp_downsample=fp_downsample or None)
+            if trained:
+                perturb_like_trained(source.model, seed=1)
             out = self.root / "_".join(str(k) for k in key)
             _, meta = compile_model(source, CompileOptions(resolve_target(target), out, fmt, verify))
             self._cache[key] = (source, out, meta)

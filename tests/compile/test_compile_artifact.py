@@ -1,4 +1,5 @@
-"""End-to-end: random-init test_bhvit -> artifact -> run it as the device does, compare with PyTorch."""
+"""End-to-end: test_bhvit (random init, and trained-like: every parameter and buffer moved off its init) ->
+artifact -> run it as the device does, compare with PyTorch."""
 
 from __future__ import annotations
 
@@ -8,26 +9,31 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from bhvit.compile.verify import compare
 from bhvit.device.artifact import file_sha256, load_artifact
 from bhvit.device.runtime import load_model
 
 pytestmark = pytest.mark.tvm
 
-VARIANTS = [("binary", False), ("fp32", False), ("binary", True)]
+VARIANTS = [("binary", False, False), ("fp32", False, False), ("binary", True, False)]
+TRAINED = [("binary", False, True), ("binary", True, True)]
 
 
-@pytest.mark.parametrize("precision,fp_downsample", VARIANTS, ids=["binary", "fp32", "binary-fpds"])
-def test_artifact_matches_pytorch_on_random_inputs(compiled, precision, fp_downsample):
-    source, out, meta = compiled(precision, fp_downsample)
-    assert meta.verification["passed"] and meta.verification["top1_agree"] == 1.0
+@pytest.mark.parametrize(
+    "precision,fp_downsample,trained",
+    VARIANTS + TRAINED,
+    ids=["binary", "fp32", "binary-fpds", "trained-binary", "trained-binary-fpds"],
+)
+def test_artifact_matches_pytorch_on_random_inputs(compiled, precision, fp_downsample, trained):
+    source, out, meta = compiled(precision, fp_downsample, trained=trained)
+    assert meta.verification["passed"]
     model = load_model(load_artifact(out))
     gen = torch.Generator().manual_seed(123)
     x = torch.randn((4, *source.input_shape[1:]), generator=gen) * 2
     with torch.no_grad():
         ref = source.model(x).numpy()
     got = np.stack([model(xi[None].numpy()) for xi in x])
-    np.testing.assert_allclose(got, ref, atol=1e-3 * max(1.0, np.abs(ref).max()), rtol=0)
-    assert (got.argmax(1) == ref.argmax(1)).all()
+    assert compare(ref, got, "artifact").passed
 
 
 def test_every_binary_layer_lowers_to_a_bitpacked_kernel(compiled):

@@ -1,4 +1,4 @@
-"""Verification: the tolerance passes the folded deploy form and catches a missing fold or a wrong bit order."""
+"""Verification: the criterion passes the folded deploy form and catches a missing fold or a wrong bit order."""
 
 from __future__ import annotations
 
@@ -6,40 +6,45 @@ import numpy as np
 import pytest
 import torch
 from bhvit.compile.deploy import to_deploy
-from bhvit.compile.verify import RTOL, compare, verify
-from bhvit.models import build_model
+from bhvit.compile.verify import MAX_RTOL, TIGHT_RTOL, compare, verify
+from bhvit.device.artifact import PreprocessCfg
+from bhvit.models import build_model, perturb_like_trained
 from bhvit.models.layers import EAGER
 from torch import nn
 
 
 def _model() -> nn.Module:
     torch.manual_seed(0)
-    model = build_model("test_bhvit", precision="binary")
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+    return perturb_like_trained(build_model("test_bhvit", precision="binary"), seed=0)
 
 
 def _predict(model: nn.Module):
     return lambda x: model(torch.from_numpy(x)).detach().numpy()
 
 
-def test_compare_needs_tolerance_and_same_top1():
-    ref = np.array([[3.0, 1.0, -2.0], [0.5, 2.0, 1.0]], np.float32)
-    assert compare(ref, ref + 0.5 * RTOL * 3, "x").passed
-    assert not compare(ref, ref + 2 * RTOL * 3, "x").passed
-    swapped = ref.copy()
-    swapped[1, 2] = 2.0 + RTOL  # within tolerance, but the top-1 moves
-    result = compare(ref, swapped, "x")
-    assert not result.passed and result.top1_agree == 0.5
+PRE = PreprocessCfg(input_size=64, resize=73, crop=64)
+
+
+def test_compare_tolerates_flips_but_needs_one_exact_input_and_no_far_one():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 5, (11, 10))
+    exact = ref + rng.normal(0, 1e-6, ref.shape)
+    assert compare(ref, exact, "x").passed
+    flipped = exact.copy()
+    flipped[1:] += 0.5 * MAX_RTOL * np.abs(ref[1:]).max(1, keepdims=True)  # flips on all inputs but one
+    result = compare(ref, flipped, "x")
+    assert result.passed and result.clean_inputs == 1 and result.median_rel_err > TIGHT_RTOL
+    flipped[0] += 10 * TIGHT_RTOL * np.abs(ref[0]).max()  # no input exact any more: a systematic error
+    result = compare(ref, flipped, "x")
+    assert not result.passed and result.top1_agree == 1.0  # same top-1 everywhere, and still refused
+    outlier = exact.copy()
+    outlier[0] += 2 * MAX_RTOL * np.abs(ref[0]).max()  # one input far off
+    assert not compare(ref, outlier, "x").passed
 
 
 def test_folded_deploy_form_passes():
     model = _model()
-    assert verify(model, _predict(to_deploy(model, EAGER)), (1, 3, 64, 64), runs_on="deploy").passed
+    assert verify(model, _predict(to_deploy(model, EAGER)), (1, 3, 64, 64), "deploy", PRE).passed
 
 
 @pytest.mark.parametrize("bug", ["bias dropped", "signs reversed"])
@@ -52,4 +57,4 @@ def test_a_wrong_fold_or_bit_order_fails(bug):
             layer.bias.zero_()
         else:  # K reversed: what a wrong bit order inside the packed words would compute
             layer.signs.copy_(layer.signs.flip(-1))
-    assert not verify(model, _predict(deploy), (1, 3, 64, 64), runs_on="deploy").passed
+    assert not verify(model, _predict(deploy), (1, 3, 64, 64), "deploy", PRE).passed

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from bhvit.device.artifact import PreprocessCfg
 from bhvit.device.preprocess import Preprocessor, center_crop_box, preprocess, resized_size, to_rgb
-from bhvit.device.sources import SAMPLES_DIR
+from bhvit.device.sources import SAMPLES_DIR, load_image
 from PIL import Image
 
 CFG = PreprocessCfg()
@@ -29,6 +29,40 @@ def test_preprocess_matches_torchvision_on_real_photos(name):
     ours = preprocess(image, CFG)
     assert ours.shape == (1, 3, 224, 224) and ours.dtype == np.float32 and ours.flags.c_contiguous
     np.testing.assert_allclose(ours, reference, atol=1e-6)
+
+
+def _photo(kind: str, tmp_path) -> tuple[object, str]:
+    """(what the device is given, the file training reads): small/large JPEG and PNG files, or a camera array."""
+    photo = Image.open(SAMPLES_DIR / "astronaut.png").convert("RGB")  # 512x512
+    if kind == "large-jpeg":  # a camera-sized photo, with texture so that JPEG has detail to lose
+        photo = photo.resize((3200, 2134), Image.Resampling.BICUBIC)
+        noise = np.random.default_rng(0).integers(-20, 21, (2134, 3200, 3))
+        photo = Image.fromarray(np.clip(np.asarray(photo, np.int16) + noise, 0, 255).astype(np.uint8))
+    elif kind == "small-jpeg":
+        photo = photo.resize((300, 200), Image.Resampling.BICUBIC)
+    path = tmp_path / ("photo.png" if kind in ("png", "camera") else "photo.jpg")
+    photo.save(path, quality=90)
+    if kind == "camera":  # a frame as picamera2/OpenCV deliver it (after BGR -> RGB): an HxWx3 uint8 array
+        return np.asarray(Image.open(path).convert("RGB")), str(path)
+    return load_image(path), str(path)
+
+
+@pytest.mark.parametrize("kind", ["small-jpeg", "large-jpeg", "png", "camera"])
+@pytest.mark.parametrize("img_size", [224, 64])
+def test_device_input_equals_the_training_eval_transform(kind, img_size, tmp_path):
+    """The device's model input is what ``bhvit-train`` evaluated on: train/data.py's own transform of the file."""
+    pytest.importorskip("timm", reason="the training transform needs the train extra")
+    from bhvit.train.config import TrainCfg
+    from bhvit.train.data import ImageList, build_transform, preprocess_meta
+
+    train_cfg = TrainCfg(img_size=img_size)
+    meta = preprocess_meta(train_cfg)  # what the checkpoint, and so the artifact, records
+    cfg = PreprocessCfg(**{**meta, "input_size": meta["input_size"][-1]})
+    given, path = _photo(kind, tmp_path)
+    reference, _ = ImageList([(path, 0)], build_transform(train_cfg, train=False))[0]
+    ours = Preprocessor(cfg)(given)
+    assert ours.shape == (1, *reference.shape)
+    np.testing.assert_allclose(ours, reference.numpy()[None], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize(

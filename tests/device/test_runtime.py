@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -85,9 +86,10 @@ _BLOCKED_RUN = textwrap.dedent("""
                 raise ModuleNotFoundError(f"{name} blocked for this test", name=name)
     sys.meta_path.insert(0, Blocker())
     from bhvit.device.cli import main
-    for artifact in sys.argv[2:]:
+    for artifact in sys.argv[3:]:
         main(["classify", "--artifact", artifact, "--image", sys.argv[1], "--json", "--log", artifact + ".csv"],
              standalone_mode=False)
+        main(["eval", "--artifact", artifact, "--dir", sys.argv[2], "--json"], standalone_mode=False)
     maps = open("/proc/self/maps").read()
     try:
         import torch  # noqa: F401
@@ -104,8 +106,12 @@ _BLOCKED_RUN = textwrap.dedent("""
 def test_device_runs_without_torch_timm_or_tvm_compiler(artifacts, tmp_path):
     tvm_art = artifacts.copy(tmp_path / "tvm", size=32)
     onnx_art = artifacts.copy(tmp_path / "onnx", runtime="onnxruntime", size=32)
+    labelled = tmp_path / "labelled" / testlib.PETS[0]
+    labelled.mkdir(parents=True)
+    shutil.copy(testlib.SAMPLES / "chelsea.png", labelled)
+    image = str(testlib.SAMPLES / "chelsea.png")
     proc = subprocess.run(
-        [sys.executable, "-c", _BLOCKED_RUN, str(testlib.SAMPLES / "chelsea.png"), str(tvm_art), str(onnx_art)],
+        [sys.executable, "-c", _BLOCKED_RUN, image, str(labelled.parent), str(tvm_art), str(onnx_art)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -114,6 +120,9 @@ def test_device_runs_without_torch_timm_or_tvm_compiler(artifacts, tmp_path):
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     frames = [line for line in lines if line.get("type") == "frame"]
     assert len(frames) == 2 and frames[0]["label"] == frames[1]["label"]
+    scores = [line for line in lines if "top1" in line]
+    assert len(scores) == 2 and [s["images"] for s in scores] == [1, 1]
+    assert scores[0]["top1"] == scores[1]["top1"] == (100.0 if frames[0]["label"] == testlib.PETS[0] else 0.0)
     report = lines[-1]
     assert report["blocker_active"] and report["runtime_mapped"] and not report["compiler_mapped"]
     assert report["loaded"] == []

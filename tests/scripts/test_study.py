@@ -2,6 +2,9 @@
 
 import importlib.util
 import json
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -86,15 +89,22 @@ def test_study_collect_writes_tables_with_mean_std_and_figures(tmp_path):
         if j.name.startswith("p2/binary-w1_") or j.name.startswith("p2/fp32-w1_"):
             seed = int(j.name[-1])
             _finish(j, top1=(80.0 if "fp32" in j.name else 60.0) + seed)
+            if "binary" in j.name:  # deployed and scored (as bhvit-compile --eval-dir records it): 2 seeds of 3
+                deployed = tmp_path / "deploy" / f"binary-w1_s{seed}"
+                deployed.mkdir(parents=True)
+                record = {"evaluation": {"artifact_top1": 59.0 + 2 * seed}} if seed < 2 else {"evaluation": None}
+                (deployed / "metadata.json").write_text(json.dumps(record))
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "binary-w1.json").write_text(json.dumps({"latency_ms": {"p50": 12.5}, "peak_rss_mb": 90}))
-    result = CliRunner().invoke(study.main, [str(THESIS), "--collect", "--out", str(tmp_path)])
+    args = [str(THESIS), "--collect", "--out", str(tmp_path), "--plot-accuracy", "deployed"]
+    result = CliRunner().invoke(study.main, args)
     assert result.exit_code == 0, result.output
     table3 = (tmp_path / "table3.md").read_text()
-    assert "| binary-w1 | binary | 3 | 61.00 ± 1.00 | 1.55 | 49.3 |" in table3
-    assert "| fp32-w1 | fp | 3 | 81.00 ± 1.00 | 48.26 | 2548.8 |" in table3
-    assert "| binary-w3 | binary | 0 | n/a | 13.68 | 382.3 |" in table3
-    assert "12.5" in table3 and "latency_ms" in (tmp_path / "table3.csv").read_text()
+    assert "| binary-w1 | binary | 3 | 61.00 ± 1.00 | 60.00 ± 1.41 | 1.55 | 49.3 |" in table3
+    assert "| fp32-w1 | fp | 3 | 81.00 ± 1.00 | n/a | 48.26 | 2548.8 |" in table3
+    assert "| binary-w3 | binary | 0 | n/a | n/a | 13.68 | 382.3 |" in table3
+    csv_text = (tmp_path / "table3.csv").read_text()
+    assert "12.5" in table3 and "latency_ms" in csv_text and "deployed_top1_mean" in csv_text
     assert "binary-i3" in (tmp_path / "table4.md").read_text()
     for name in ("accuracy_vs_memory.png", "accuracy_vs_ops.png", "accuracy_vs_latency.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
@@ -113,18 +123,85 @@ def test_digits_folder_holds_real_upscaled_images(tmp_path):
     assert 0 < int(np.asarray(img.convert("L"), dtype=np.int64).sum()) < 255 * 32 * 32
 
 
-def test_mini_study_reduced_runs_both_phases_and_tabulates(tmp_path):
-    """The CI form of the mini study: one row, one epoch per phase, real bundled digits."""
-    result = CliRunner().invoke(study.main, [str(MINI), "--epochs", "1", "--only", "binary-w1", "--out", str(tmp_path)])
+@pytest.fixture(scope="module")
+def mini_study(tmp_path_factory):
+    """The CI form of the mini study: one row, one epoch per phase, real bundled digits, then deployed."""
+    pytest.importorskip("tvm.relax", reason="deploying the study's rows needs the TVM compiler")
+    out = tmp_path_factory.mktemp("mini")
+    args = [str(MINI), "--epochs", "1", "--only", "binary-w1", "--out", str(out)]
+    result = CliRunner().invoke(study.main, args)
     assert result.exit_code == 0, result.output
-    p2 = json.loads((tmp_path / "p2" / "binary-w1_s0" / "phase2" / "result.json").read_text())
+    return out, args
+
+
+def test_mini_study_reduced_runs_both_phases_deploys_and_tabulates(mini_study):
+    out, args = mini_study
+    p2 = json.loads((out / "p2" / "binary-w1_s0" / "phase2" / "result.json").read_text())
     assert 0 <= p2["test_top1"] <= 100 and p2["test_images"] == 449
-    report = json.loads((tmp_path / "p2" / "binary-w1_s0" / "phase2" / "init_report.json").read_text())
+    report = json.loads((out / "p2" / "binary-w1_s0" / "phase2" / "init_report.json").read_text())
     assert report["loaded"]  # phase 2 really started from phase 1's weights
-    assert "| binary-w1 | binary | 1 |" in (tmp_path / "table3.md").read_text()
-    # re-running is safe: everything is skipped
-    again = CliRunner().invoke(study.main, [str(MINI), "--epochs", "1", "--only", "binary-w1", "--out", str(tmp_path)])
-    assert again.exit_code == 0 and again.output.count("done, skipped") == 2
+    meta = json.loads((out / "deploy" / "binary-w1_s0" / "metadata.json").read_text())
+    record = meta["evaluation"]
+    assert meta["verification"]["passed"] and record["images"] == 449 and record["runs_on"] == "artifact"
+    # the deployed model reproduces the checkpoint's test top-1 within one test image per 200
+    assert abs(record["artifact_top1"] - p2["test_top1"]) <= 100 / 200
+    assert abs(record["pytorch_top1"] - p2["test_top1"]) <= 100 / 200
+    table = (out / "table3.md").read_text()
+    assert "deployed top-1 (%)" in table
+    assert f"| binary-w1 | binary | 1 | {p2['test_top1']:.2f} ± 0.00 | {record['artifact_top1']:.2f} ± 0.00 |" in table
+    assert "deployed_top1_mean" in (out / "table3.csv").read_text()
+    # re-running is safe: everything is skipped, nothing is compiled again
+    again = CliRunner().invoke(study.main, args)
+    assert again.exit_code == 0 and again.output.count("done, skipped") == 2 and "[deploy]" not in again.output
+
+
+def test_mini_study_artifact_scores_the_same_with_bhvit_device_eval(mini_study):
+    from bhvit.device.cli import main as device
+
+    out, _ = mini_study
+    artifact = out / "deploy" / "binary-w1_s0"
+    result = CliRunner().invoke(
+        device, ["eval", "--artifact", str(artifact), "--dir", str(out / "data" / "test"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.splitlines()[-1])
+    record = json.loads((artifact / "metadata.json").read_text())["evaluation"]
+    assert report["images"] == record["images"] == 449 and report["top1"] == record["artifact_top1"]
+
+
+PI_ROOT = Path(os.environ.get("BHVIT_PI_ROOT", "/var/tmp/pi-root"))
+
+
+@pytest.mark.qemu
+@pytest.mark.skipif(
+    not (PI_ROOT / "usr/bin/python3.11").exists() or not shutil.which("qemu-aarch64-static"),
+    reason=f"needs qemu-aarch64-static and an arm64 root at {PI_ROOT} (BHVIT_PI_ROOT; scripts/qemu_setup.sh)",
+)
+@pytest.mark.skipif(not shutil.which("aarch64-linux-gnu-gcc"), reason="needs aarch64-linux-gnu-gcc")
+def test_mini_study_row_scores_the_same_on_an_emulated_cortex_a76(mini_study):
+    """Done when: the trained binary row, compiled for the Pi with --eval-dir, gives the compile record's top-1
+    from ``bhvit-device eval`` on an emulated Cortex-A76, which equals the host artifact's."""
+    from bhvit.compile.cli import main as compile_main
+
+    out, _ = mini_study
+    checkpoint = out / "p2" / "binary-w1_s0" / "phase2" / "best.safetensors"
+    test_split, rpi5 = out / "data" / "test", out / "deploy-rpi5"
+    args = [str(checkpoint), "--target", "rpi5", "-o", str(rpi5), "--eval-dir", str(test_split)]
+    result = CliRunner().invoke(compile_main, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads((rpi5 / "metadata.json").read_text())["evaluation"]
+    host = json.loads((out / "deploy" / "binary-w1_s0" / "metadata.json").read_text())["evaluation"]
+    assert record["artifact_top1"] == host["artifact_top1"] and "host" in record["runs_on"]
+    script = ROOT / "scripts" / "qemu_verify.py"
+    run = subprocess.run(
+        [sys.executable, str(script), str(rpi5), "--eval-dir", str(test_split), "--root", str(PI_ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads(run.stdout.splitlines()[-1])["qemu_eval"]
+    assert report["images"] == 449 and report["top1"] == record["artifact_top1"]
 
 
 def test_search_front_becomes_study_rows_that_plan(tmp_path):

@@ -9,7 +9,7 @@ import torch
 from bhvit.models import build_model
 from bhvit.train.config import TrainError
 from bhvit.train.dist import DistEnv
-from bhvit.train.loop import recalibrate, train_one_epoch
+from bhvit.train.loop import evaluate, recalibrate, train_one_epoch
 from torch import nn
 
 CPU = DistEnv(0, 1, torch.device("cpu"))
@@ -78,3 +78,20 @@ def test_train_one_epoch_sums_without_per_batch_host_sync(monkeypatch):
 def test_train_one_epoch_reports_non_finite_loss():
     with pytest.raises(TrainError, match="the loss became nan in epoch 0"):
         _epoch(_Loss(0.1, float("nan")), [_batch(torch.randn(2, 3, 2, 2))] * 2)
+
+
+def test_evaluation_runs_in_fp32_even_inside_an_autocast_region():
+    """Validation and test top-1 must be the FP32 function a compiled artifact computes, never fp16/bf16."""
+    torch.manual_seed(0)
+    model = build_model("test_bhvit", precision="binary", num_classes=3).eval()
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(torch.is_autocast_enabled("cpu")))
+    images = torch.randn(6, 3, 64, 64)
+    loader = [_batch(images)]
+    with torch.no_grad():
+        top = model(images).topk(3, -1).indices
+    expected = 100 * (top[:, 0] == torch.arange(6) % 3).float().mean().item()
+    seen.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        result = evaluate(model, loader, CPU)
+    assert seen == [False] and result["top1"] == pytest.approx(expected)
