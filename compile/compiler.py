@@ -15,7 +15,7 @@ from bhvit.models.cost import model_cost
 
 from . import pipeline
 from .artifact import check_output, staging, target_info, update_latest
-from .source import ModelSource, SourceError
+from .source import ModelSource, ModelSourceError
 from .targets import TargetSpec, resolve_target
 from .verify import Verification, verify
 
@@ -173,7 +173,7 @@ def check_supported(source: ModelSource, fmt: str) -> None:
         {m.levels for m in source.model.modules() if isinstance(m, AttentionProducts) and m.is_binary} - {LEVELS}
     )
     if odd:
-        raise SourceError(
+        raise ModelSourceError(
             f"{source.origin}: attn_levels={odd[0]} is not supported by the binary attention kernels, which "
             f"implement {LEVELS} levels; train with attn_levels={LEVELS} or compile with --format onnx"
         )

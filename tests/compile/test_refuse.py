@@ -15,7 +15,7 @@ import torch
 from bhvit.compile import cli
 from bhvit.compile.artifact import update_latest
 from bhvit.compile.compiler import CompileOptions, VerificationFailed, compile_model
-from bhvit.compile.source import SourceError, random_init
+from bhvit.compile.source import ModelSourceError, random_init
 from bhvit.compile.targets import resolve_target
 from bhvit.device import cli as device_cli
 from bhvit.device.sources import SAMPLES_DIR
@@ -136,6 +136,6 @@ def test_no_verify_builds_an_unverified_artifact_and_eval_dir_scores_it(tmp_path
 
 def test_attention_levels_the_kernels_lack_are_refused(tmp_path):
     source = random_init("test_bhvit", attn_levels=2)
-    with pytest.raises(SourceError, match="attn_levels=2 is not supported.*implement 3 levels"):
+    with pytest.raises(ModelSourceError, match="attn_levels=2 is not supported.*implement 3 levels"):
         compile_model(source, CompileOptions(resolve_target("host"), tmp_path / "a"))
     assert not (tmp_path / "a").exists()
