@@ -16,6 +16,7 @@ echo "== 2/4 compile for this machine (XNOR/popcount kernels, verified against P
 bhvit-compile "$OUT/train/phase2/best.safetensors" --target host --output "$OUT/artifact" --overwrite
 
 echo "== 3/4 classify the bundled sample photos (a model trained on generated stripes: the labels are not pets)"
+rm -f "$OUT/classify.csv"  # --log refuses to overwrite an existing log
 bhvit-device classify --artifact "$OUT/artifact" --log "$OUT/classify.csv"
 
 echo "== 4/4 benchmark inference alone"
