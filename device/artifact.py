@@ -54,7 +54,9 @@ __all__ = [
 ]
 
 FORMAT = "bhvit-artifact"
-FORMAT_VERSION = 2  # 2: TVM weights in their own file
+# 2: TVM weights in their own file; 3: CPU features derived from LLVM's feature set for the -mcpu (version-2 lists
+# were written by hand and could miss features the code uses, so those artifacts must be rebuilt)
+FORMAT_VERSION = 3
 METADATA_FILE = "metadata.json"
 LIBRARY_SUFFIX = {"tvm": ".so", "onnxruntime": ".onnx"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

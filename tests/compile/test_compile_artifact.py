@@ -68,7 +68,7 @@ def test_artifact_metadata_complete_and_checksums_right(compiled):
         "created",
     ):
         assert key in data, key
-    assert data["format"] == "bhvit-artifact" and data["format_version"] == 2 and data["runtime"] == "tvm"
+    assert data["format"] == "bhvit-artifact" and data["format_version"] == 3 and data["runtime"] == "tvm"
     assert data["target"]["arch"] == "x86_64" and data["target"]["tvm"]["kind"] == "llvm"
     assert data["model"]["name"] == "test_bhvit.w1a1" and data["model"]["config"]["num_classes"] == 10
     assert len(data["class_names"]) == 10 and data["preprocess"]["input_size"] == 64

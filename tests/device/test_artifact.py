@@ -116,6 +116,7 @@ def test_artifact_with_present_features_is_accepted(tmp_path):
     [
         ({"format": "something-else"}, "not a bhvit artifact"),
         ({"format_version": 1}, "format_version 1 is not supported"),  # weights inside the library: rebuild
+        ({"format_version": 2}, "format_version 2 is not supported"),  # hand-written CPU feature list: rebuild
         ({"runtime": "tflite"}, "unknown runtime 'tflite'"),
         ({"preprocess__crop": 300}, "need 0 < crop <= resize"),
     ],
