@@ -42,58 +42,26 @@ def test_train_cli_resume_needs_out():
     assert "--resume needs --out" in _fail(["--resume"])
 
 
+def _folder_run(data, out, *extra: str) -> list[str]:
+    """bhvit-train arguments for test_bhvit on an image folder, plus ``extra``."""
+    return ["--model", "test_bhvit", "--dataset", "folder", "--data-dir", str(data), *extra, "--out", str(out)]
+
+
 def test_train_cli_distillation_without_teacher_says_how_to_train_one(small_data, tmp_path):
-    out = _fail(
-        ["--model", "test_bhvit", "--dataset", "folder", "--data-dir", str(small_data), "--out", str(tmp_path / "r")]
-    )
+    out = _fail(_folder_run(small_data, tmp_path / "r"))
     assert "--teacher-checkpoint" in out and "bhvit-train --model deit_tiny_patch16_224" in out
 
 
 def test_train_cli_corrupt_init_from_is_a_clear_error(small_data, tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00" * 64)
-    out = _fail(
-        [
-            "--model",
-            "test_bhvit",
-            "--dataset",
-            "folder",
-            "--data-dir",
-            str(small_data),
-            "--no-distill",
-            "--batch-size",
-            "4",
-            "--workers",
-            "0",
-            "--device",
-            "cpu",
-            "--init-from",
-            str(bad),
-            "--out",
-            str(tmp_path / "r"),
-        ]
-    )
+    cpu = ("--no-distill", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--init-from", str(bad))
+    out = _fail(_folder_run(small_data, tmp_path / "r", *cpu))
     assert "not a readable safetensors file" in out
 
 
 def test_train_cli_unknown_precision_suggests_a_preset(small_data, tmp_path):
-    out = _fail(
-        [
-            "--model",
-            "test_bhvit",
-            "--dataset",
-            "folder",
-            "--data-dir",
-            str(small_data),
-            "--no-distill",
-            "--precision",
-            "binary_fpd",
-            "--phase",
-            "1",
-            "--out",
-            str(tmp_path / "r"),
-        ]
-    )
+    out = _fail(_folder_run(small_data, tmp_path / "r", "--no-distill", "--precision", "binary_fpd", "--phase", "1"))
     assert "did you mean 'binary_fpds'" in out
 
 
