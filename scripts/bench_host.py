@@ -6,7 +6,9 @@ leaks into another. Baseline (ORT FP32 w=1) and model runs are interleaved A B A
 neighbouring pair and the reported ratio is their median. Prints median and p90 latency, peak RSS (VmHWM) of the
 worker process, artifact size and ratio, and for the models of :data:`ONE_THREAD` the median latency on one
 thread too (measured in the same rounds; the Pi runs 4 threads, so this shows how latency scales with threads);
-``--json`` writes the rows, ``--plot`` a PNG.
+``--json`` writes the rows, ``--plot`` a PNG. For binary TVM models it also prints the cost model's binary MACs per
+second end to end as a fraction of this CPU's popcount ceiling (``of ceiling``), and for every model its peak RSS
+over the baseline's (``RSS ratio``).
 
 Artifacts are cached under ``--artifacts`` with a fingerprint of what built them (the sources of bhvit's
 ``compile``, ``models`` and artifact-writing modules, the model key, threads and image size); a cached artifact
@@ -54,6 +56,8 @@ class Row:
     artifact_mib: float
     ratio: float | None
     median_1t_ms: float | None = None  # one thread (ONE_THREAD models only)
+    rss_ratio: float | None = None  # peak RSS / the baseline's
+    ceiling_fraction: float | None = None  # binary MACs per second end to end / the popcount ceiling (TVM binary)
 
 
 def _source(key: str, img_size: int):
@@ -61,6 +65,20 @@ def _source(key: str, img_size: int):
 
     _, precision, width, fpds = MODELS[key]
     return random_init("bhvit_tiny", precision=precision, width=width, fp_downsample=fpds or None, img_size=img_size)
+
+
+def ceiling_fraction(key: str, median_ms: float, threads: int, img_size: int) -> float | None:
+    """The cost model's binary MACs of ``key`` per second at ``median_ms``, as a fraction of this CPU's popcount
+    ceiling on ``threads`` cores (None for a model that is not a binary TVM build, or an unknown ceiling)."""
+    if MODELS[key][0] != "tvm" or MODELS[key][1] != "binary":
+        return None
+    from bhvit.device.profile import popcount_ceiling
+    from bhvit.models.cost import model_cost
+
+    ceiling, _ = popcount_ceiling(threads)
+    if ceiling is None:
+        return None
+    return model_cost(_source(key, img_size).model).bops / (median_ms / 1e3) / ceiling
 
 
 def fingerprint(key: str, threads: int, img_size: int) -> str:
@@ -196,15 +214,18 @@ def bench(keys: list[str], args) -> list[Row]:
     rows = []
     for k in paths:
         t = sorted(times[k])
+        median = statistics.median(t)
         rows.append(
             Row(
                 k,
-                statistics.median(t),
+                median,
                 t[min(len(t) - 1, int(0.9 * len(t)))],
                 rss[k],
                 _artifact_mib(paths[k]),
                 statistics.median(ratios[k]) if ratios.get(k) else None,
                 statistics.median(one_thread[k]) if one_thread.get(k) else None,
+                rss[k] / rss[BASELINE],
+                ceiling_fraction(k, median, args.threads, args.img_size),
             )
         )
     return rows
@@ -267,14 +288,15 @@ def main() -> None:
     rows = bench(keys, args)
     print(
         f"{'model':22s} {'median ms':>10s} {'p90 ms':>8s} {'peak RSS MiB':>13s} {'artifact MiB':>13s} {'ratio':>6s} "
-        f"{'1 thread ms':>11s}"
+        f"{'1 thread ms':>11s} {'RSS ratio':>9s} {'of ceiling':>10s}"
     )
     for r in rows:
         ratio = "-" if r.ratio is None else f"{r.ratio:.3f}"
         single = "-" if r.median_1t_ms is None else f"{r.median_1t_ms:.2f}"
+        ceil = "-" if r.ceiling_fraction is None else f"{r.ceiling_fraction:.1%}"
         print(
             f"{r.model:22s} {r.median_ms:10.2f} {r.p90_ms:8.2f} {r.peak_rss_mib:13.1f} {r.artifact_mib:13.2f} "
-            f"{ratio:>6s} {single:>11s}"
+            f"{ratio:>6s} {single:>11s} {r.rss_ratio:9.3f} {ceil:>10s}"
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -71,3 +71,18 @@ def _tiny_source():
     from bhvit.compile.source import random_init
 
     return random_init("test_bhvit", precision="binary")
+
+
+def test_ceiling_fraction_is_binary_macs_per_second_over_the_ceiling(monkeypatch):
+    import bhvit.device.profile as profile
+    from bhvit.models.cost import model_cost
+
+    monkeypatch.setattr(profile, "popcount_ceiling", lambda threads: (1e9 * threads, "test"))
+    monkeypatch.setitem(bench_host.MODELS, "tiny", ("tvm", "binary", 1, False))
+    monkeypatch.setattr(bench_host, "_source", lambda key, img: _tiny_source())
+    bops = model_cost(_tiny_source().model).bops
+    assert bops > 0
+    assert bench_host.ceiling_fraction("tiny", 2.0, 2, 64) == pytest.approx(bops / 2e-3 / 2e9)
+    assert bench_host.ceiling_fraction("ort-fp32-w1", 2.0, 2, 64) is None
+    monkeypatch.setattr(profile, "popcount_ceiling", lambda threads: (None, "unknown"))
+    assert bench_host.ceiling_fraction("tiny", 2.0, 2, 64) is None
