@@ -43,16 +43,21 @@ class Model(Protocol):
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
 
 
-def _import_hiding_torch(name: str) -> Any:
-    """Import ``name`` with torch hidden: tvm_ffi imports torch eagerly when it is installed (about 500 MiB of RSS
-    and seconds of start-up on a development machine); it tolerates ImportError, and the device never needs torch."""
-    if "torch" in sys.modules:
-        return importlib.import_module(name)
-    sys.modules["torch"] = None
+# Optional packages tvm_ffi imports eagerly when they are installed, none of which the device needs: torch (about
+# 500 MiB of RSS and seconds of start-up on a development machine), ml_dtypes (seconds of start-up) and the CUDA
+# driver bindings. tvm_ffi tolerates an ImportError for each.
+_UNNEEDED = ("torch", "ml_dtypes", "cuda")
+
+
+def _import_hiding_unneeded(name: str) -> Any:
+    """Import ``name`` with the packages of :data:`_UNNEEDED` hidden (those already imported stay visible)."""
+    hidden = [m for m in _UNNEEDED if m not in sys.modules]
+    sys.modules.update(dict.fromkeys(hidden))
     try:
         return importlib.import_module(name)
     finally:
-        del sys.modules["torch"]
+        for m in hidden:
+            del sys.modules[m]
 
 
 def _tvm_ffi() -> Any:
@@ -60,7 +65,7 @@ def _tvm_ffi() -> Any:
     # tvm_ffi would otherwise build/load a torch DLPack bridge when torch happens to be installed.
     os.environ.setdefault("TVM_FFI_DISABLE_TORCH_C_DLPACK", "1")
     try:
-        ffi = _import_hiding_torch("tvm_ffi")
+        ffi = _import_hiding_unneeded("tvm_ffi")
         spec = importlib.util.find_spec("tvm")
     except ImportError as err:
         raise ArtifactError(f"runtime tvm is not installed: {err}; need `pip install apache-tvm`") from err
