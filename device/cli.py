@@ -46,10 +46,10 @@ from .sources import (
     IMAGE_SUFFIXES,
     Frame,
     FrameSource,
+    FrameSourceError,
     ImageFiles,
     PiCamera,
     RetryPolicy,
-    SourceError,
     VideoCapture,
     find_images,
     load_image,
@@ -361,7 +361,7 @@ def _classify_loop(
     source = run.source
     try:
         source.open()
-    except SourceError as err:
+    except FrameSourceError as err:
         raise click.UsageError(str(err)) from err
     try:
         log = FrameLog(opts.log_path or next_run_dir(RUNS_ROOT) / "frames.csv")

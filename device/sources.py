@@ -3,7 +3,7 @@
 Every source is a context manager that yields :class:`Frame` objects holding RGB images; ``frames(every)``
 passes over skipped frames without decoding them. Live sources (cameras) retry failed opens and reads with
 exponential back-off; a source that fails ends the iteration cleanly, recording why in ``stop_reason``. Only
-:class:`SourceError` (what a device or file reports, translated by each source) is retried: any other exception
+:class:`FrameSourceError` (what a device or file reports, translated by each source) is retried: any other exception
 is a bug and propagates at once.
 ``picamera2`` and ``cv2`` are imported only when such a source is opened.
 """
@@ -33,7 +33,7 @@ __all__ = [
     "ImageFiles",
     "PiCamera",
     "RetryPolicy",
-    "SourceError",
+    "FrameSourceError",
     "StreamSource",
     "VideoCapture",
     "find_images",
@@ -58,7 +58,7 @@ def _sleep(seconds: float) -> bool:
     return False
 
 
-class SourceError(Exception):
+class FrameSourceError(Exception):
     """A source that cannot be opened or read; the message names it and, where it can, says how to fix it."""
 
 
@@ -102,13 +102,13 @@ DEFAULT_RETRY = RetryPolicy()
 
 
 def _retry(action: Callable[[], T], policy: RetryPolicy, wait: Wait, what: str) -> T:
-    """Run ``action`` until it succeeds; re-raise the last :class:`SourceError` when attempts run out or a stop is
+    """Run ``action`` until it succeeds; re-raise the last :class:`FrameSourceError` when attempts run out or a stop is
     requested. Other exceptions are not retried."""
     delays = policy.delays()
     while True:
         try:
             return action()
-        except SourceError as err:
+        except FrameSourceError as err:
             delay = next(delays, None)
             if delay is None:
                 raise
@@ -163,7 +163,7 @@ class StreamSource(FrameSource):
     def _read(self, decode: bool) -> np.ndarray | None:
         """The next frame as RGB, or (``decode`` False) skip it as cheaply as the device allows and return None.
 
-        Raises :class:`SourceError` naming the source when it fails, ``_EndOfStream`` after a file's last frame.
+        Raises :class:`FrameSourceError` naming the source when it fails, ``_EndOfStream`` after a file's last frame.
         """
 
     def frames(self, every: int = 1) -> Iterator[Frame]:
@@ -174,7 +174,7 @@ class StreamSource(FrameSource):
             except _EndOfStream:
                 logger.info("%s ended after %d frames", self.name, index)
                 return
-            except SourceError as err:
+            except FrameSourceError as err:
                 self.stop_reason = f"{err} after {self.retry.attempts} attempts" if self.live else str(err)
                 logger.error("%s; stopping", self.stop_reason)
                 return
@@ -241,23 +241,23 @@ class VideoCapture(StreamSource):
         try:
             cap = cv2.VideoCapture(self.target)
         except cv2.error as err:
-            raise SourceError(f"cannot open {self.name} ({' '.join(str(err).split())})") from err
+            raise FrameSourceError(f"cannot open {self.name} ({' '.join(str(err).split())})") from err
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"cannot open {self.name}")
+            raise FrameSourceError(f"cannot open {self.name}")
         return cap
 
     def open(self) -> None:
         try:
             import cv2
         except ImportError as err:
-            raise SourceError(NO_OPENCV) from err
+            raise FrameSourceError(NO_OPENCV) from err
         self._cv2_errors = (cv2.error,)
         try:
             self._cap = _retry(lambda: self._open_once(cv2), self.retry, self.wait, f"opening {self.name}")
-        except SourceError as err:
+        except FrameSourceError as err:
             fix = "check the cable and `ls /dev/video*`" if self.live else "need a video file OpenCV can decode"
-            raise SourceError(f"{err}: {fix}") from err
+            raise FrameSourceError(f"{err}: {fix}") from err
 
     def close(self) -> None:
         if self._cap is not None:
@@ -268,10 +268,10 @@ class VideoCapture(StreamSource):
         try:
             ok, bgr = self._cap.read() if decode else (self._cap.grab(), None)
         except self._cv2_errors as err:
-            raise SourceError(f"{self.name}: OpenCV cannot read a frame ({' '.join(str(err).split())})") from err
+            raise FrameSourceError(f"{self.name}: OpenCV cannot read a frame ({' '.join(str(err).split())})") from err
         if not ok or (decode and bgr is None):
             if self.live:
-                raise SourceError(f"{self.name} delivered no frame")
+                raise FrameSourceError(f"{self.name} delivered no frame")
             raise _EndOfStream
         if not decode:
             return None
@@ -303,7 +303,7 @@ class PiCamera(StreamSource):
     def _open_once(self, Picamera2: Any) -> Any:  # noqa: N803  (the class from the lazily imported module)
         cameras = Picamera2.global_camera_info()
         if self.camera_num >= len(cameras):
-            raise SourceError(
+            raise FrameSourceError(
                 f"no camera number {self.camera_num} (found {len(cameras)} cameras): check the "
                 f"ribbon cable and `rpicam-hello --list-cameras`"
             )
@@ -318,7 +318,7 @@ class PiCamera(StreamSource):
         except Exception as err:
             if not _camera_error(err):
                 raise
-            raise SourceError(
+            raise FrameSourceError(
                 f"cannot open {self.name} ({err}): check `rpicam-hello --list-cameras` and that "
                 f"no other program uses the camera"
             ) from err
@@ -328,7 +328,7 @@ class PiCamera(StreamSource):
         try:
             from picamera2 import Picamera2
         except ImportError as err:
-            raise SourceError(NO_PICAMERA2) from err
+            raise FrameSourceError(NO_PICAMERA2) from err
         self._cam = _retry(lambda: self._open_once(Picamera2), self.retry, self.wait, f"opening {self.name}")
         logger.info("opened %s at %dx%d", self.name, *self.size)
 
@@ -346,5 +346,5 @@ class PiCamera(StreamSource):
         except Exception as err:  # picamera2 raises TimeoutError when ``wait`` expires, libcamera RuntimeError
             if not _camera_error(err):
                 raise
-            raise SourceError(f"{self.name} stopped delivering frames ({err!r})") from err
+            raise FrameSourceError(f"{self.name} stopped delivering frames ({err!r})") from err
         return bgr[..., 2::-1] if decode else None

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from bhvit.device import cli, sources
 from bhvit.device.sources import (
+    FrameSourceError,
     ImageFiles,
     PiCamera,
     RetryPolicy,
-    SourceError,
     VideoCapture,
     find_images,
     load_image,
@@ -72,14 +72,14 @@ def test_video_file_frames_are_exact_rgb_and_iteration_ends(tmp_path):
 
 def test_video_that_cannot_be_decoded_is_a_source_error(tmp_path):
     (tmp_path / "bad.avi").write_bytes(b"RIFF junk")
-    with pytest.raises(SourceError, match="cannot open .*bad.avi: need a video file OpenCV can decode"):
+    with pytest.raises(FrameSourceError, match="cannot open .*bad.avi: need a video file OpenCV can decode"):
         VideoCapture(str(tmp_path / "bad.avi")).open()
 
 
 def test_webcam_that_cannot_open_is_retried_then_refused():
     waits = []
     source = VideoCapture(97, FAST, wait=lambda s: waits.append(s) or False)
-    with pytest.raises(SourceError, match="cannot open webcam:97: check the cable"):
+    with pytest.raises(FrameSourceError, match="cannot open webcam:97: check the cable"):
         source.open()
     assert waits == [0.01, 0.02]
 
@@ -97,7 +97,7 @@ def test_picamera_frames_are_rgb_despite_rgb888_being_bgr_in_memory(fake_camera)
 
 def test_picamera_missing_camera_is_a_source_error_with_fix(fake_camera):
     fake_camera([testlib.chelsea()], cameras=0)
-    with pytest.raises(SourceError, match=r"no camera number 0 \(found 0 cameras\).*rpicam-hello --list-cameras"):
+    with pytest.raises(FrameSourceError, match=r"no camera number 0 \(found 0 cameras\).*rpicam-hello --list-cameras"):
         PiCamera(retry=FAST, wait=lambda s: False).open()
 
 
@@ -110,7 +110,7 @@ def test_picamera_busy_camera_is_retried_then_reported(fake_camera, monkeypatch)
         raise RuntimeError("Failed to acquire camera: Device or resource busy")
 
     monkeypatch.setattr(module.Picamera2, "__init__", busy)
-    with pytest.raises(SourceError, match="cannot open camera:0 .*busy.*no other program uses the camera"):
+    with pytest.raises(FrameSourceError, match="cannot open camera:0 .*busy.*no other program uses the camera"):
         PiCamera(retry=FAST, wait=lambda s: False).open()
     assert calls == [0, 0, 0]
 
@@ -177,7 +177,7 @@ def test_programming_error_while_reading_a_webcam_is_raised_at_once_not_retried(
 
 def test_picamera_without_module_explains_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "picamera2", None)
-    with pytest.raises(SourceError, match="apt install python3-picamera2.*--system-site-packages"):
+    with pytest.raises(FrameSourceError, match="apt install python3-picamera2.*--system-site-packages"):
         PiCamera().open()
 
 
@@ -187,7 +187,7 @@ def test_retry_policy_backs_off_exponentially_with_cap():
 
 def test_video_without_opencv_explains_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "cv2", None)
-    with pytest.raises(SourceError, match="pip install opencv-python-headless"):
+    with pytest.raises(FrameSourceError, match="pip install opencv-python-headless"):
         VideoCapture(0).open()
 
 
