@@ -74,7 +74,14 @@ def test_pack_channels_matches_reference(layout, channels, groups):
 @TARGETS
 @pytest.mark.parametrize(
     "m,k,n,with_bias",
-    [(21, 150, 24, True), (14, 64, 64, False), (49, 128, 40, True), (1, 300, 8, True), (9, 100, 53, True)],
+    [
+        (21, 150, 24, True),
+        (14, 64, 64, False),
+        (49, 128, 40, True),
+        (1, 300, 8, True),
+        (9, 100, 53, True),
+        (3, 64, 17, False),
+    ],
 )
 def test_dense_matches_reference(m, k, n, with_bias, target):
     rng = np.random.default_rng(2)

@@ -34,7 +34,7 @@ from tvm.s_tir import Schedule
 from ..blocks import ACC, GATHER, OUT, PACK, PAD, POOL, ROWSUM, TILE_AXES_ATTR, TRANSPOSE, WORD_AXIS_ATTR
 from ..params import WORD_BITS
 
-__all__ = ["TileConfig", "Tile", "GENERIC", "choose_tile", "schedule"]
+__all__ = ["TileConfig", "Tile", "GENERIC", "choose_tile", "tiles_whole_rows", "schedule"]
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,8 @@ def choose_tile(m: int, n: int, cfg: TileConfig) -> Tile:
     return Tile(best[2], best[3], vl)
 
 
-def row_tile(m: int, n: int, cfg: TileConfig) -> bool:
-    """Whether a GEMM with ``n`` (not a multiple of the lanes) columns is tiled by whole rows: its ``ceil(n / lanes)``
+def tiles_whole_rows(n: int, cfg: TileConfig) -> bool:
+    """Whether a GEMM with ``n`` columns, not a multiple of the lanes, is tiled by whole rows: its ``ceil(n / lanes)``
     accumulator vectors fit the register budget and TVM's stack-allocation limit."""
     vectors = -(-n // cfg.lanes)
     return n % cfg.lanes != 0 and n > cfg.lanes and vectors <= cfg.acc_regs and n * ACC_BYTES < STACK_ALLOCA_BYTES
@@ -180,7 +180,7 @@ def _schedule_gemm(sch: Schedule, cfg: TileConfig) -> None:
     out, acc = sch.get_sblock(OUT), sch.get_sblock(ACC)
     extents = [int(iv.dom.extent) for iv in sch.get(out).iter_vars]
     m_ax, n_ax = _tile_axes(sch, out)
-    if row_tile(extents[m_ax], extents[n_ax], cfg):
+    if tiles_whole_rows(extents[n_ax], cfg):
         _schedule_gemm_rows(sch, cfg, n_ax)
         return
     tile = choose_tile(extents[m_ax], extents[n_ax], cfg)
@@ -207,7 +207,7 @@ def _schedule_gemm_rows(sch: Schedule, cfg: TileConfig, n_ax: int) -> None:
     outer = [loop for i, loop in enumerate(loops) if i != n_ax]
     sch.reorder(*outer, loops[n_ax])
     sch.compute_at(acc, outer[-1])
-    cols, *reductions = sch.get_loops(acc)[len(outer) :]  # the acc's column loop, then its reductions
+    cols = sch.get_loops(acc)[len(outer)]  # the acc's column loop (then its reductions)
     for piece in sch.loop_partition(cols, [body, None]):
         block = sch.get_child_blocks(piece)[0]
         col, *red = sch.get_loops(block)  # a partition piece is its own block scope: only its loops
@@ -222,10 +222,7 @@ def _schedule_gemm_rows(sch: Schedule, cfg: TileConfig, n_ax: int) -> None:
             init = sch.decompose_reduction(block, red[0])
             _vectorize_unroll(sch, sch.get_loops(init)[-len(tile_loops) :])
     for piece in sch.loop_partition(sch.get_loops(out)[-1], [body, None]):
-        if _extent(sch, piece) == body:
-            _vectorize_unroll(sch, sch.split(piece, [None, cfg.lanes]))
-        else:
-            sch.vectorize(piece)
+        _vectorize_unroll(sch, sch.split(piece, [None, cfg.lanes]) if _extent(sch, piece) == body else [piece])
     sch.parallel(sch.fuse(*outer))
 
 
