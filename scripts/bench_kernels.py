@@ -52,7 +52,7 @@ import numpy as np  # noqa: E402
 import tvm  # noqa: E402
 from bhvit.compile.kernels import packing, primfuncs  # noqa: E402
 from bhvit.compile.kernels import reference as ref  # noqa: E402
-from bhvit.compile.kernels.params import Conv2dParams, DenseParams  # noqa: E402
+from bhvit.compile.kernels.params import AttentionParams, Conv2dParams, DenseParams  # noqa: E402
 from tvm.target import Target  # noqa: E402
 
 A76 = Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76", "mattr": ["+neon"], "num-cores": 4})
@@ -103,8 +103,20 @@ def conv_case(name: str, p: Conv2dParams, rng) -> Case:
     )
 
 
+def qk_case(name: str, p: AttentionParams, rng) -> Case:
+    shape = (p.batch, p.heads, p.tokens, p.dim)
+    q, k = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+    return Case(
+        name,
+        2 * p.batch * p.heads * p.tokens * p.tokens * p.dim,
+        (lambda t: primfuncs.qk(p, t), [ref.pack_rows(q), ref.pack_rows(k)], ((*shape[:3], p.tokens), "float32")),
+        (lambda t: primfuncs.pack_rows(shape, False, t), [q], ((*shape[:3], p.dim_words), "uint64")),
+    )
+
+
 def bhvit_cases(widths: list[int], rng) -> list[Case]:
-    """Stage-0/1 MSGDC convs, downsampling convs and the MLP/attention denses at 224x224, batch 1."""
+    """Stage-0/1 MSGDC convs, downsampling convs, the MLP/attention denses and the stage-2 windowed attention's
+    sign(q)·sign(k)ᵀ (4 windows x 4 heads x 53 tokens) at 224x224, batch 1."""
     cases = []
     for wm in widths:
         c0, i0 = 64 * wm, 512 * wm
@@ -147,6 +159,7 @@ def bhvit_cases(widths: list[int], rng) -> list[Case]:
             ("s3 fc2", 49, 4 * i0, 8 * c0),
         ):
             cases.append(dense_case(f"w{wm} {label} {m}x{k}x{n}", m, k, n, rng))
+        cases.append(qk_case(f"w{wm} s2 q·kᵀ 4x4x53x{c0}", AttentionParams(4, 4, 53, c0), rng))
     return cases
 
 

@@ -7,13 +7,26 @@ detach a schedule: the schedules look blocks up by these names and the register 
 
 from __future__ import annotations
 
-__all__ = ["ACC", "OUT", "PACK", "POOL", "PAD", "GATHER", "ROWSUM", "WORD_AXIS_ATTR", "TILE_AXES_ATTR", "tile_axes"]
+__all__ = [
+    "ACC",
+    "OUT",
+    "PACK",
+    "POOL",
+    "PAD",
+    "TRANSPOSE",
+    "GATHER",
+    "ROWSUM",
+    "WORD_AXIS_ATTR",
+    "TILE_AXES_ATTR",
+    "tile_axes",
+]
 
 ACC = "acc"  # int64 popcount sums of a GEMM
 OUT = "out"  # the GEMM's float32 epilogue
 PACK = "pack"  # float -> uint64 sign words
 POOL = "pool"  # group means written beside a pack
 PAD = "pad"  # zero-bordered copy before a conv's gather
+TRANSPOSE = "transpose"  # an operand copied with its word axis first, so the GEMM's vectors run along the other axis
 GATHER = "gather"  # bit-level im2col
 ROWSUM = "rowsum"  # popcount of the attention masks
 

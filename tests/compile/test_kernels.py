@@ -73,7 +73,15 @@ def test_pack_channels_matches_reference(layout, channels, groups):
 
 @TARGETS
 @pytest.mark.parametrize(
-    "m,k,n,with_bias", [(21, 150, 24, True), (14, 64, 64, False), (49, 128, 40, True), (1, 300, 8, True)]
+    "m,k,n,with_bias",
+    [
+        (21, 150, 24, True),
+        (14, 64, 64, False),
+        (49, 128, 40, True),
+        (1, 300, 8, True),
+        (9, 100, 53, True),
+        (3, 64, 17, False),
+    ],
 )
 def test_dense_matches_reference(m, k, n, with_bias, target):
     rng = np.random.default_rng(2)
@@ -295,6 +303,14 @@ def test_attention_matches_reference(shape, target):
     np.testing.assert_array_equal(
         _run(primfuncs.av(p, target), [masks, vp], shape, "float32", target), ref.av(levels, v)
     )
+
+
+def test_x86_gemm_off_the_vector_width_tiles_whole_rows():
+    """53 keys: each row is 6 whole int64x8 vectors and one 5-lane vector (not 53 scalar columns)."""
+    func = primfuncs.qk(AttentionParams(1, 2, 53, 128), ZNVER4)
+    assert "T.vectorized" in func.script()
+    ll = tvm.tirx.build(tvm.IRModule({"main": func}), target=ZNVER4).inspect_source("ll")
+    assert "@llvm.ctpop.v8i64" in ll and "@llvm.ctpop.v5i64" in ll
 
 
 def _asm(func, target) -> str:

@@ -2,7 +2,8 @@
 
 * Q·Kᵀ: ``q``, ``k`` are packed along dim with :func:`bitpack.pack_rows` to (B, H, n, Dw) uint64
   (bit 1 = value >= 0, pad bits 0), and ``scores = d - 2 * sum popcount(q ^ k)`` (float32 of an
-  exact integer).
+  exact integer). ``k`` is first copied to (B, H, Dw, n) (block ``"transpose"``), so the key axis, the
+  vectorised one, is contiguous.
 * A·V with 2-bit levels (quantisation decomposition): ``levels`` (B, H, n, n) float32 holding
   0..3 become three {0,1} masks ``level >= t`` (t = 1, 2, 3), packed along keys to
   (B, H, n, 3, Nw) by :func:`pack_levels`; ``v`` is packed along tokens to (B, H, Nw, d) by
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
-from ..blocks import ACC, OUT, ROWSUM, tile_axes
+from ..blocks import ACC, OUT, ROWSUM, TRANSPOSE, tile_axes
 from ..params import LEVELS, AttentionParams
 from ._common import int_const, placeholder, popcount
 from .bitpack import pack
@@ -40,10 +41,11 @@ def bqk(p: AttentionParams) -> list[te.Tensor]:
     """Return ``[q, k, out]``: packed (B, H, n, Dw) operands -> (B, H, n, n) float32 scores."""
     shape = (p.batch, p.heads, p.tokens, p.dim_words)
     q, k = placeholder(shape, "uint64", "q"), placeholder(shape, "uint64", "k")
+    kt = te.compute((p.batch, p.heads, p.dim_words, p.tokens), lambda b, h, c, n: k[b, h, n, c], name=TRANSPOSE)
     c = te.reduce_axis((0, p.dim_words), name="c")
     acc = te.compute(
         (p.batch, p.heads, p.tokens, p.tokens),
-        lambda b, h, m, n: te.sum(popcount(q[b, h, m, c] ^ k[b, h, n, c]), axis=c),
+        lambda b, h, m, n: te.sum(popcount(q[b, h, m, c] ^ kt[b, h, c, n]), axis=c),
         name=ACC,
         attrs=tile_axes(2, 3),
     )

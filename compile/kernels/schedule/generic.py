@@ -13,6 +13,9 @@ The PrimFuncs are recognised by their block names (:mod:`..blocks`), and a GEMM'
 * ``"acc"`` + ``"out"`` (popcount GEMM): the output tile is ``MR`` rows (axis ``m``) by
   ``NR x lanes`` columns (axis ``n``), kept in int64 registers while the reduction runs; the
   float epilogue writes the tile; the loops outside the tile are fused and run in parallel.
+  When ``n`` is not a multiple of the lanes (attention's 53 keys) but a whole row fits the registers,
+  the tile is one row: its columns are partitioned into whole vectors and one shorter vector.
+* ``"transpose"`` (a small operand copy before a GEMM): left serial, innermost loop whole.
 * ``"acc"`` + ``"out"`` + ``"pack"`` + ``"pool"`` (GEMM whose float output is internal): each parallel
   tile covers ``MR`` rows by one word (64 columns) of ``out``, computed as above into a stack tile
   (``MR`` is capped so it fits), then packed (vectorised as the rfactored pack) and pooled.
@@ -28,10 +31,10 @@ from dataclasses import dataclass, replace
 from tvm import IRModule, tirx
 from tvm.s_tir import Schedule
 
-from ..blocks import ACC, GATHER, OUT, PACK, PAD, POOL, ROWSUM, TILE_AXES_ATTR, WORD_AXIS_ATTR
+from ..blocks import ACC, GATHER, OUT, PACK, PAD, POOL, ROWSUM, TILE_AXES_ATTR, TRANSPOSE, WORD_AXIS_ATTR
 from ..params import WORD_BITS
 
-__all__ = ["TileConfig", "Tile", "GENERIC", "choose_tile", "schedule"]
+__all__ = ["TileConfig", "Tile", "GENERIC", "choose_tile", "tiles_whole_rows", "schedule"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,13 @@ def choose_tile(m: int, n: int, cfg: TileConfig) -> Tile:
     return Tile(best[2], best[3], vl)
 
 
+def tiles_whole_rows(n: int, cfg: TileConfig) -> bool:
+    """Whether a GEMM with ``n`` columns, not a multiple of the lanes, is tiled by whole rows: its ``ceil(n / lanes)``
+    accumulator vectors fit the register budget and TVM's stack-allocation limit."""
+    vectors = -(-n // cfg.lanes)
+    return n % cfg.lanes != 0 and n > cfg.lanes and vectors <= cfg.acc_regs and n * ACC_BYTES < STACK_ALLOCA_BYTES
+
+
 def schedule(func: tirx.PrimFunc, cfg: TileConfig = GENERIC) -> IRModule:
     """Schedule one binary PrimFunc (a pack, or a popcount GEMM with an optional ``rowsum``)."""
     if cfg is GENERIC:
@@ -106,6 +116,8 @@ def schedule(func: tirx.PrimFunc, cfg: TileConfig = GENERIC) -> IRModule:
             _schedule_gather(sch, sch.get_sblock(GATHER))
         if _has_block(sch, ROWSUM):
             _parallel_spatial(sch, sch.get_sblock(ROWSUM))
+        if _has_block(sch, TRANSPOSE):  # B x H x Dw x n words for attention: a thread launch would cost more
+            _vectorize_unroll(sch, sch.get_loops(sch.get_sblock(TRANSPOSE))[-1:])
     return sch.mod
 
 
@@ -168,6 +180,9 @@ def _schedule_gemm(sch: Schedule, cfg: TileConfig) -> None:
     out, acc = sch.get_sblock(OUT), sch.get_sblock(ACC)
     extents = [int(iv.dom.extent) for iv in sch.get(out).iter_vars]
     m_ax, n_ax = _tile_axes(sch, out)
+    if tiles_whole_rows(extents[n_ax], cfg):
+        _schedule_gemm_rows(sch, cfg, n_ax)
+        return
     tile = choose_tile(extents[m_ax], extents[n_ax], cfg)
     # 2. tile the output: outer loops, then MR x NR x lanes
     loops = sch.get_loops(out)
@@ -180,6 +195,35 @@ def _schedule_gemm(sch: Schedule, cfg: TileConfig) -> None:
     _vectorize_unroll(sch, [mi, nv, nl])
     sch.parallel(sch.fuse(*outer, mo, no))
     _split_init(sch, acc, init_at)
+
+
+def _schedule_gemm_rows(sch: Schedule, cfg: TileConfig, n_ax: int) -> None:
+    """One output row per tile, its columns partitioned into whole vectors and a shorter last vector; each piece
+    accumulates in registers with the reduction outermost."""
+    out, acc = sch.get_sblock(OUT), sch.get_sblock(ACC)
+    loops = sch.get_loops(out)
+    n = _extent(sch, loops[n_ax])
+    body = n - n % cfg.lanes
+    outer = [loop for i, loop in enumerate(loops) if i != n_ax]
+    sch.reorder(*outer, loops[n_ax])
+    sch.compute_at(acc, outer[-1])
+    cols = sch.get_loops(acc)[len(outer)]  # the acc's column loop (then its reductions)
+    for piece in sch.loop_partition(cols, [body, None]):
+        block = sch.get_child_blocks(piece)[0]
+        col, *red = sch.get_loops(block)  # a partition piece is its own block scope: only its loops
+        if _extent(sch, col) == body:
+            col, *lanes = sch.split(col, [None, cfg.lanes])
+            tile_loops = [col, *lanes]
+        else:
+            tile_loops = [col]
+        sch.reorder(*red, *tile_loops)
+        _vectorize_unroll(sch, tile_loops)
+        if red:
+            init = sch.decompose_reduction(block, red[0])
+            _vectorize_unroll(sch, sch.get_loops(init)[-len(tile_loops) :])
+    for piece in sch.loop_partition(sch.get_loops(out)[-1], [body, None]):
+        _vectorize_unroll(sch, sch.split(piece, [None, cfg.lanes]) if _extent(sch, piece) == body else [piece])
+    sch.parallel(sch.fuse(*outer))
 
 
 def _accumulate(sch: Schedule, acc, loop, tile: Tile) -> tuple:
