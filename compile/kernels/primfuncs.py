@@ -97,7 +97,7 @@ def av(p: AttentionParams, target: Target) -> tirx.PrimFunc:
 
 
 def patch_conv(p: PatchConvParams, tile: Tile, with_bias: bool) -> tirx.PrimFunc:
-    """x (B, C, H, W) float32, w (N/P, C*k*k, P) with P = ``tile.nr * tile.vl`` [, bias (N,)] -> (B, N, H/k * W/k)
+    """x (B, C, H, W) float32, w (N/P, C*k*k, P) with P = ``tile.nr * tile.vl`` [, bias (N,)] -> (B, N, H/k, W/k)
     float32 (``tile`` from :func:`~.schedule.patch_conv.patch_tile`)."""
     func = te.create_prim_func(patch_compute.patch_conv(p, tile.nr * tile.vl, with_bias))
     return patch_schedule.schedule(func, tile)["main"]

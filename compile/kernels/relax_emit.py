@@ -381,5 +381,4 @@ def emit_patch_conv(
     func = primfuncs.patch_conv(p, tile, bias is not None)
     args = [x, _const(panels, "float32"), *_opt(bias)]
     kernel = Kernel("FP32 conv kernel = stride (patch matmul)")
-    y = _call(bb, func, name, args, (b, p.n, p.m), "float32", kernel)
-    return bb.emit(relax.op.reshape(y, (b, p.n, *p.grid)))
+    return _call(bb, func, name, args, (b, p.n, *p.grid), "float32", kernel)
