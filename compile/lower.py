@@ -29,7 +29,8 @@ def export_program(model: nn.Module, input_shape: tuple[int, ...]) -> torch.expo
 
 
 class BinaryConverters:
-    """``custom_convert_map`` entries for the ``bhvit::binary_*`` ops of one exported program."""
+    """``custom_convert_map`` entries for the ``bhvit::*`` ops (binary products, FP patch conv) of one exported
+    program."""
 
     def __init__(self, ep: torch.export.ExportedProgram, target):
         sig = ep.graph_signature
@@ -98,6 +99,17 @@ class BinaryConverters:
             importer.block_builder, importer.env[levels], importer.env[v], target=self.target
         )
 
+    def patch_conv(self, node: fx.Node, importer):
+        x, weight, bias, k = node.args
+        return _kernels.emit_patch_conv(
+            importer.block_builder,
+            importer.env[x],
+            weight=self.const(weight),
+            bias=self.const(bias),
+            k=k,
+            target=self.target,
+        )
+
     def convert_map(self) -> dict:
         return {
             "binary_linear.default": self.linear,
@@ -105,6 +117,7 @@ class BinaryConverters:
             "binary_conv2d.default": self.conv2d,
             "binary_qk.default": self.qk,
             "binary_av.default": self.av,
+            "patch_conv.default": self.patch_conv,
         }
 
 

@@ -383,8 +383,8 @@ class Stem(nn.Module):
         return F.gelu(self.norm(self.conv(x))) + self.pos
 
     def deploy_form(self, ops: BinaryOps) -> nn.Module:
-        """The patchify conv as a patch reshape and a matmul."""
-        self.conv = PatchifyConv(self.conv)
+        """The patchify conv as one patch conv op (a matmul of the patches)."""
+        self.conv = PatchifyConv(self.conv, ops)
         return self
 
 

@@ -1,5 +1,7 @@
 """Shape parameters shared by the TE computes, the schedules and the numpy references.
 
+(:class:`PatchConvParams` describes the one FP32 kernel: an FP conv with kernel = stride, as a patch matmul.)
+
 Every binary op packs its reduction axis into 64-bit words (:data:`WORD_BITS`). Bits past the end
 of the axis are 0 on both operands, so they XOR to 0 and add nothing to a popcount.
 """
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["WORD_BITS", "LEVELS", "words", "DenseParams", "Conv2dParams", "AttentionParams"]
+__all__ = ["WORD_BITS", "LEVELS", "words", "DenseParams", "Conv2dParams", "AttentionParams", "PatchConvParams"]
 
 WORD_BITS = 64
 LEVELS = 3  # attention levels 0..3, one {0, 1} mask ``level >= t`` per t = 1..LEVELS
@@ -134,3 +136,33 @@ class AttentionParams:
     @property
     def token_words(self) -> int:
         return words(self.tokens)
+
+
+@dataclass(frozen=True)
+class PatchConvParams:
+    """FP32 conv with kernel = stride = ``k`` (no padding) on a (batch, channels, height, width) map, as a matmul:
+    ``m`` = (height/k) * (width/k) patch rows, ``k_dim`` = channels * k * k inputs, ``n`` outputs."""
+
+    batch: int
+    channels: int
+    height: int
+    width: int
+    k: int
+    n: int
+
+    def __post_init__(self) -> None:
+        if min(self.batch, self.channels, self.n) < 1 or self.height < self.k or self.width < self.k:
+            raise ValueError(f"PatchConvParams needs positive sizes and a map of at least one patch, got {self}")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Patches per column and per row (a partial patch at the border is dropped, as the conv does)."""
+        return self.height // self.k, self.width // self.k
+
+    @property
+    def m(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def k_dim(self) -> int:
+        return self.channels * self.k * self.k

@@ -1,4 +1,5 @@
-"""Scheduled PrimFuncs for every binary kernel: TE compute + the target's schedule."""
+"""Scheduled PrimFuncs for every kernel (the binary ones and the FP32 patch conv): TE compute + the target's
+schedule."""
 
 from __future__ import annotations
 
@@ -8,11 +9,25 @@ from tvm import te, tirx
 from tvm.target import Target
 
 from .compute import battention, bconv2d, bdense, bitpack
+from .compute import patch_conv as patch_compute
 from .compute._common import placeholder
-from .params import AttentionParams, Conv2dParams, DenseParams
+from .params import AttentionParams, Conv2dParams, DenseParams, PatchConvParams
+from .schedule import patch_conv as patch_schedule
 from .schedule import schedule_for
+from .schedule.generic import Tile
 
-__all__ = ["pack_rows", "pack_channels", "pack_tokens", "pack_levels", "dense", "dense_pack_pool", "conv2d", "qk", "av"]
+__all__ = [
+    "pack_rows",
+    "pack_channels",
+    "pack_tokens",
+    "pack_levels",
+    "dense",
+    "dense_pack_pool",
+    "conv2d",
+    "qk",
+    "av",
+    "patch_conv",
+]
 
 
 def _scheduled(tensors: Sequence[te.Tensor], target: Target) -> tirx.PrimFunc:
@@ -79,3 +94,10 @@ def qk(p: AttentionParams, target: Target) -> tirx.PrimFunc:
 
 def av(p: AttentionParams, target: Target) -> tirx.PrimFunc:
     return _scheduled(battention.bav(p), target)
+
+
+def patch_conv(p: PatchConvParams, tile: Tile, with_bias: bool) -> tirx.PrimFunc:
+    """x (B, C, H, W) float32, w (N/P, C*k*k, P) with P = ``tile.nr * tile.vl`` [, bias (N,)] -> (B, N, H/k, W/k)
+    float32 (``tile`` from :func:`~.schedule.patch_conv.patch_tile`)."""
+    func = te.create_prim_func(patch_compute.patch_conv(p, tile.nr * tile.vl, with_bias))
+    return patch_schedule.schedule(func, tile)["main"]

@@ -6,6 +6,9 @@ tiled residual and applies an RPReLU there too) to the builder's module, both
 scheduled for ``target`` and marked opaque, and returns the float32 result expression. Weights
 are packed here, once, to 1 bit per weight constants. :func:`emit_binary_mlp` chains two dense products, the
 first one writing the second one's packed input (and the pooled shortcut) directly.
+
+:func:`emit_patch_conv` emits the one FP32 kernel, an FP conv with kernel = stride (stem, FP downsampling) as a
+matmul of the patches, with its weight rearranged here, once, into the column panels its register tile reads.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from tvm import relax, tirx
 from tvm.target import Target
 
 from . import packing, primfuncs
-from .params import LEVELS, WORD_BITS, AttentionParams, Conv2dParams, DenseParams, words
+from .params import LEVELS, WORD_BITS, AttentionParams, Conv2dParams, DenseParams, PatchConvParams, words
+from .schedule.patch_conv import patch_tile
 
 # PrimFunc attributes read by :func:`bhvit.compile.pipeline.kernel_table` (and so by the on-device profile)
 OP_ATTR = "bhvit.op"  # what the kernel computes, in words
@@ -33,6 +37,7 @@ __all__ = [
     "emit_binary_conv2d",
     "emit_binary_qk",
     "emit_binary_av",
+    "emit_patch_conv",
 ]
 
 IntPair = int | Sequence[int]
@@ -354,3 +359,26 @@ def emit_binary_av(bb: relax.BlockBuilder, levels: relax.Expr, v: relax.Expr, *,
         "binary attention levels·sign(v) (3 masks)", p.batch * p.heads * p.tokens * p.tokens * p.dim * LEVELS
     )
     return _call(bb, primfuncs.av(p, target), f"bav_{key}", [masks, vp], _shape(v), "float32", kernel)
+
+
+def emit_patch_conv(
+    bb: relax.BlockBuilder, x: relax.Expr, *, weight: np.ndarray, bias: np.ndarray | None, k: int, target
+) -> relax.Expr:
+    """y[b, n, i, j] = sum_{c, kh, kw} x[b, c, i*k + kh, j*k + kw] * weight[(c*k + kh)*k + kw, n] + bias[n]: the conv
+    with a ``k x k`` kernel and stride ``k``, as a matmul of the patches.
+
+    ``x`` float32 (B, C, H, W); ``weight`` (C*k*k, N); ``bias`` (N,) or None. Returns float32 (B, N, H//k, W//k).
+    """
+    target = _target(target)
+    b, c, h, w = _shape(x)
+    p = PatchConvParams(b, c, h, w, k, int(weight.shape[1]))
+    if weight.shape[0] != p.k_dim:
+        raise ValueError(f"patch conv weight {weight.shape} does not match {c} channels x {k}x{k} patches")
+    tile = patch_tile(p, target)
+    panel = tile.nr * tile.vl
+    panels = weight.reshape(p.k_dim, p.n // panel, panel).transpose(1, 0, 2)
+    name = f"patch_conv_{b}x{c}x{h}x{w}_k{k}_o{p.n}{_suffix(None, bias)}"
+    func = primfuncs.patch_conv(p, tile, bias is not None)
+    args = [x, _const(panels, "float32"), *_opt(bias)]
+    kernel = Kernel("FP32 conv kernel = stride (patch matmul)")
+    return _call(bb, func, name, args, (b, p.n, *p.grid), "float32", kernel)

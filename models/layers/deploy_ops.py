@@ -1,4 +1,4 @@
-"""The torch definition of the binary products that deploy forms call: custom ops ``bhvit::binary_*``.
+"""The torch definition of the ops that deploy forms call: custom ops ``bhvit::binary_*`` and ``bhvit::patch_conv``.
 
 Each op is one node in ``torch.export`` graphs (the compiler turns it into the bit-packed kernels) and its eager
 implementation is the exact function the kernels compute:
@@ -11,7 +11,10 @@ implementation is the exact function the kernels compute:
   then ``binary_linear(h, fc2..., pool(h), act2)`` with ``pool`` the mean over groups of ``ratio`` consecutive
   channels (one node, so the kernels never write ``h``);
 * ``binary_conv2d`` the same with ``conv2d(sign(x + shift), signs)``, zero padding applied after the sign;
-* ``binary_qk(q, k)`` = ``sign(q) @ sign(k)^T`` and ``binary_av(levels, v)`` = ``levels @ sign(v)``.
+* ``binary_qk(q, k)`` = ``sign(q) @ sign(k)^T`` and ``binary_av(levels, v)`` = ``levels @ sign(v)``;
+* ``patch_conv(x, weight[K,N], bias[N]?, k)`` (FP32) = ``conv2d(x, weight, bias, stride=k)`` for a ``k x k`` kernel
+  stored as a ``(K, N)`` matrix, ``K`` ordered ``(c * k + kh) * k + kw``: a matmul of the map's non-overlapping
+  patches, one node, so the compiler's kernel reads the map in place and writes the NCHW result.
 
 The eager functions also serve as the ops' fake implementations (output shapes on fake tensors), so no shape rule is
 written twice.
@@ -34,6 +37,7 @@ __all__ = [
     "binary_conv2d",
     "binary_qk",
     "binary_av",
+    "patch_conv",
     "shifted_sign",
     "BinaryOps",
     "CUSTOM",
@@ -134,16 +138,26 @@ binary_av = torch.library.custom_op("bhvit::binary_av", av_eager, mutates_args=(
 binary_av.register_fake(av_eager)
 
 
+def patch_conv_eager(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k: int) -> torch.Tensor:
+    return F.conv2d(x, weight.t().reshape(weight.shape[1], x.shape[1], k, k), bias, stride=k)
+
+
+patch_conv = torch.library.custom_op("bhvit::patch_conv", patch_conv_eager, mutates_args=())
+patch_conv.register_fake(patch_conv_eager)
+
+
 @dataclass(frozen=True)
 class BinaryOps:
-    """One implementation of the binary ops: the custom ops (for torch.export) or plain torch (for ONNX)."""
+    """One implementation of the ops deploy forms call (the binary products and the FP patch conv): the custom
+    ops (for torch.export) or plain torch (for ONNX)."""
 
     linear: Callable
     mlp: Callable
     conv2d: Callable
     qk: Callable
     av: Callable
+    patch_conv: Callable
 
 
-CUSTOM = BinaryOps(binary_linear, binary_mlp, binary_conv2d, binary_qk, binary_av)
-EAGER = BinaryOps(linear_eager, mlp_eager, conv2d_eager, qk_eager, av_eager)
+CUSTOM = BinaryOps(binary_linear, binary_mlp, binary_conv2d, binary_qk, binary_av, patch_conv)
+EAGER = BinaryOps(linear_eager, mlp_eager, conv2d_eager, qk_eager, av_eager, patch_conv_eager)

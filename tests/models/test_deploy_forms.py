@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 from bhvit.models.bhvit import Downsample
-from bhvit.models.layers import EAGER, Deployable, FoldError, LayerScale, PatchifyConv
+from bhvit.models.layers import CUSTOM, EAGER, Deployable, FoldError, LayerScale, PatchifyConv
 from torch import nn
 from torch.nn import functional as F
 
@@ -96,11 +96,19 @@ def test_folding_needs_eval_mode():
         Downsample("d", 8, 16, 4, precision="binary", plain=False).deploy_form(EAGER)
 
 
-@pytest.mark.parametrize("conv", [nn.Conv2d(3, 8, 4, stride=4), nn.Conv2d(8, 16, 2, stride=2, bias=False)])
-def test_patchify_conv_equals_the_strided_conv(conv):
-    x = torch.randn(2, conv.in_channels, 12, 16)
+@pytest.mark.parametrize("ops", [EAGER, CUSTOM], ids=["eager", "custom-op"])
+@pytest.mark.parametrize(
+    "conv,size",
+    [(nn.Conv2d(3, 8, 4, stride=4), (12, 16)), (nn.Conv2d(8, 16, 2, stride=2, bias=False), (13, 11))],
+    ids=["bias", "odd-map"],
+)
+def test_patchify_conv_equals_the_strided_conv(conv, size, ops):
+    with torch.no_grad():
+        for p in conv.parameters():
+            p.add_(torch.randn_like(p))  # trained-like
+    x = torch.randn(2, conv.in_channels, *size)
     assert PatchifyConv.applies(conv)
     with torch.no_grad():
-        assert torch.allclose(PatchifyConv(conv)(x), conv(x), atol=1e-5)
+        torch.testing.assert_close(PatchifyConv(conv, ops)(x), conv(x), atol=1e-5, rtol=1e-5)
     assert not PatchifyConv.applies(nn.Conv2d(8, 8, 3, padding=1))
     assert not PatchifyConv.applies(nn.Conv2d(8, 8, 2, stride=2, groups=2))

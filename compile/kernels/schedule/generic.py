@@ -74,14 +74,14 @@ def _pow2_divisor(n: int, cap: int) -> int:
     return v
 
 
-def choose_tile(m: int, n: int, cfg: TileConfig) -> Tile:
+def choose_tile(m: int, n: int, cfg: TileConfig, acc_bytes: int = ACC_BYTES) -> Tile:
     """Largest MR x NR accumulator tile (MR | m, NR * VL | n) within the register budget.
 
-    VL is the largest power-of-two divisor of n up to ``lanes``. The tile also stays under TVM's
-    stack-allocation limit. Ties prefer the larger MR (fewer weight loads per broadcast).
+    VL is the largest power-of-two divisor of n up to ``lanes``. The tile (``acc_bytes`` per accumulator) also
+    stays under TVM's stack-allocation limit. Ties prefer the larger MR (fewer weight loads per broadcast).
     """
     vl = _pow2_divisor(n, cfg.lanes)
-    max_vectors = min(cfg.acc_regs, (STACK_ALLOCA_BYTES - 1) // (vl * ACC_BYTES))
+    max_vectors = min(cfg.acc_regs, (STACK_ALLOCA_BYTES - 1) // (vl * acc_bytes))
     best = (0, 0, 1, 1)
     for mr in range(1, min(m, cfg.max_rows) + 1):
         if m % mr:
