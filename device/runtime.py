@@ -87,6 +87,33 @@ def _first_tensor(value: Any) -> Any:
     return value
 
 
+_SHARE_ALL_CORES = -3  # ThreadGroup::kSpecifyThreadShareAllCore
+
+
+def _configure_threads(ffi: Any, threads: int) -> None:
+    """Give this thread's TVM pool ``threads`` threads that share every CPU this process may run on.
+
+    TVM sizes a thread's pool from ``TVM_NUM_THREADS`` when the pool starts (``runtime.NumThreads`` starts it, unless
+    an earlier model in this thread did), so the variable is set for that and the user's environment restored
+    afterwards. The CPU list given next matters twice: TVM runs a parallel loop serially when its concurrency limit
+    is 1, which without the list it takes from the variable at every loop, else from half the hardware threads on
+    x86 (1 on a 2-vCPU machine, where ``--threads 2`` then ran serially); and its default mode pins the worker
+    threads, and with one thread the calling thread itself, to the first cores, where every such process on a shared
+    machine competes for core 0. ``TVM_BIND_THREADS=0`` (TVM's own switch) leaves all affinity alone.
+    """
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    previous = os.environ.get(THREADS_ENV)
+    os.environ[THREADS_ENV] = str(threads)
+    try:
+        ffi.get_global_func("runtime.NumThreads")()
+        ffi.get_global_func("runtime.config_threadpool")(_SHARE_ALL_CORES, threads, [str(c) for c in cpus])
+    finally:
+        if previous is None:
+            del os.environ[THREADS_ENV]
+        else:
+            os.environ[THREADS_ENV] = previous
+
+
 class TvmModel:
     """A Relax VM executable exported with ``export_library``, with its weights passed after the input."""
 
@@ -94,17 +121,7 @@ class TvmModel:
 
     def __init__(self, library: Path, threads: int, weights: Sequence[np.ndarray] = ()) -> None:
         ffi = _tvm_ffi()
-        # TVM sizes its thread pool from the variable when the pool starts (here, or before in this process);
-        # config_threadpool then sets the count. The user's environment is restored afterwards.
-        previous = os.environ.get(THREADS_ENV)
-        os.environ[THREADS_ENV] = str(threads)
-        try:
-            ffi.get_global_func("runtime.config_threadpool")(1, threads)
-        finally:
-            if previous is None:
-                del os.environ[THREADS_ENV]
-            else:
-                os.environ[THREADS_ENV] = previous
+        _configure_threads(ffi, threads)
         self.threads = threads
         self._ffi = ffi
         self._vm = ffi.load_module(str(library))["vm_load_executable"]()
