@@ -51,7 +51,7 @@ class ProfileRow:
 
 @dataclass
 class Profile:
-    end_to_end_ms: float  # fastest run without the instrument
+    end_to_end_ms: float  # fastest run without the instrument (one thread: its CPU time)
     runs: int
     threads: int
     ceiling_bit_macs_per_s: float | None  # None: unknown for this CPU
@@ -145,12 +145,12 @@ class _Recorder:
         return lambda n: max(floor, intercept + max(0.0, slope) * n)
 
 
-def _fastest_ms(run: Callable[[], Any], runs: int) -> float:
+def _fastest_ms(run: Callable[[], Any], runs: int, clock: Callable[[], float]) -> float:
     times = []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0 = clock()
         run()
-        times.append((time.perf_counter() - t0) * 1e3)
+        times.append((clock() - t0) * 1e3)
     return min(times)
 
 
@@ -160,13 +160,16 @@ def profile_model(model: Any, x: np.ndarray, kernels: dict[str, dict], runs: int
     Both sides are fastest-of-runs estimates of the undisturbed time: the end-to-end latency is the fastest run
     without the instrument (half of them before and half after the instrumented runs), each call's time the
     fastest of its runs. A machine busy with other work delays whole runs far more often than single calls, so
-    medians of the two would drift apart there. With several threads on a machine that has no core to spare,
-    even the fastest run waits for a preempted worker: profile such a machine with one thread.
+    medians of the two would drift apart there. With one thread the run's time is the calling thread's CPU time
+    (its wall time on an idle core; on a busy one it leaves out the time the run waited for a CPU, which no single
+    call's fastest time holds either). With several threads on a machine that has no core to spare, even the
+    fastest run waits for a preempted worker: profile such a machine with one thread.
     """
     for _ in range(warmup):
         model(x)
     half = max(1, runs // 2)
-    before = _fastest_ms(lambda: model(x), half)
+    clock = time.thread_time if model.threads == 1 else time.perf_counter
+    before = _fastest_ms(lambda: model(x), half, clock)
     recorder = _Recorder()
     model.set_instrument(recorder)
     try:
@@ -177,7 +180,7 @@ def profile_model(model: Any, x: np.ndarray, kernels: dict[str, dict], runs: int
             model(x)
     finally:
         model.set_instrument(None)
-    end_to_end = min(before, _fastest_ms(lambda: model(x), half))
+    end_to_end = min(before, _fastest_ms(lambda: model(x), half, clock))
     ceiling, basis = popcount_ceiling(model.threads)
     rows = _rows(*recorder.per_run(), kernels, end_to_end, ceiling)
     outside = end_to_end - sum(r.ms for r in rows)
@@ -235,6 +238,7 @@ def format_profile(profile: Profile, top: int | None = None, name_width: int = 4
 
     bit_macs = sum(r.bit_macs for r in profile.rows)
     total = profile.end_to_end_ms
+    clock = ", CPU time" if profile.threads == 1 else ""
     ceiling = (
         f"{profile.ceiling_bit_macs_per_s / 1e9:.0f} Gbit-MAC/s ({profile.ceiling_basis})"
         if profile.ceiling_bit_macs_per_s
@@ -244,7 +248,7 @@ def format_profile(profile: Profile, top: int | None = None, name_width: int = 4
         [
             head,
             *(line(r) for r in rows + outside),
-            f"end to end {total:.3f} ms (fastest run, {profile.threads} threads); "
+            f"end to end {total:.3f} ms (fastest run{clock}, {profile.threads} threads); "
             f"inside calls {profile.attributed_ms:.3f} ms = {profile.attributed_ms / total:.1%}",
             f"binary work {bit_macs / 1e9:.2f} Gbit-MAC per run = {bit_macs / (total / 1e3) / 1e9:.0f} Gbit-MAC/s "
             f"end to end; ceiling {ceiling}",
