@@ -107,7 +107,7 @@ _THREAD_USE = textwrap.dedent("""
     x = np.ones(int(sys.argv[3]), np.float32)
     start = on_cpu_ns()
     for _ in range(10):
-        model._main(model._ffi.from_dlpack(x))
+        model(x)
     used = {t: ns - start.get(t, 0) for t, ns in on_cpu_ns().items()}
     main = used.pop(str(os.getpid()))
     print(json.dumps({"main": main, "others": max(used.values(), default=0), "before": before,
