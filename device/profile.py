@@ -99,15 +99,16 @@ def _max_clock_ghz() -> float | None:
 class _Recorder:
     """The instrument: the (name, argument count, seconds) of every call, one list per run."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
         self.runs: list[list[tuple[str, int, float]]] = []
+        self._clock = clock
         self._start = 0.0
 
     def next_run(self) -> None:
         self.runs.append([])
 
     def __call__(self, func: Any, name: str, before_run: bool, ret_value: Any, *args: Any) -> int:
-        now = time.perf_counter()
+        now = self._clock()
         if before_run:
             self._start = now
         elif self.runs:
@@ -160,9 +161,9 @@ def profile_model(model: Any, x: np.ndarray, kernels: dict[str, dict], runs: int
     Both sides are fastest-of-runs estimates of the undisturbed time: the end-to-end latency is the fastest run
     without the instrument (half of them before and half after the instrumented runs), each call's time the
     fastest of its runs. A machine busy with other work delays whole runs far more often than single calls, so
-    medians of the two would drift apart there. With one thread the run's time is the calling thread's CPU time
-    (its wall time on an idle core; on a busy one it leaves out the time the run waited for a CPU, which no single
-    call's fastest time holds either). With several threads on a machine that has no core to spare, even the
+    medians of the two would drift apart there. With one thread both the runs and the calls are timed in the
+    calling thread's CPU time (its wall time on an idle core; on a busy one it leaves out the waits for a CPU that
+    other processes hold). With several threads on a machine that has no core to spare, even the
     fastest run waits for a preempted worker: profile such a machine with one thread.
     """
     for _ in range(warmup):
@@ -170,7 +171,7 @@ def profile_model(model: Any, x: np.ndarray, kernels: dict[str, dict], runs: int
     half = max(1, runs // 2)
     clock = time.thread_time if model.threads == 1 else time.perf_counter
     before = _fastest_ms(lambda: model(x), half, clock)
-    recorder = _Recorder()
+    recorder = _Recorder(clock)
     model.set_instrument(recorder)
     try:
         for _ in range(warmup):  # the first instrumented run pays a one-time cost
