@@ -31,6 +31,7 @@ __all__ = ["RUNTIMES", "THREADS_ENV", "Model", "OnnxModel", "TvmModel", "load_mo
 RUNTIMES = tuple(LIBRARY_SUFFIX)
 _CPU = 1  # DLDeviceType kDLCPU
 _POOLED_ALLOCATOR = 2  # the VM keeps freed storage for the next call instead of returning it to the OS
+_BOUND_MAIN = "main_bound"  # the name under which the VM keeps main with its arguments bound
 THREADS_ENV = "TVM_NUM_THREADS"
 
 
@@ -87,6 +88,33 @@ def _first_tensor(value: Any) -> Any:
     return value
 
 
+_SHARE_ALL_CORES = -3  # ThreadGroup::kSpecifyThreadShareAllCore
+
+
+def _configure_threads(ffi: Any, threads: int) -> None:
+    """Give this thread's TVM pool ``threads`` threads that share every CPU this process may run on.
+
+    TVM sizes a thread's pool from ``TVM_NUM_THREADS`` when the pool starts (``runtime.NumThreads`` starts it, unless
+    an earlier model in this thread did), so the variable is set for that and the user's environment restored
+    afterwards. The CPU list given next matters twice: TVM runs a parallel loop serially when its concurrency limit
+    is 1, which without the list it takes from the variable at every loop, else from half the hardware threads on
+    x86 (1 on a 2-vCPU machine, where ``--threads 2`` then ran serially); and its default mode pins the worker
+    threads, and with one thread the calling thread itself, to the first cores, where every such process on a shared
+    machine competes for core 0. ``TVM_BIND_THREADS=0`` (TVM's own switch) leaves all affinity alone.
+    """
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    previous = os.environ.get(THREADS_ENV)
+    os.environ[THREADS_ENV] = str(threads)
+    try:
+        ffi.get_global_func("runtime.NumThreads")()
+        ffi.get_global_func("runtime.config_threadpool")(_SHARE_ALL_CORES, threads, [str(c) for c in cpus])
+    finally:
+        if previous is None:
+            del os.environ[THREADS_ENV]
+        else:
+            os.environ[THREADS_ENV] = previous
+
+
 class TvmModel:
     """A Relax VM executable exported with ``export_library``, with its weights passed after the input."""
 
@@ -94,24 +122,14 @@ class TvmModel:
 
     def __init__(self, library: Path, threads: int, weights: Sequence[np.ndarray] = ()) -> None:
         ffi = _tvm_ffi()
-        # TVM sizes its thread pool from the variable when the pool starts (here, or before in this process);
-        # config_threadpool then sets the count. The user's environment is restored afterwards.
-        previous = os.environ.get(THREADS_ENV)
-        os.environ[THREADS_ENV] = str(threads)
-        try:
-            ffi.get_global_func("runtime.config_threadpool")(1, threads)
-        finally:
-            if previous is None:
-                del os.environ[THREADS_ENV]
-            else:
-                os.environ[THREADS_ENV] = previous
+        _configure_threads(ffi, threads)
         self.threads = threads
         self._ffi = ffi
         self._vm = ffi.load_module(str(library))["vm_load_executable"]()
         self._vm["vm_initialization"](_CPU, 0, _POOLED_ALLOCATOR)
-        self._main = self._vm["main"]
         self._weights = [ffi.from_dlpack(w, require_alignment=ALIGNMENT) for w in weights]
         self._input: np.ndarray | None = None
+        self._bound_main: Any = None
 
     def set_instrument(self, instrument: Any | None) -> None:
         """Call ``instrument(func, name, before_run, ret_value, *args) -> 0`` around every packed call of ``main``
@@ -121,8 +139,12 @@ class TvmModel:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self._input is None or self._input.shape != x.shape:
             self._input = aligned_empty(x.shape, "float32")
+            # ``main`` with the input buffer and the weights bound once: each call then passes no arguments
+            # (converting the 877 weights of a w=1 model took about 50 µs per call)
+            self._vm["save_function"]("main", _BOUND_MAIN, True, self._ffi.from_dlpack(self._input), *self._weights)
+            self._bound_main = self._vm[_BOUND_MAIN]
         np.copyto(self._input, x)
-        out = self._main(self._ffi.from_dlpack(self._input), *self._weights)
+        out = self._bound_main()
         return np.from_dlpack(_first_tensor(out)).reshape(-1).copy()
 
 

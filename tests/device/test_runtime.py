@@ -74,6 +74,71 @@ def test_runtime_unknown_name_is_refused(artifacts):
         load_model(load_artifact(artifacts.get()), runtime="tflite")
 
 
+def _build_parallel_library(path) -> int:
+    """A library whose ``main`` runs one parallel loop with enough work per element to keep two threads busy;
+    returns its input length."""
+    import tvm
+    from tvm import relax, te
+    from tvm.s_tir import Schedule
+
+    n = 1 << 16
+    x = te.placeholder((n,), "float32", name="x")
+    k = te.reduce_axis((0, 64), name="k")
+    y = te.compute((n,), lambda i: te.sum(x[i] * te.const(0.5, "float32") + k.astype("float32"), axis=k), name="y")
+    sch = Schedule(te.create_prim_func([x, y]).with_attr("global_symbol", "spin"))
+    sch.parallel(sch.get_loops(sch.get_sblock("y"))[0])
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType((n,), "float32"))
+    with bb.function("main", [xv]):
+        spin = bb.add_func(sch.mod["main"], "spin")
+        bb.emit_func_output(bb.emit(relax.call_tir(spin, (xv,), relax.TensorType((n,), "float32"))))
+    tvm.compile(bb.get(), target="llvm").export_library(str(path))
+    return n
+
+
+_THREAD_USE = textwrap.dedent("""
+    import json, os, sys
+    import numpy as np
+    from bhvit.device.runtime import TvmModel
+    def on_cpu_ns():
+        return {t: int(open(f"/proc/self/task/{t}/schedstat").read().split()[0]) for t in os.listdir("/proc/self/task")}
+    before = sorted(os.sched_getaffinity(0))
+    model = TvmModel(sys.argv[1], int(sys.argv[2]))
+    x = np.ones(int(sys.argv[3]), np.float32)
+    start = on_cpu_ns()
+    for _ in range(10):
+        model(x)
+    used = {t: ns - start.get(t, 0) for t, ns in on_cpu_ns().items()}
+    main = used.pop(str(os.getpid()))
+    print(json.dumps({"main": main, "others": max(used.values(), default=0), "before": before,
+                      "after": sorted(os.sched_getaffinity(0)), "env": os.environ.get("TVM_NUM_THREADS")}))
+""")
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to run two threads on")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_tvm_threads_run_in_parallel_and_are_not_pinned(tmp_path, threads):
+    """Without TVM_NUM_THREADS, TVM's x86 default (half the hardware threads: 1 on a 2-vCPU machine) ran every parallel
+    loop serially, and its default affinity pinned a one-thread process to core 0."""
+    library = tmp_path / "spin.so"
+    n = _build_parallel_library(library)
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _THREAD_USE, str(library), str(threads), str(n)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.splitlines()[-1])
+    assert report["after"] == report["before"] and report["env"] is None
+    if threads == 2:  # the worker computes its half of the loop (it may spin for more)
+        assert report["others"] > 0.25 * report["main"], report
+    else:
+        assert report["others"] < 0.05 * report["main"], report
+
+
 # A fresh interpreter where torch, timm and the TVM compiler cannot be imported.
 _BLOCKED_RUN = textwrap.dedent("""
     import importlib.abc, json, sys
