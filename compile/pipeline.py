@@ -1,8 +1,9 @@
 """Relax pass lists per target and the build of a Relax module into an exported library.
 
-The pipeline is TVM's CPU pipeline (``relax.backend.cpu_generic``) with two additions between fusion and
-lowering: an optional MetaSchedule database (``--tune-db``) and :class:`~bhvit.compile.schedule.GenericCpuSchedule`
-for every PrimFunc still unscheduled. Kernels from the kernels helper arrive scheduled and opaque and are left alone.
+The pipeline is TVM's CPU pipeline (``relax.backend.cpu_generic``) with polynomial softmax/exp/erf/GELU before
+legalization (:mod:`~bhvit.compile.fastmath`) and two additions between fusion and lowering: an optional MetaSchedule
+database (``--tune-db``) and :class:`~bhvit.compile.schedule.GenericCpuSchedule` for every PrimFunc still
+unscheduled. Kernels from the kernels helper arrive scheduled and opaque and are left alone.
 The lowered ``main`` gets its weights as parameters (:func:`~bhvit.compile.weights.lift_weights`).
 """
 
@@ -19,6 +20,7 @@ import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 
+from .fastmath import fast_math_passes
 from .fold import NumpyFoldConstant
 from .kernels.relax_emit import BIT_MACS_ATTR, OP_ATTR
 from .schedule import GenericCpuSchedule, cpu_schedule_cfg, needs_schedule
@@ -36,6 +38,7 @@ def _prepare(target) -> list:
         relax.transform.CanonicalizeBindings(),
         NumpyFoldConstant(),
         relax.transform.DeadCodeElimination(),
+        *fast_math_passes(),
         *cpu.library_dispatch_passes(target),
         *cpu.legalize_passes(target),
     ]

@@ -4,14 +4,18 @@ TVM's default CPU pipeline leaves legalized TIR unscheduled: serial loops, the r
 vectors. This pass schedules every PrimFunc that is not marked scheduled (``tirx.is_scheduled``) and not opaque
 (the kernels helper marks its kernels ``op_pattern=8``), block by block with :mod:`tvm.s_tir.Schedule`:
 
-1. inline every spatial producer block into its consumers (pads, shifts, BN, signs before a conv/matmul);
+1. inline every spatial producer block into its consumers (pads, shifts, BN, signs before a conv/matmul), except
+   one that a reduction and another block both read (softmax's exponentials);
 2. spatial blocks: fuse the outer loops and parallelise them, vectorise the innermost loop (first partitioned
    where a selection in the block flips along it, as at the wrap of a circular shift);
 3. reduction blocks whose innermost output axis is also contiguous in an input (matmul, conv, token mean):
    register-tile it (``MR`` rows x ``NR`` vector lanes, local accumulators, the reduction loops outside the
    tile), parallelise the outer tiles and vectorise the lanes;
 4. other reductions (softmax/LayerNorm rows; step 3's when no register tile divides the output width):
-   parallelise the spatial loops, keep the reduction inner.
+   parallelise the spatial loops, keep the reduction inner. A reduction over one axis that is the last index of
+   every input it reads (LayerNorm's rows) is instead split into vector lanes of partial results (``rfactor``),
+   combined at the end of each row, where the vector width divides it; this comes before step 3, whose tile
+   would read such rows across, lane by lane.
 
 Each block is scheduled on a copy of the schedule and kept only if every step succeeded, so an unusual block
 stays correct rather than breaking the build; such a block runs serially, so it is logged as a warning with its
@@ -74,7 +78,9 @@ def _vars_in(expr) -> set:
 
 
 def _inline_producers(sch: Schedule) -> None:
-    """Step 1: inline spatial blocks that are not outputs (repeat until nothing changes)."""
+    """Step 1: inline spatial blocks that are not outputs (repeat until nothing changes), except those read by a
+    reduction and by another block too (softmax's exponentials): inlined, they would be computed twice, once in
+    the reduction's serial loop."""
     changed = True
     while changed:
         changed = False
@@ -82,6 +88,9 @@ def _inline_producers(sch: Schedule) -> None:
         for block in sch.get_child_blocks(sch.get_sblock("root")):
             stmt = sch.get(block)
             if stmt.name_hint in outputs or any(t != _SPATIAL for t in _iter_types(sch, block)):
+                continue
+            consumers = sch.get_consumers(block)
+            if len(consumers) > 1 and any(_REDUCE in _iter_types(sch, c) for c in consumers):
                 continue
             try:
                 sch.compute_inline(block)
@@ -234,6 +243,50 @@ def _schedule_row_reduction(sch: Schedule, block, n_spatial: int) -> None:
     sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
 
 
+def _schedule_lane_reduction(sch: Schedule, block, n_spatial: int, lanes: int) -> None:
+    """Step 4, vectorised: ``rows(parallel) -> [step -> lanes(vector)] -> combine the lanes``."""
+    loops = sch.get_loops(block)
+    rows = sch.fuse(*loops[:n_spatial]) if n_spatial > 1 else loops[0]
+    _, lane = sch.split(loops[-1], [None, lanes])
+    rf = sch.rfactor(lane, n_spatial)  # partial results [rows..., lane]; the block now combines them per row
+    sch.compute_at(rf, rows)  # after the rfactor, ``rows`` is the loop of the block's own nest
+    sch.parallel(rows)
+    lane, step = sch.get_loops(rf)[-2:]
+    sch.reorder(step, lane)
+    sch.vectorize(lane)
+    sch.decompose_reduction(rf, step)
+
+
+def _reduction_lanes(sch: Schedule, block, cfg: CpuScheduleCfg, n_spatial: int) -> int | None:
+    """Vector lanes for a reduction over one axis read contiguously (every input it indexes has it as the last
+    index and nowhere else), when ``cfg.lanes`` or half of it divides its extent; None otherwise.
+
+    Each lane keeps a partial result, and the lanes are combined at the end of the row, which reorders a float
+    sum: it is exact up to rounding. An extent no lane count divides stays serial: rfactor on a
+    split with a remainder loses the split's bound check under ``compute_at`` (TVM 0.27) and reads past the row.
+    """
+    stmt = sch.get(block)
+    if len(stmt.iter_vars) != n_spatial + 1:
+        return None
+    k = stmt.iter_vars[-1].var
+    for region in stmt.reads:
+        *outer, last = [_uses(r.min, k) for r in region.region]
+        if any(outer) or (last and not _is_var(region.region[-1].min, k)):
+            return None
+    if not any(_is_var(r.region[-1].min, k) for r in stmt.reads):
+        return None
+    extent = _extent(sch, sch.get_loops(block)[-1])
+    return next((n for n in (cfg.lanes, cfg.lanes // 2) if extent and n > 1 and extent % n == 0 and extent > n), None)
+
+
+def _is_var(expr, var) -> bool:
+    return isinstance(expr, tirx.Var) and expr.same_as(var)
+
+
+def _uses(expr, var) -> bool:
+    return any(v.same_as(var) for v in _vars_in(expr))
+
+
 class Unschedulable(ValueError):
     """The generic schedule has no rule for this block."""
 
@@ -250,6 +303,8 @@ def _schedule_block(sch: Schedule, name: str, cfg: CpuScheduleCfg) -> None:
         raise Unschedulable("a full reduction (no spatial axis to parallelise)")
     if n_spatial == len(types):
         _schedule_spatial(sch, block, cfg)
+    elif lanes := _reduction_lanes(sch, block, cfg, n_spatial):
+        _schedule_lane_reduction(sch, block, n_spatial, lanes)
     elif _contiguous_inner_axis(sch, block, n_spatial) and (col_tile := _column_tile(sch, block, cfg, n_spatial)):
         _schedule_tiled_reduction(sch, block, cfg, n_spatial, col_tile)
     else:

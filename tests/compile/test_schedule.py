@@ -40,6 +40,11 @@ CASES = {
     ),
     "mean": lambda bb, r: ([r.Var("x", r.TensorType((2, 49, 64), "float32"))], lambda x: r.op.mean(x, axis=1)),
     "softmax": lambda bb, r: ([r.Var("x", r.TensorType((4, 53, 53), "float32"))], lambda x: r.op.nn.softmax(x)),
+    "layer_norm": lambda bb, r: (
+        [r.Var(n, r.TensorType(s, "float32")) for n, s in (("x", (3, 7, 96)), ("g", (96,)), ("b", (96,)))],
+        lambda x, g, b: r.op.nn.layer_norm(x, g, b, axes=[-1]),
+    ),
+    "max_last": lambda bb, r: ([r.Var("x", r.TensorType((5, 3, 40), "float32"))], lambda x: r.op.max(x, axis=-1)),
     "add": lambda bb, r: (
         [r.Var("x", r.TensorType((1, 64, 56, 56), "float32")), r.Var("y", r.TensorType((1, 64, 1, 1), "float32"))],
         r.op.add,
@@ -67,6 +72,30 @@ def test_generic_schedule_is_correct_and_parallel(case):
         lib["main"](*tensors)
         outs.append(tensors[-1].numpy())
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case, lanes", [("layer_norm", 16), ("max_last", 8), ("softmax", None), ("mean", None)])
+def test_contiguous_row_reductions_accumulate_in_vector_lanes(case, lanes):
+    from bhvit.compile.schedule import CpuScheduleCfg, schedule_primfunc
+
+    func = _legalized(CASES[case])
+    text = schedule_primfunc(func, CpuScheduleCfg(lanes=16)).script()
+    if lanes is None:  # softmax: 53 wide, no lane count divides it; mean over axis 1: not the contiguous axis
+        assert "_rf" not in text
+        return
+    # every reduction got its partial-result lanes, and a vector loop of that width holds each update
+    assert text.count('_rf_update"') == func.script().count("T.init()") >= 1
+    assert text.count(f"in T.vectorized(T.int64({lanes})):\n") >= 2 * text.count('_rf_update"')
+
+
+def test_a_producer_read_by_a_reduction_and_another_block_is_computed_once():
+    from bhvit.compile.schedule import CpuScheduleCfg, schedule_primfunc
+
+    # softmax's exponentials feed the row sum and the normalisation: kept as a vectorised block of their own
+    text = schedule_primfunc(_legalized(CASES["softmax"]), CpuScheduleCfg(lanes=16)).script()
+    assert text.count("T.exp(") == 1
+    exp_block = text.split('T.sblock("T_softmax_exp")')[0].rsplit("for ", 1)[-1]
+    assert "T.vectorized" in exp_block
 
 
 def _roll_w(r, x, shift: int, w: int):
