@@ -6,10 +6,11 @@ vectors. This pass schedules every PrimFunc that is not marked scheduled (``tirx
 
 1. inline every spatial producer block into its consumers (pads, shifts, BN, signs before a conv/matmul), except
    one that a reduction and another block both read (softmax's exponentials);
-2. spatial blocks: fuse the outer loops and parallelise them, vectorise the innermost loop (first partitioned
-   where a selection in the block flips along it, as at the wrap of a circular shift); where the innermost axis
-   reads an input across its rows (a transpose, as from token-major ``(H*W, C)`` into a ``(C, H, W)`` map), the
-   axis along the input's rows is first tiled by a cache line and the tile moved next to the innermost loop;
+2. spatial blocks: fuse the outer loops and parallelise them, vectorise the innermost loop (split by the vector
+   width where it divides; first partitioned where a selection in the block flips along it, as at the wrap of a
+   circular shift); where the innermost axis reads an input across its rows (a transpose, as from token-major
+   ``(H*W, C)`` into a ``(C, H, W)`` map), the axis along the input's rows is first tiled by a cache line and the
+   tile moved next to the innermost loop;
 3. reduction blocks whose innermost output axis is also contiguous in an input (matmul, conv, token mean):
    register-tile it (``MR`` rows x ``NR`` vector lanes, local accumulators, the reduction loops outside the
    tile), parallelise the outer tiles and vectorise the lanes;
@@ -56,6 +57,7 @@ class CpuScheduleCfg:
     tile_vectors: int = 2  # NR: vector registers per accumulator row
     min_parallel: int = 1024  # do not parallelise elementwise blocks with fewer elements
     line_bytes: int = 64  # cache line: the tile of a transposed read
+    min_parallel_tasks: int = 16  # parallelise the vectors of a row too when the outer loops have fewer iterations
 
 
 def cpu_schedule_cfg(target: tvm.target.Target) -> CpuScheduleCfg:
@@ -124,7 +126,10 @@ def _schedule_spatial(sch: Schedule, block, cfg: CpuScheduleCfg) -> None:
     elif extents[-1] % cfg.lanes == 0 and extents[-1] > cfg.lanes:
         vectors, vector = sch.split(inner, [None, cfg.lanes])
         sch.vectorize(vector)
-        if not tile:
+        # a loop of its own unless the outer loops are too few to share: fused into the parallel loop, each vector
+        # recomputes every address from the fused index (about 50 integer divisions-by-multiplication and remainders
+        # for a 16-float add); in its own loop the addresses advance by a constant
+        if not tile and math.prod(extents[:-1]) < cfg.min_parallel_tasks:
             outer = [*outer, vectors]
     elif extents[-1] <= 4 * cfg.lanes:
         sch.vectorize(inner)

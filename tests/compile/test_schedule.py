@@ -299,5 +299,22 @@ def test_reads_along_the_output_rows_are_not_tiled():
     to_tokens = _fused(lambda bb, m: relax.op.permute_dims(relax.op.reshape(m, (32, 36)), [1, 0]), m)
     add = _legalized(CASES["add"])
     cfg = CpuScheduleCfg(lanes=16, min_parallel=1)
-    assert _loop_nests(schedule_primfunc(to_tokens, cfg)) == [[("PARALLEL", 36 * 2), ("VECTORIZED", 16)]]
+    assert _loop_nests(schedule_primfunc(to_tokens, cfg)) == [[("PARALLEL", 36), ("SERIAL", 2), ("VECTORIZED", 16)]]
     assert _loop_nests(schedule_primfunc(add, cfg)) == [[("PARALLEL", 64 * 56), ("VECTORIZED", 56)]]
+
+
+@pytest.mark.parametrize("rows, nest", [(16, [("PARALLEL", 16), ("SERIAL", 3)]), (2, [("PARALLEL", 2 * 3)])])
+def test_the_vectors_of_a_row_are_parallel_only_when_the_rows_are_few(rows, nest):
+    from bhvit.compile.schedule import CpuScheduleCfg, schedule_primfunc
+
+    func = _legalized(
+        lambda bb, r: (
+            [r.Var("x", r.TensorType((rows, 48), "float32")), r.Var("y", r.TensorType((48,), "float32"))],
+            r.op.add,
+        )
+    )
+    scheduled = schedule_primfunc(func, CpuScheduleCfg(lanes=16, min_parallel=1, min_parallel_tasks=16))
+    assert _loop_nests(scheduled) == [[*nest, ("VECTORIZED", 16)]]
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((rows, 48)).astype("float32"), rng.standard_normal(48).astype("float32")
+    np.testing.assert_array_equal(_run(scheduled, x, y), x + y)
