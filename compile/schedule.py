@@ -110,20 +110,20 @@ def _schedule_spatial(sch: Schedule, block, cfg: CpuScheduleCfg) -> None:
     Where the block selects between values by a comparison of its innermost axis with a constant (the wrap of a
     circular shift, a concatenation along that axis), the innermost loop is first partitioned at those constants:
     inside each piece the selection is constant, so the piece vectorises; a vector loop holding such a selection
-    would run lane by lane. A transposed read is tiled first (:func:`_tile_transposed_read`); the innermost loop
-    stays whole, so the partition applies inside the tile.
+    would run lane by lane. A transposed read is tiled first (:func:`_tile_transposed_read`); with such a selection
+    the innermost loop stays whole, so the partition applies inside the tile.
     """
     extents = [_extent(sch, loop) or 1 for loop in sch.get_loops(block)]
     cuts = _inner_cuts(sch, block, extents[-1])
-    outer, tile = _tile_transposed_read(sch, block, cfg)
-    inner = sch.get_loops(block)[-1]
+    outer, tile, inner = _tile_transposed_read(sch, block, cfg, split_inner=not cuts)
+    width = _extent(sch, inner) or 1
     if cuts:
-        bounds = [0, *cuts, extents[-1]]
+        bounds = [0, *cuts, width]
         # the last piece's size is left to the primitive (given, it refuses factors that add up to the extent)
         pieces = sch.loop_partition(inner, [*(hi - lo for lo, hi in zip(bounds, bounds[1:-1])), None])
         for piece, (lo, hi) in zip(pieces, zip(bounds, bounds[1:])):
             _vectorize_inner(sch, piece, hi - lo, cfg)
-    elif extents[-1] % cfg.lanes == 0 and extents[-1] > cfg.lanes:
+    elif width % cfg.lanes == 0 and width > cfg.lanes:
         vectors, vector = sch.split(inner, [None, cfg.lanes])
         sch.vectorize(vector)
         # a loop of its own unless the outer loops are too few to share: fused into the parallel loop, each vector
@@ -131,7 +131,7 @@ def _schedule_spatial(sch: Schedule, block, cfg: CpuScheduleCfg) -> None:
         # for a 16-float add); in its own loop the addresses advance by a constant
         if not tile and math.prod(extents[:-1]) < cfg.min_parallel_tasks:
             outer = [*outer, vectors]
-    elif extents[-1] <= 4 * cfg.lanes:
+    elif width <= 4 * cfg.lanes:
         sch.vectorize(inner)
     else:
         outer = [*outer, *tile, inner]
@@ -139,29 +139,42 @@ def _schedule_spatial(sch: Schedule, block, cfg: CpuScheduleCfg) -> None:
         sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
 
 
-def _tile_transposed_read(sch: Schedule, block, cfg: CpuScheduleCfg) -> tuple[list, list]:
-    """Tile a transposed read: ``(loops outside the tile, [the tile's loop])``, or (all loops but the innermost, []).
+def _tile_transposed_read(sch: Schedule, block, cfg: CpuScheduleCfg, split_inner: bool) -> tuple[list, list, object]:
+    """Tile a transposed read: ``(loops outside the tile, [the tile's loop], the innermost loop)``; without one,
+    ``(all loops but the innermost, [], the innermost loop)``.
 
-    Where the innermost axis strides through an input while an outer axis ``k`` walks along that input's rows
-    (output ``(C, H, W)`` from input ``(H*W, C)``: ``k`` = C), one cache line of the input serves consecutive
-    values of ``k``, but all loops between ``k`` and the innermost one (H) run between two such uses: at stage 0 the
-    line is evicted (H*W lines later) and loaded again for each ``k``. Splitting ``k`` by the elements of a line
-    (or the largest divisor of its extent below that) and moving the inner part next to the innermost loop
-    (``C/16, H, 16, W``) uses each line for all of them within the next ``W`` lines. Only the loop order changes.
+    Where the innermost axis strides through an input while an outer axis ``k`` walks along that input's rows, one
+    cache line of the input serves consecutive values of ``k``, but everything inside ``k`` runs between two such
+    uses. For a map ``(C, H, W)`` read from tokens ``(H*W, C)`` (``k`` = C) that is H*W lines: at stage 0 the line
+    is evicted and loaded again for each ``k``. Splitting ``k`` by the elements of a line (or the largest divisor of
+    its extent below that) and moving the inner part next to the innermost loop (``C/16, H, 16, W``) uses each line
+    for all of them within the next ``W`` lines. For tokens ``(H*W, C)`` read from a map (``k`` = H*W) the lines in
+    use between two uses are C, one per channel, and at stage 0 their addresses fall into few cache sets, so they
+    evict each other: the innermost loop is tiled too (``H*W/16, C/64, 16, 64``) when ``split_inner`` allows it.
+    Only the loop order changes.
     """
     loops = sch.get_loops(block)
     extents = [_extent(sch, loop) or 1 for loop in loops]
     axis = _transposed_axis(sch, block, cfg)
+    untiled = loops[:-1], [], loops[-1]
     if axis is None:
-        return loops[:-1], []
+        return untiled
     k, line = axis
     size = max(d for d in range(1, min(line, extents[k]) + 1) if extents[k] % d == 0)
-    if size == 1 or math.prod(extents[k + 1 : -1]) == 1:
-        return loops[:-1], []
-    ko, ki = sch.split(loops[k], [None, size])
-    outer = [*loops[:k], ko, *loops[k + 1 : -1]]
-    sch.reorder(*outer, ki, loops[-1])
-    return outer, [ki]
+    if size == 1:
+        return untiled
+    width = next((w for w in (4 * cfg.lanes, 2 * cfg.lanes, cfg.lanes) if extents[-1] % w == 0), extents[-1])
+    if math.prod(extents[k + 1 : -1]) > 1:
+        ko, ki = sch.split(loops[k], [None, size])
+        outer, inner = [*loops[:k], ko, *loops[k + 1 : -1]], loops[-1]
+    elif split_inner and width < extents[-1]:
+        ko, ki = sch.split(loops[k], [None, size])
+        io, inner = sch.split(loops[-1], [None, width])
+        outer = [*loops[:k], ko, io]
+    else:
+        return untiled
+    sch.reorder(*outer, ki, inner)
+    return outer, [ki], inner
 
 
 def _transposed_axis(sch: Schedule, block, cfg: CpuScheduleCfg) -> tuple[int, int] | None:

@@ -289,6 +289,19 @@ def test_a_transposed_read_with_a_circular_shift_is_tiled_and_partitioned():
     np.testing.assert_allclose(_run(scheduled, t, a), t.T.reshape(1, c, h, w) + (a + np.roll(a, 2, 3)), rtol=1e-6)
 
 
+def test_tokens_read_from_a_map_with_many_channels_are_tiled_in_both_axes():
+    from bhvit.compile.schedule import CpuScheduleCfg, schedule_primfunc
+    from tvm import relax
+
+    m = relax.Var("m", relax.TensorType((1, 96, 5, 7), "float32"))
+    to_tokens = _fused(lambda bb, m: relax.op.permute_dims(relax.op.reshape(m, (96, 35)), [1, 0]), m)
+    scheduled = schedule_primfunc(to_tokens, CpuScheduleCfg(lanes=16, min_parallel=1))
+    # tokens split by 7 (the largest divisor of 35 up to a line's 16 floats), channels by 32 (two vectors)
+    assert _loop_nests(scheduled) == [[("PARALLEL", 5 * 3), ("SERIAL", 7), ("SERIAL", 2), ("VECTORIZED", 16)]]
+    a = np.random.default_rng(5).standard_normal((1, 96, 5, 7)).astype("float32")
+    np.testing.assert_array_equal(_run(scheduled, a), a.reshape(96, 35).T)
+
+
 def test_reads_along_the_output_rows_are_not_tiled():
     from bhvit.compile.schedule import CpuScheduleCfg, schedule_primfunc
     from tvm import relax
