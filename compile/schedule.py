@@ -6,8 +6,11 @@ vectors. This pass schedules every PrimFunc that is not marked scheduled (``tirx
 
 1. inline every spatial producer block into its consumers (pads, shifts, BN, signs before a conv/matmul), except
    one that a reduction and another block both read (softmax's exponentials);
-2. spatial blocks: fuse the outer loops and parallelise them, vectorise the innermost loop (first partitioned
-   where a selection in the block flips along it, as at the wrap of a circular shift);
+2. spatial blocks: fuse the outer loops and parallelise them, vectorise the innermost loop (split by the vector
+   width where it divides; first partitioned where a selection in the block flips along it, as at the wrap of a
+   circular shift); where the innermost axis reads an input across its rows (a transpose, as from token-major
+   ``(H*W, C)`` into a ``(C, H, W)`` map), the axis along the input's rows is first tiled by a cache line and the
+   tile moved next to the innermost loop;
 3. reduction blocks whose innermost output axis is also contiguous in an input (matmul, conv, token mean):
    register-tile it (``MR`` rows x ``NR`` vector lanes, local accumulators, the reduction loops outside the
    tile), parallelise the outer tiles and vectorise the lanes;
@@ -29,6 +32,7 @@ import math
 from dataclasses import dataclass
 
 import tvm
+import tvm.sym
 from tvm import tirx
 from tvm.s_tir import Schedule
 from tvm.target import codegen
@@ -52,6 +56,8 @@ class CpuScheduleCfg:
     tile_rows: tuple[int, ...] = (6, 4, 7, 3, 2)  # preferred MR, first divisor of the row extent wins
     tile_vectors: int = 2  # NR: vector registers per accumulator row
     min_parallel: int = 1024  # do not parallelise elementwise blocks with fewer elements
+    line_bytes: int = 64  # cache line: the tile of a transposed read
+    min_parallel_tasks: int = 16  # parallelise the vectors of a row too when the outer loops have fewer iterations
 
 
 def cpu_schedule_cfg(target: tvm.target.Target) -> CpuScheduleCfg:
@@ -65,8 +71,7 @@ def cpu_schedule_cfg(target: tvm.target.Target) -> CpuScheduleCfg:
 
 
 def _extent(sch: Schedule, loop) -> int | None:
-    ext = sch.get(loop).extent
-    return int(ext) if isinstance(ext, tirx.IntImm) else None
+    return _int(sch.get(loop).extent)
 
 
 def _iter_types(sch: Schedule, block) -> list[int]:
@@ -105,32 +110,110 @@ def _schedule_spatial(sch: Schedule, block, cfg: CpuScheduleCfg) -> None:
     Where the block selects between values by a comparison of its innermost axis with a constant (the wrap of a
     circular shift, a concatenation along that axis), the innermost loop is first partitioned at those constants:
     inside each piece the selection is constant, so the piece vectorises; a vector loop holding such a selection
-    would run lane by lane.
+    would run lane by lane. A transposed read is tiled first (:func:`_tile_transposed_read`); with such a selection
+    the innermost loop stays whole, so the partition applies inside the tile.
+    """
+    extents = [_extent(sch, loop) or 1 for loop in sch.get_loops(block)]
+    cuts = _inner_cuts(sch, block, extents[-1])
+    outer, tile, inner = _tile_transposed_read(sch, block, cfg, split_inner=not cuts)
+    width = _extent(sch, inner) or 1
+    if cuts:
+        bounds = [0, *cuts, width]
+        # the last piece's size is left to the primitive (given, it refuses factors that add up to the extent)
+        pieces = sch.loop_partition(inner, [*(hi - lo for lo, hi in zip(bounds, bounds[1:-1])), None])
+        for piece, (lo, hi) in zip(pieces, zip(bounds, bounds[1:])):
+            _vectorize_inner(sch, piece, hi - lo, cfg)
+    elif width % cfg.lanes == 0 and width > cfg.lanes:
+        vectors, vector = sch.split(inner, [None, cfg.lanes])
+        sch.vectorize(vector)
+        # a loop of its own unless the outer loops are too few to share: fused into the parallel loop, each vector
+        # recomputes every address from the fused index (about 50 integer divisions-by-multiplication and remainders
+        # for a 16-float add); in its own loop the addresses advance by a constant
+        if not tile and math.prod(extents[:-1]) < cfg.min_parallel_tasks:
+            outer = [*outer, vectors]
+    elif width <= 4 * cfg.lanes:
+        sch.vectorize(inner)
+    else:
+        outer = [*outer, *tile, inner]
+    if outer and math.prod(extents) >= cfg.min_parallel:
+        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+
+
+def _tile_transposed_read(sch: Schedule, block, cfg: CpuScheduleCfg, split_inner: bool) -> tuple[list, list, object]:
+    """Tile a transposed read: ``(loops outside the tile, [the tile's loop], the innermost loop)``; without one,
+    ``(all loops but the innermost, [], the innermost loop)``.
+
+    Where the innermost axis strides through an input while an outer axis ``k`` walks along that input's rows, one
+    cache line of the input serves consecutive values of ``k``, but everything inside ``k`` runs between two such
+    uses. For a map ``(C, H, W)`` read from tokens ``(H*W, C)`` (``k`` = C) that is H*W lines: at stage 0 the line
+    is evicted and loaded again for each ``k``. Splitting ``k`` by the elements of a line (or the largest divisor of
+    its extent below that) and moving the inner part next to the innermost loop (``C/16, H, 16, W``) uses each line
+    for all of them within the next ``W`` lines. For tokens ``(H*W, C)`` read from a map (``k`` = H*W) the lines in
+    use between two uses are C, one per channel, and at stage 0 their addresses fall into few cache sets, so they
+    evict each other: the innermost loop is tiled too (``H*W/16, C/64, 16, 64``) when ``split_inner`` allows it.
+    Only the loop order changes.
     """
     loops = sch.get_loops(block)
     extents = [_extent(sch, loop) or 1 for loop in loops]
-    cuts = _inner_cuts(sch, block, extents[-1])
-    if cuts:
-        bounds = [0, *cuts, extents[-1]]
-        # the last piece's size is left to the primitive (given, it refuses factors that add up to the extent)
-        pieces = sch.loop_partition(loops[-1], [*(hi - lo for lo, hi in zip(bounds, bounds[1:-1])), None])
-        for piece, (lo, hi) in zip(pieces, zip(bounds, bounds[1:])):
-            _vectorize_inner(sch, piece, hi - lo, cfg)
-        outer = loops[:-1]
-        if outer and math.prod(extents) >= cfg.min_parallel:
-            sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
-        return
-    inner = extents[-1]
-    if inner % cfg.lanes == 0 and inner > cfg.lanes:
-        *outer, vector = [*loops[:-1], *sch.split(loops[-1], [None, cfg.lanes])]
-    elif inner <= 4 * cfg.lanes:
-        *outer, vector = loops
+    axis = _transposed_axis(sch, block, cfg)
+    untiled = loops[:-1], [], loops[-1]
+    if axis is None:
+        return untiled
+    k, line = axis
+    size = max(d for d in range(1, min(line, extents[k]) + 1) if extents[k] % d == 0)
+    if size == 1:
+        return untiled
+    width = next((w for w in (4 * cfg.lanes, 2 * cfg.lanes, cfg.lanes) if extents[-1] % w == 0), extents[-1])
+    if math.prod(extents[k + 1 : -1]) > 1:
+        ko, ki = sch.split(loops[k], [None, size])
+        outer, inner = [*loops[:k], ko, *loops[k + 1 : -1]], loops[-1]
+    elif split_inner and width < extents[-1]:
+        ko, ki = sch.split(loops[k], [None, size])
+        io, inner = sch.split(loops[-1], [None, width])
+        outer = [*loops[:k], ko, io]
     else:
-        outer, vector = loops, None
-    if vector is not None:
-        sch.vectorize(vector)
-    if outer and math.prod(extents) >= cfg.min_parallel:
-        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+        return untiled
+    sch.reorder(*outer, ki, inner)
+    return outer, [ki], inner
+
+
+def _transposed_axis(sch: Schedule, block, cfg: CpuScheduleCfg) -> tuple[int, int] | None:
+    """``(k, elements of a cache line)`` for the first read of the block whose address moves by more than one element
+    along the innermost axis and by one along axis ``k``; None when no read is so (or none is affine)."""
+    stmt = sch.get(block)
+    axes = [iv.var for iv in stmt.iter_vars]
+    analyzer = tvm.sym.Analyzer()
+    for iv in stmt.iter_vars:
+        analyzer.bind(iv.var, iv.dom)
+    for node in _subexpressions(stmt.body):
+        if not isinstance(node, tvm.ir.expr.TensorLoad):
+            continue
+        strides = _axis_strides(node, axes, analyzer)
+        if strides is None or abs(strides[-1]) <= 1:
+            continue
+        k = next((i for i, stride in enumerate(strides[:-1]) if abs(stride) == 1), None)
+        if k is not None:
+            return k, cfg.line_bytes * 8 // node.source.dtype.bits
+    return None
+
+
+def _axis_strides(load: tvm.ir.expr.TensorLoad, axes: list, analyzer: tvm.sym.Analyzer) -> list[int] | None:
+    """Elements by which ``load``'s address in its (row-major) buffer moves per step of each axis; None unless the
+    address is affine in the axes with constant coefficients. ``analyzer`` knows the axes' ranges, which removes
+    the ``%`` and ``//`` of reshapes."""
+    shape = [_int(dim) for dim in load.source.shape]
+    if None in shape:
+        return None
+    offset = sum(
+        (analyzer.simplify(index).astype("int64") * math.prod(shape[d + 1 :]) for d, index in enumerate(load.indices)),
+        tirx.const(0, "int64"),
+    )
+    coefs = [_int(c) for c in tvm.sym.detect_linear_equation(analyzer.simplify(offset), axes)]
+    return coefs[:-1] if coefs and None not in coefs else None
+
+
+def _int(expr) -> int | None:
+    return int(expr.value) if isinstance(expr, tirx.IntImm) else None
 
 
 def _vectorize_inner(sch: Schedule, loop, extent: int, cfg: CpuScheduleCfg) -> None:

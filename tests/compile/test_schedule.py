@@ -196,3 +196,138 @@ def test_host_gets_the_lanes_of_its_detected_variant():
 
     host = resolve_target("host", check_tools=False)
     assert cpu_schedule_cfg(host.tvm_target()) == cpu_schedule_cfg(resolve_target(host.detected).tvm_target())
+
+
+def _fused(build_body, *params):
+    """The one fused PrimFunc of a Relax function of ``params`` whose body ``build_body(bb, *vars)`` emits."""
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    with bb.function("main", list(params)):
+        with bb.dataflow():
+            gv = bb.emit_output(build_body(bb, *params))
+        bb.emit_func_output(gv)
+    fuse = [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(), relax.transform.FuseOps()]
+    mod = tvm.transform.Sequential([*fuse, relax.transform.FuseTIR()])(bb.get())
+    (func,) = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    return func
+
+
+def _tokens_to_map(r, tokens, c: int, h: int, w: int):
+    """``(h*w, c)`` tokens into a ``(1, c, h, w)`` map, as ``tokens_to_map`` exports."""
+    return r.op.reshape(r.op.permute_dims(r.op.reshape(tokens, (1, h, w, c)), [0, 3, 1, 2]), (1, c, h, w))
+
+
+def _loop_nests(func) -> list[list[tuple[str, int]]]:
+    """Per innermost block of ``func``: the loops around it outermost first, as ``(kind, extent)``."""
+    from tvm.s_tir import Schedule
+
+    sch = Schedule(func)
+    nests = []
+
+    def visit(parent, outer):
+        for block in sch.get_child_blocks(parent):
+            loops = [
+                *outer,
+                *((tvm.tirx.ForKind(sch.get(lp).kind).name, int(sch.get(lp).extent)) for lp in sch.get_loops(block)),
+            ]
+            if not sch.get_child_blocks(block):
+                nests.append(loops)
+            visit(block, loops)
+
+    visit(sch.get_sblock("root"), [])
+    return nests
+
+
+def _run(func, *inputs):
+    lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target="llvm")
+    out = tvm.runtime.empty([int(s) for s in func.params[-1].shape], "float32")
+    lib["main"](*(tvm.runtime.tensor(a) for a in inputs), out)
+    return out.numpy()
+
+
+@pytest.mark.parametrize("c, h, w, tile", [(48, 6, 7, 16), (40, 5, 9, 10), (12, 11, 7, 12)])
+def test_a_transposed_read_is_tiled_by_cache_lines(c, h, w, tile):
+    from bhvit.compile.schedule import CpuScheduleCfg, schedule_primfunc
+    from tvm import relax
+
+    tokens = relax.Var("t", relax.TensorType((h * w, c), "float32"))
+    scale = relax.Var("s", relax.TensorType((c,), "float32"))
+    res = relax.Var("r", relax.TensorType((1, c, h, w), "float32"))
+    func = _fused(lambda bb, t, s, r: relax.op.add(_tokens_to_map(relax, t * s, c, h, w), r), tokens, scale, res)
+    scheduled = schedule_primfunc(func, CpuScheduleCfg(lanes=16, min_parallel=1))
+    # channels split by a cache line's 16 floats (or the largest divisor of c up to 16), the channel tile inside
+    # the parallel (channel tiles x rows) loop and outside the vector loop along the row
+    assert _loop_nests(scheduled) == [[("PARALLEL", c // tile * h), ("SERIAL", tile), ("VECTORIZED", w)]]
+    rng = np.random.default_rng(1)
+    t, s, r = (rng.standard_normal([int(d) for d in p.shape]).astype("float32") for p in func.params[:-1])
+    np.testing.assert_array_equal(_run(scheduled, t, s, r), _run(func, t, s, r))
+    np.testing.assert_allclose(_run(scheduled, t, s, r), (t * s).T.reshape(1, c, h, w) + r, rtol=1e-6)
+
+
+def test_a_transposed_read_with_a_circular_shift_is_tiled_and_partitioned():
+    from bhvit.compile.schedule import CpuScheduleCfg, schedule_primfunc
+    from tvm import relax
+
+    c, h, w = 24, 5, 13
+    tokens = relax.Var("t", relax.TensorType((h * w, c), "float32"))
+    x = relax.Var("x", relax.TensorType((1, c, h, w), "float32"))
+
+    def body(bb, t, x):
+        return relax.op.add(_tokens_to_map(relax, t, c, h, w), relax.op.add(x, _roll_w(relax, x, 2, w)))
+
+    func = _fused(body, tokens, x)
+    scheduled = schedule_primfunc(func, CpuScheduleCfg(lanes=16, min_parallel=1))
+    # the row wraps at w = 2: pieces [0, 2) and [2, 13), both vectorised inside the tile of 12 channels
+    assert _loop_nests(scheduled) == [
+        [("PARALLEL", 2 * h), ("SERIAL", 12), ("VECTORIZED", 2)],
+        [("PARALLEL", 2 * h), ("SERIAL", 12), ("VECTORIZED", 11)],
+    ]
+    rng = np.random.default_rng(2)
+    t, a = (rng.standard_normal([int(d) for d in p.shape]).astype("float32") for p in func.params[:-1])
+    np.testing.assert_array_equal(_run(scheduled, t, a), _run(func, t, a))
+    np.testing.assert_allclose(_run(scheduled, t, a), t.T.reshape(1, c, h, w) + (a + np.roll(a, 2, 3)), rtol=1e-6)
+
+
+def test_tokens_read_from_a_map_with_many_channels_are_tiled_in_both_axes():
+    from bhvit.compile.schedule import CpuScheduleCfg, schedule_primfunc
+    from tvm import relax
+
+    m = relax.Var("m", relax.TensorType((1, 96, 5, 7), "float32"))
+    to_tokens = _fused(lambda bb, m: relax.op.permute_dims(relax.op.reshape(m, (96, 35)), [1, 0]), m)
+    scheduled = schedule_primfunc(to_tokens, CpuScheduleCfg(lanes=16, min_parallel=1))
+    # tokens split by 7 (the largest divisor of 35 up to a line's 16 floats), channels by 32 (two vectors)
+    assert _loop_nests(scheduled) == [[("PARALLEL", 5 * 3), ("SERIAL", 7), ("SERIAL", 2), ("VECTORIZED", 16)]]
+    a = np.random.default_rng(5).standard_normal((1, 96, 5, 7)).astype("float32")
+    np.testing.assert_array_equal(_run(scheduled, a), a.reshape(96, 35).T)
+
+
+def test_reads_along_the_output_rows_are_not_tiled():
+    from bhvit.compile.schedule import CpuScheduleCfg, schedule_primfunc
+    from tvm import relax
+
+    # map -> tokens: the innermost axis (channels) strides through the map, but no loop lies between the token axis
+    # and it, so the lines are reused already; an elementwise add reads along its rows
+    m = relax.Var("m", relax.TensorType((1, 32, 6, 6), "float32"))
+    to_tokens = _fused(lambda bb, m: relax.op.permute_dims(relax.op.reshape(m, (32, 36)), [1, 0]), m)
+    add = _legalized(CASES["add"])
+    cfg = CpuScheduleCfg(lanes=16, min_parallel=1)
+    assert _loop_nests(schedule_primfunc(to_tokens, cfg)) == [[("PARALLEL", 36), ("SERIAL", 2), ("VECTORIZED", 16)]]
+    assert _loop_nests(schedule_primfunc(add, cfg)) == [[("PARALLEL", 64 * 56), ("VECTORIZED", 56)]]
+
+
+@pytest.mark.parametrize("rows, nest", [(16, [("PARALLEL", 16), ("SERIAL", 3)]), (2, [("PARALLEL", 2 * 3)])])
+def test_the_vectors_of_a_row_are_parallel_only_when_the_rows_are_few(rows, nest):
+    from bhvit.compile.schedule import CpuScheduleCfg, schedule_primfunc
+
+    func = _legalized(
+        lambda bb, r: (
+            [r.Var("x", r.TensorType((rows, 48), "float32")), r.Var("y", r.TensorType((48,), "float32"))],
+            r.op.add,
+        )
+    )
+    scheduled = schedule_primfunc(func, CpuScheduleCfg(lanes=16, min_parallel=1, min_parallel_tasks=16))
+    assert _loop_nests(scheduled) == [[*nest, ("VECTORIZED", 16)]]
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((rows, 48)).astype("float32"), rng.standard_normal(48).astype("float32")
+    np.testing.assert_array_equal(_run(scheduled, x, y), x + y)
