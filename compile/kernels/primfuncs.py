@@ -13,7 +13,7 @@ from .compute import patch_conv as patch_compute
 from .compute._common import placeholder
 from .params import AttentionParams, Conv2dParams, DenseParams, PatchConvParams
 from .schedule import patch_conv as patch_schedule
-from .schedule import schedule_for
+from .schedule import schedule_for, select
 from .schedule.generic import Tile
 
 __all__ = [
@@ -68,7 +68,7 @@ def dense(
     p: DenseParams, with_bias: bool, target: Target, residual_width: int | None = None, with_act: bool = False
 ) -> tirx.PrimFunc:
     """Packed (M, Kw), weights, scale [, bias] [, residual (M, R)] [, act (3, N)] -> (M, N) float32."""
-    return _scheduled(bdense.bdense(p, with_bias, residual_width, with_act), target)
+    return _scheduled(bdense.bdense(p, with_bias, residual_width, with_act, select(target).acc_dtype), target)
 
 
 def dense_pack_pool(
@@ -81,11 +81,14 @@ def dense_pack_pool(
     with_threshold: bool = False,
 ) -> tirx.PrimFunc:
     """As :func:`dense` [, threshold (N,)] -> sign words (M, N/64) uint64 and group means (M, N/ratio) float32."""
-    return _scheduled(bdense.bdense_pack_pool(p, ratio, with_bias, residual_width, with_act, with_threshold), target)
+    acc_dtype = select(target).acc_dtype
+    return _scheduled(
+        bdense.bdense_pack_pool(p, ratio, with_bias, residual_width, with_act, with_threshold, acc_dtype), target
+    )
 
 
 def conv2d(p: Conv2dParams, layout: str, with_bias: bool, target: Target) -> tirx.PrimFunc:
-    return _scheduled(bconv2d.bconv2d(p, layout, with_bias), target)
+    return _scheduled(bconv2d.bconv2d(p, layout, with_bias, select(target).acc_dtype), target)
 
 
 def qk(p: AttentionParams, target: Target) -> tirx.PrimFunc:
