@@ -38,7 +38,9 @@ def popcount_tile_intrin(mr: int, nr: int, kw: int, row_first: bool, acc_dtype: 
     name = f"bhvit_neon_popcount_{mr}x{nr}x{kw}_{'ab' if row_first else 'ba'}_{acc_dtype}"
     if name in _REGISTERED:
         return name
-    nc, pairs = LANES * nr, nr // 2 if acc_dtype == "int32" else 0  # int32: two vectors -> 4 sums per addp
+    nc = LANES * nr
+    # int32: one addp turns two accumulators into the sums of 4 columns; int64: one uaddlp per accumulator
+    width, pairs = (4, nr // 2) if acc_dtype == "int32" else (LANES, 0)
 
     a_shape = (mr, kw) if row_first else (kw, mr)
 
@@ -53,7 +55,7 @@ def popcount_tile_intrin(mr: int, nr: int, kw: int, row_first: bool, acc_dtype: 
         return regions if row_first else regions[::-1]
 
     def sums(lo, hi):  # uint32x4 half-word sums of columns (0, 1) [and (2, 3)] -> per-column sums
-        if acc_dtype == "int64":
+        if acc_dtype == "int64":  # (never given ``hi``: no pairs)
             return T.reinterpret("int64x2", T.call_llvm_pure_intrin("uint64x2", _UADDLP, lo))
         if hi is None:
             return T.reinterpret(
@@ -106,7 +108,7 @@ def popcount_tile_intrin(mr: int, nr: int, kw: int, row_first: bool, acc_dtype: 
                         )
             for i in T.unroll(mr):
                 for q in T.unroll(pairs):
-                    C[i, T.ramp(q * 4, 1, 4)] = C[i, T.ramp(q * 4, 1, 4)] + sums(
+                    C[i, T.ramp(q * width, 1, width)] = C[i, T.ramp(q * width, 1, width)] + sums(
                         acc[i * nr + 2 * q], acc[i * nr + 2 * q + 1]
                     )
                 for j in T.unroll(2 * pairs, nr):
