@@ -23,7 +23,7 @@ tvm = pytest.importorskip("tvm")
 from bhvit.compile.kernels import packing, primfuncs  # noqa: E402
 from bhvit.compile.kernels import reference as ref  # noqa: E402
 from bhvit.compile.kernels.params import Conv2dParams, DenseParams  # noqa: E402
-from bhvit.compile.kernels.schedule import select  # noqa: E402
+from bhvit.compile.kernels.schedule import neon, select  # noqa: E402
 from bhvit.compile.kernels.schedule.generic import choose_tile  # noqa: E402
 from tvm.target import Target  # noqa: E402
 
@@ -121,6 +121,14 @@ def test_a76_tiles_have_rows_for_the_micro_kernel_and_x86_tiles_are_unchanged():
     assert choose_tile(53, 512, cfg).mr == 1  # a prime: no choice
     x86 = select(Target({"kind": "llvm", "mcpu": "znver4"}))
     assert x86.micro_kernel is None and x86.acc_dtype == "int64" and x86.min_rows == 1
+
+
+def test_a76_gemm_without_the_micro_kernel_sums_in_int64_unless_one_word():
+    one_row = primfuncs.dense_pack_pool(DenseParams(49, 512, 2048), 4, True, A76, 2048, True, True)  # MR = 1
+    assert not neon.tensorized(one_row) and 'T.Cast("int64", T.popcount' in one_row.script()
+    one_word = primfuncs.dense(DenseParams(12, 64, 32), True, A76)
+    assert not neon.tensorized(one_word) and 'T.Cast("int32", T.popcount' in one_word.script()
+    assert neon.tensorized(primfuncs.dense(DenseParams(12, 128, 32), True, A76))
 
 
 def test_a76_hot_loop_is_eor_cnt_udot():

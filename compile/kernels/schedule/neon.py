@@ -22,7 +22,7 @@ from tvm.script import tirx as T
 from ..blocks import TILE_AXES_ATTR
 from .generic import Tile
 
-__all__ = ["popcount_tile_intrin", "tensorize_tile"]
+__all__ = ["popcount_tile_intrin", "tensorize_tile", "tensorized"]
 
 LANES = 2  # uint64 columns per 128-bit register
 _UDOT, _CTPOP = "llvm.aarch64.neon.udot.v4i32.v16i8", "llvm.ctpop.v16i8"
@@ -117,6 +117,11 @@ def popcount_tile_intrin(mr: int, nr: int, kw: int, row_first: bool, acc_dtype: 
     TensorIntrin.register(name, desc, impl, override=True)
     _REGISTERED.add(name)
     return name
+
+
+def tensorized(func: tirx.PrimFunc) -> bool:
+    """Whether a scheduled PrimFunc holds the micro-kernel (TVMScript prints an intrinsic without its types)."""
+    return _UDOT.rsplit(".", 2)[0] in func.script()
 
 
 def tensorize_tile(sch: Schedule, acc, tile: Tile) -> str | None:
