@@ -6,8 +6,10 @@ its compute and parallel bodies sit unnamed after all wrappers. They are found t
 wrapper references (``bl`` targets, ``adr`` and ``adrp``+``add`` addresses: how a body is handed to TVM's
 parallel launcher), followed transitively. In the code reached from each binary kernel (``bit_macs`` > 0 in
 metadata.json), the hot loop is the smallest backward-branch loop with the most ``cnt`` instructions; llvm-mca
-(``-mcpu=cortex-a76``) gives its cycles per iteration, so bit-MAC/cycle = 128 x cnt / cycles, against the A76
-ceiling of 85 (3 SIMD uops per 128 bit-MACs on 2 pipes).
+(``-mcpu=cortex-a76``) gives its cycles per iteration, so bit-MAC/cycle = bits / cycles (128 per ``cnt.16b``, 64
+per ``cnt.8b``), against the A76 ceiling of 85 (3 SIMD uops per 128 bit-MACs on 2 pipes). Column ``fp``: the
+loop's float instructions. 0: the loop is the reduction alone (the float epilogue runs after it, outside the
+measure); more: LLVM unrolled a short reduction and the loop is a whole output tile, its epilogue included.
 
     python3 scripts/mca_artifact.py artifacts/w3-rpi5 [--json table.json]
 
@@ -163,13 +165,13 @@ def main() -> int:
         ap.error(f"{OBJDUMP} not found: apt-get install binutils-aarch64-linux-gnu")
     rows = table(args.artifact)
     ceiling = f"% of {A76_CEILING:.0f}"
-    print(f"{'kernel':52s} {'instr':>5s} {'cnt':>4s} {'cyc/it':>7s} {'bitMAC/cyc':>10s} {ceiling:>7s}")
+    print(f"{'kernel':52s} {'instr':>5s} {'cnt':>4s} {'fp':>4s} {'cyc/it':>7s} {'bitMAC/cyc':>10s} {ceiling:>7s}")
     for r in rows:
         if "error" in r:
             print(f"{r['kernel']:52s} {r['error']}")
             continue
         print(
-            f"{r['kernel']:52s} {r['instructions']:5d} {r['cnt']:4d} {r['cycles_per_iter']:7.1f} "
+            f"{r['kernel']:52s} {r['instructions']:5d} {r['cnt']:4d} {r['fp']:4d} {r['cycles_per_iter']:7.1f} "
             f"{r['bit_mac_per_cycle']:10.1f} {r['pct_of_a76_ceiling']:7.1f}"
         )
     if args.json:

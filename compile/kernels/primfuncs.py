@@ -3,17 +3,17 @@ schedule."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tvm import te, tirx
 from tvm.target import Target
 
 from .compute import battention, bconv2d, bdense, bitpack
 from .compute import patch_conv as patch_compute
-from .compute._common import placeholder
-from .params import AttentionParams, Conv2dParams, DenseParams, PatchConvParams
+from .compute._common import ACC_DTYPE, placeholder
+from .params import AttentionParams, Conv2dParams, DenseParams, PatchConvParams, words
+from .schedule import neon, schedule_for, select
 from .schedule import patch_conv as patch_schedule
-from .schedule import schedule_for
 from .schedule.generic import Tile
 
 __all__ = [
@@ -32,6 +32,18 @@ __all__ = [
 
 def _scheduled(tensors: Sequence[te.Tensor], target: Target) -> tirx.PrimFunc:
     return schedule_for(te.create_prim_func(list(tensors)), target)["main"]
+
+
+def _scheduled_gemm(build: Callable[[str], Sequence[te.Tensor]], k_words: int, target: Target) -> tirx.PrimFunc:
+    """A GEMM compute built with the target's accumulator type and scheduled. A narrow (int32) accumulator pays
+    only inside the target's micro-kernel: where a reduction over several words runs without it, LLVM's int64
+    popcount chain is the faster one, so the GEMM is rebuilt with int64 sums (one-word reductions keep int32: its
+    float conversion vectorises)."""
+    acc_dtype = select(target).acc_dtype
+    func = _scheduled(build(acc_dtype), target)
+    if acc_dtype != ACC_DTYPE and k_words > 1 and not neon.tensorized(func):
+        return _scheduled(build(ACC_DTYPE), target)
+    return func
 
 
 def _float_input(shape: Sequence[int], name: str = "x") -> te.Tensor:
@@ -68,7 +80,7 @@ def dense(
     p: DenseParams, with_bias: bool, target: Target, residual_width: int | None = None, with_act: bool = False
 ) -> tirx.PrimFunc:
     """Packed (M, Kw), weights, scale [, bias] [, residual (M, R)] [, act (3, N)] -> (M, N) float32."""
-    return _scheduled(bdense.bdense(p, with_bias, residual_width, with_act), target)
+    return _scheduled_gemm(lambda acc: bdense.bdense(p, with_bias, residual_width, with_act, acc), p.k_words, target)
 
 
 def dense_pack_pool(
@@ -81,11 +93,15 @@ def dense_pack_pool(
     with_threshold: bool = False,
 ) -> tirx.PrimFunc:
     """As :func:`dense` [, threshold (N,)] -> sign words (M, N/64) uint64 and group means (M, N/ratio) float32."""
-    return _scheduled(bdense.bdense_pack_pool(p, ratio, with_bias, residual_width, with_act, with_threshold), target)
+    return _scheduled_gemm(
+        lambda acc: bdense.bdense_pack_pool(p, ratio, with_bias, residual_width, with_act, with_threshold, acc),
+        p.k_words,
+        target,
+    )
 
 
 def conv2d(p: Conv2dParams, layout: str, with_bias: bool, target: Target) -> tirx.PrimFunc:
-    return _scheduled(bconv2d.bconv2d(p, layout, with_bias), target)
+    return _scheduled_gemm(lambda acc: bconv2d.bconv2d(p, layout, with_bias, acc), words(p.taps), target)
 
 
 def qk(p: AttentionParams, target: Target) -> tirx.PrimFunc:

@@ -329,9 +329,9 @@ def test_x86_znver4_build_emits_vpopcntq():
     assert "vpopcntq" in asm and "zmm" in asm
 
 
-def test_aarch64_build_emits_cnt_and_uadalp():
+def test_aarch64_build_emits_cnt_and_udot():
     asm = _asm(primfuncs.dense(DenseParams(28, 512, 64), True, A76), A76)
-    assert "\tcnt\t" in asm and "uadalp" in asm
+    assert "\tcnt\t" in asm and "\tudot\t" in asm  # the NEON micro-kernel: test_neon_kernels.py
 
 
 @pytest.mark.skipif(

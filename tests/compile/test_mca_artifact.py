@@ -26,5 +26,7 @@ def test_every_binary_kernel_of_an_rpi5_artifact_gets_a_row(compiled):
     rows = mca_artifact.table(out)
     assert {r["kernel"] for r in rows} == {n for n, k in meta.kernels.items() if k["bit_macs"]}
     measured = [r for r in rows if "error" not in r]
-    assert len(measured) >= 0.8 * len(rows)  # a fully unrolled tiny kernel may have no loop
+    # a fully unrolled tiny kernel has no loop: 6 of 25 in this small model (4-row dense, 8x8 convs, ...), more
+    # than before the rpi5 micro-kernel, whose shorter reduction code LLVM unrolls whole
+    assert len(measured) >= 0.7 * len(rows)
     assert all(r["cnt"] >= 1 and 0 < r["bit_mac_per_cycle"] <= 1.05 * mca_artifact.A76_CEILING for r in measured)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from tvm import te, tirx
 from tvm.ir.expr import Expr as PrimExpr
 
-ACC_DTYPE = "int64"
+ACC_DTYPE = "int64"  # the default accumulator type (a target's tile config may ask for int32)
 
 
-def popcount(word: PrimExpr) -> PrimExpr:
-    """Popcount of a uint64 word as an int64 (the accumulator type)."""
-    return tirx.popcount(word).astype(ACC_DTYPE)
+def popcount(word: PrimExpr, acc_dtype: str = ACC_DTYPE) -> PrimExpr:
+    """Popcount of a uint64 word in the accumulator type."""
+    return tirx.popcount(word).astype(acc_dtype)
 
 
 def affine(dot: PrimExpr, scale: PrimExpr, bias: PrimExpr | None) -> PrimExpr:
@@ -25,8 +25,8 @@ def rprelu(y: PrimExpr, shift_in: PrimExpr, slope: PrimExpr, shift_out: PrimExpr
     return tirx.Select(y >= tirx.const(0, "float32"), y, y * slope) + shift_out
 
 
-def int_const(value: int) -> PrimExpr:
-    return tirx.const(value, ACC_DTYPE)
+def int_const(value: int, acc_dtype: str = ACC_DTYPE) -> PrimExpr:
+    return tirx.const(value, acc_dtype)
 
 
 def placeholder(shape, dtype: str, name: str) -> te.Tensor:

@@ -97,8 +97,10 @@ def _gather(src: te.Tensor, p: Conv2dParams, nchw: bool, rows: bool) -> te.Tenso
     )
 
 
-def bconv2d(p: Conv2dParams, layout: str = "NCHW", with_bias: bool = True) -> list[te.Tensor]:
-    """Return ``[x, w, scale, (bias,) (row_class, border,) out]``."""
+def bconv2d(
+    p: Conv2dParams, layout: str = "NCHW", with_bias: bool = True, acc_dtype: str = ACC_DTYPE
+) -> list[te.Tensor]:
+    """Return ``[x, w, scale, (bias,) (row_class, border,) out]``; ``acc_dtype`` as in :func:`bdense.bdense`."""
     if layout not in ("NCHW", "NHWC"):
         raise ValueError(f"unsupported layout {layout!r}")
     nchw = layout == "NCHW"
@@ -127,23 +129,23 @@ def bconv2d(p: Conv2dParams, layout: str = "NCHW", with_bias: bool = True) -> li
     if rows:
         acc = te.compute(
             (n_, g_, ho_, og_, wo_),
-            lambda b, g, y, m, n: te.sum(popcount(taps[b, g, y, k, n] ^ w[g, k, m]), axis=k),
+            lambda b, g, y, m, n: te.sum(popcount(taps[b, g, y, k, n] ^ w[g, k, m], acc_dtype), axis=k),
             name=ACC,
             attrs=tile_axes(3, 4),
         )
     else:
         acc = te.compute(
             (n_, g_, ho_, wo_, og_),
-            lambda b, g, y, m, n: te.sum(popcount(taps[b, g, y, m, k] ^ w[g, k, n]), axis=k),
+            lambda b, g, y, m, n: te.sum(popcount(taps[b, g, y, m, k] ^ w[g, k, n], acc_dtype), axis=k),
             name=ACC,
             attrs=tile_axes(3, 4),
         )
 
     def value(b, g, y, xo, o):
-        dot = int_const(p.taps) - 2 * (acc[b, g, y, o, xo] if rows else acc[b, g, y, xo, o])
+        dot = int_const(p.taps, acc_dtype) - 2 * (acc[b, g, y, o, xo] if rows else acc[b, g, y, xo, o])
         if padded:
             rc = row_class[y]
-            dot = dot + (border[rc, g, o, xo] if nchw else border[rc, xo, g, o]).astype(ACC_DTYPE)
+            dot = dot + (border[rc, g, o, xo] if nchw else border[rc, xo, g, o]).astype(acc_dtype)
         return affine(dot, scale[g, o], None if bias is None else bias[g, o])
 
     if rows:

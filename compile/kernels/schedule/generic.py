@@ -26,6 +26,7 @@ This module's :data:`GENERIC` config is correct on every LLVM target; x86 and rp
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from tvm import IRModule, tirx
@@ -48,6 +49,12 @@ class TileConfig:
     acc_regs: int  # most int64 accumulator vectors a tile may hold (MR * NR)
     pack_lanes: int  # float32 lanes compared per vector op in the pack
     max_rows: int = 8  # MR cap (broadcast operands per reduction step)
+    acc_dtype: str = "int64"  # the popcount sums' type in the dense and conv computes
+    wide_epilogue: bool = False  # vectorise the float epilogue over a tile row (NR x lanes), not lanes
+    min_rows: int = 1  # MR floor where some divisor of the rows allows it (a micro-kernel that needs rows)
+    # optional micro-kernel for a GEMM tile: (schedule, acc block with its reduction loop outermost, tile) -> the
+    # name of a tensor intrinsic that takes the whole tile and reduction, or None (the vectorised accumulate)
+    micro_kernel: Callable[[Schedule, object, Tile], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -78,14 +85,14 @@ def choose_tile(m: int, n: int, cfg: TileConfig, acc_bytes: int = ACC_BYTES) -> 
     """Largest MR x NR accumulator tile (MR | m, NR * VL | n) within the register budget.
 
     VL is the largest power-of-two divisor of n up to ``lanes``. The tile (``acc_bytes`` per accumulator) also
-    stays under TVM's stack-allocation limit. Ties prefer the larger MR (fewer weight loads per broadcast).
+    stays under TVM's stack-allocation limit. Ties prefer the larger MR (fewer weight loads per broadcast); MR is
+    at least ``min_rows`` where a divisor of m allows it.
     """
     vl = _pow2_divisor(n, cfg.lanes)
     max_vectors = min(cfg.acc_regs, (STACK_ALLOCA_BYTES - 1) // (vl * acc_bytes))
     best = (0, 0, 1, 1)
-    for mr in range(1, min(m, cfg.max_rows) + 1):
-        if m % mr:
-            continue
+    divisors = [mr for mr in range(1, min(m, cfg.max_rows) + 1) if m % mr == 0]
+    for mr in [d for d in divisors if d >= cfg.min_rows] or divisors:
         for nr in range(1, max_vectors // mr + 1):
             if (n // vl) % nr == 0:
                 best = max(best, (mr * nr, mr, mr, nr))
@@ -190,9 +197,9 @@ def _schedule_gemm(sch: Schedule, cfg: TileConfig) -> None:
     no, nv, nl = sch.split(loops[n_ax], [None, tile.nr, tile.vl])
     outer = [loop for i, loop in enumerate(loops) if i not in (m_ax, n_ax)]
     sch.reorder(*outer, mo, no, mi, nv, nl)
-    init_at = _accumulate(sch, acc, no, tile)
+    init_at = _accumulate(sch, acc, no, tile, cfg)
     # 4. epilogue: vectorised over n, unrolled over the tile
-    _vectorize_unroll(sch, [mi, nv, nl])
+    _vectorize_epilogue(sch, mi, nv, nl, cfg)
     sch.parallel(sch.fuse(*outer, mo, no))
     _split_init(sch, acc, init_at)
 
@@ -226,13 +233,28 @@ def _schedule_gemm_rows(sch: Schedule, cfg: TileConfig, n_ax: int) -> None:
     sch.parallel(sch.fuse(*outer))
 
 
-def _accumulate(sch: Schedule, acc, loop, tile: Tile) -> tuple:
-    """Step 3: the acc tile under ``loop`` in registers, reduction outermost; returns what :func:`_split_init` needs."""
+def _vectorize_epilogue(sch: Schedule, mi, nv, nl, cfg: TileConfig) -> None:
+    """The float epilogue vectorised over the tile's lanes, or over its whole row where the config asks (float32
+    vectors hold more lanes than the uint64 ones)."""
+    if cfg.wide_epilogue and _extent(sch, nl) > 1:
+        _vectorize_unroll(sch, [mi, sch.fuse(nv, nl)])
+    else:
+        _vectorize_unroll(sch, [mi, nv, nl])
+
+
+def _accumulate(sch: Schedule, acc, loop, tile: Tile, cfg: TileConfig) -> tuple:
+    """Step 3: the acc tile under ``loop`` in registers, reduction outermost; returns what :func:`_split_init` needs:
+    the reduction and tile loops, or the reduction loop and the micro-kernel that takes the tile."""
     sch.compute_at(acc, loop)  # global scope: only a small global buffer is a stack alloca (see STACK_ALLOCA_BYTES)
     inner = _tile_loops(sch, acc, tile)
+    reductions = [inner[k] for k in inner if k not in _TILE_ROLES]
+    if cfg.micro_kernel is not None and len(reductions) == 1 and len(inner) == 3:  # reduction, rows, cols
+        sch.reorder(reductions[0], inner[_ROWS], inner[_COLS])
+        intrin = cfg.micro_kernel(sch, acc, tile)
+        if intrin is not None:
+            return reductions[0], intrin
     if _COLS in inner:
         inner[_COLS], inner[_LANES] = sch.split(inner[_COLS], [tile.nr, tile.vl])
-    reductions = [inner[k] for k in inner if k not in _TILE_ROLES]
     tile_loops = [inner[k] for k in _TILE_ROLES if k in inner]
     sch.reorder(*reductions, *tile_loops)
     _vectorize_unroll(sch, tile_loops)
@@ -240,7 +262,14 @@ def _accumulate(sch: Schedule, acc, loop, tile: Tile) -> tuple:
 
 
 def _split_init(sch: Schedule, acc, init_at: tuple) -> None:
-    """Step 5: zero-init separated from the reduction (last: it freezes the acc block's loops)."""
+    """Step 5: zero-init separated from the reduction (last: it freezes the acc block's loops), then the
+    micro-kernel, if any, tensorizes the reduction."""
+    if isinstance(init_at[1], str):
+        reduction, intrin = init_at
+        init = sch.decompose_reduction(acc, reduction)
+        _vectorize_unroll(sch, sch.get_loops(init)[-2:])
+        sch.tensorize(reduction, intrin)
+        return
     reductions, tile_loops = init_at
     if reductions or tile_loops:
         init = sch.decompose_reduction(acc, (reductions or tile_loops)[0])
@@ -256,8 +285,8 @@ def _schedule_gemm_pack_pool(sch: Schedule, cfg: TileConfig) -> None:
     mo, mi = sch.split(m, [None, tile.mr])
     no, nc, nv, nl = sch.split(n, [None, WORD_BITS // (tile.nr * tile.vl), tile.nr, tile.vl])
     sch.reorder(mo, no, nc, mi, nv, nl)
-    init_at = _accumulate(sch, acc, nc, tile)
-    _vectorize_unroll(sch, [mi, nv, nl])
+    init_at = _accumulate(sch, acc, nc, tile, cfg)
+    _vectorize_epilogue(sch, mi, nv, nl, cfg)
     word = sch.fuse(mo, no)
     sch.parallel(word)
     pack, pool = sch.get_sblock(PACK), sch.get_sblock(POOL)

@@ -11,10 +11,20 @@ from __future__ import annotations
 from tvm.target import Target
 
 from .generic import TileConfig
+from .neon import tensorize_tile
 
 __all__ = ["A76", "config"]
 
-A76 = TileConfig("rpi5-neon", lanes=2, acc_regs=16, pack_lanes=4)
+A76 = TileConfig(
+    "rpi5-neon",
+    lanes=2,
+    acc_regs=16,
+    pack_lanes=4,
+    acc_dtype="int32",
+    micro_kernel=tensorize_tile,
+    min_rows=2,
+    wide_epilogue=True,
+)
 
 
 def _is_aarch64(target: Target) -> bool:
