@@ -20,6 +20,8 @@ import math
 import tvm
 from tvm import relax
 
+from .rewrite import rewrite_functions
+
 __all__ = ["DecomposeGelu", "fast_math_passes"]
 
 
@@ -45,11 +47,7 @@ class DecomposeGelu:
     """Rewrite every ``nn.gelu`` (the erf form) as ``x * (0.5 + erf(x * sqrt(0.5)) * 0.5)``."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        rewriter = _GeluDecomposer(mod)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
+        return rewrite_functions(mod, _GeluDecomposer(mod))
 
 
 def fast_math_passes() -> list:

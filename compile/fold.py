@@ -14,6 +14,8 @@ import tvm
 from tvm import relax
 from tvm.ir.expr import Constant
 
+from .rewrite import rewrite_functions
+
 __all__ = ["NumpyFoldConstant"]
 
 
@@ -70,8 +72,4 @@ class NumpyFoldConstant:
     """Fold reshapes, transposes and elementwise arithmetic on constants in every Relax function."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        folder = _Folder(mod)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                folder.builder_.update_func(gv, folder.visit_expr(func))
-        return folder.builder_.get()
+        return rewrite_functions(mod, _Folder(mod))
