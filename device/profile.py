@@ -51,7 +51,7 @@ class ProfileRow:
 
 @dataclass
 class Profile:
-    end_to_end_ms: float  # fastest run without the instrument (one thread: its CPU time)
+    end_to_end_ms: float  # fastest run without the instrument
     runs: int
     threads: int
     ceiling_bit_macs_per_s: float | None  # None: unknown for this CPU
@@ -99,16 +99,15 @@ def _max_clock_ghz() -> float | None:
 class _Recorder:
     """The instrument: the (name, argument count, seconds) of every call, one list per run."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self) -> None:
         self.runs: list[list[tuple[str, int, float]]] = []
-        self._clock = clock
         self._start = 0.0
 
     def next_run(self) -> None:
         self.runs.append([])
 
     def __call__(self, func: Any, name: str, before_run: bool, ret_value: Any, *args: Any) -> int:
-        now = self._clock()
+        now = time.perf_counter()
         if before_run:
             self._start = now
         elif self.runs:
@@ -146,12 +145,12 @@ class _Recorder:
         return lambda n: max(floor, intercept + max(0.0, slope) * n)
 
 
-def _fastest_ms(run: Callable[[], Any], runs: int, clock: Callable[[], float]) -> float:
+def _fastest_ms(run: Callable[[], Any], runs: int) -> float:
     times = []
     for _ in range(runs):
-        t0 = clock()
+        t0 = time.perf_counter()
         run()
-        times.append((clock() - t0) * 1e3)
+        times.append((time.perf_counter() - t0) * 1e3)
     return min(times)
 
 
@@ -161,17 +160,14 @@ def profile_model(model: Any, x: np.ndarray, kernels: dict[str, dict], runs: int
     Both sides are fastest-of-runs estimates of the undisturbed time: the end-to-end latency is the fastest run
     without the instrument (half of them before and half after the instrumented runs), each call's time the
     fastest of its runs. A machine busy with other work delays whole runs far more often than single calls, so
-    medians of the two would drift apart there. With one thread both the runs and the calls are timed in the
-    calling thread's CPU time (its wall time on an idle core; on a busy one it leaves out the waits for a CPU that
-    other processes hold). With several threads on a machine that has no core to spare, even the
-    fastest run waits for a preempted worker: profile such a machine with one thread.
+    medians of the two would drift apart there. With several threads on a machine that has no core to spare,
+    even the fastest run waits for a preempted worker: profile such a machine with one thread.
     """
     for _ in range(warmup):
         model(x)
     half = max(1, runs // 2)
-    clock = time.thread_time if model.threads == 1 else time.perf_counter
-    before = _fastest_ms(lambda: model(x), half, clock)
-    recorder = _Recorder(clock)
+    before = _fastest_ms(lambda: model(x), half)
+    recorder = _Recorder()
     model.set_instrument(recorder)
     try:
         for _ in range(warmup):  # the first instrumented run pays a one-time cost
@@ -181,7 +177,7 @@ def profile_model(model: Any, x: np.ndarray, kernels: dict[str, dict], runs: int
             model(x)
     finally:
         model.set_instrument(None)
-    end_to_end = min(before, _fastest_ms(lambda: model(x), half, clock))
+    end_to_end = min(before, _fastest_ms(lambda: model(x), half))
     ceiling, basis = popcount_ceiling(model.threads)
     rows = _rows(*recorder.per_run(), kernels, end_to_end, ceiling)
     outside = end_to_end - sum(r.ms for r in rows)
@@ -239,7 +235,6 @@ def format_profile(profile: Profile, top: int | None = None, name_width: int = 4
 
     bit_macs = sum(r.bit_macs for r in profile.rows)
     total = profile.end_to_end_ms
-    clock = ", CPU time" if profile.threads == 1 else ""
     ceiling = (
         f"{profile.ceiling_bit_macs_per_s / 1e9:.0f} Gbit-MAC/s ({profile.ceiling_basis})"
         if profile.ceiling_bit_macs_per_s
@@ -249,7 +244,7 @@ def format_profile(profile: Profile, top: int | None = None, name_width: int = 4
         [
             head,
             *(line(r) for r in rows + outside),
-            f"end to end {total:.3f} ms (fastest run{clock}, {profile.threads} threads); "
+            f"end to end {total:.3f} ms (fastest run, {profile.threads} threads); "
             f"inside calls {profile.attributed_ms:.3f} ms = {profile.attributed_ms / total:.1%}",
             f"binary work {bit_macs / 1e9:.2f} Gbit-MAC per run = {bit_macs / (total / 1e3) / 1e9:.0f} Gbit-MAC/s "
             f"end to end; ceiling {ceiling}",

@@ -4,7 +4,6 @@ per-operator profile the device takes with the runtime alone."""
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -85,26 +84,3 @@ def test_bench_profile_refuses_onnx(compiled):
     _, out, _ = compiled("binary", fmt="onnx")
     result = CliRunner().invoke(main, ["bench", "--artifact", str(out), "--runs", "1", "--warmup", "0", "--profile"])
     assert result.exit_code == 2 and "--profile needs the TVM runtime" in result.output
-
-
-class _SleepingModel:
-    """Stands in for a loaded model whose inference waits without computing (as a run waiting for a CPU does)."""
-
-    def __init__(self, threads: int) -> None:
-        self.threads = threads
-
-    def set_instrument(self, instrument) -> None:
-        pass
-
-    def __call__(self, x) -> None:
-        time.sleep(0.02)
-
-
-@pytest.mark.parametrize("threads", [1, 2])
-def test_one_thread_end_to_end_is_cpu_time_and_more_threads_wall_time(threads):
-    """With one thread the run's CPU time is its latency (a busy machine's waits for a CPU left out); with more, the
-    workers' time is not the caller's, so wall time stays."""
-    from bhvit.device.profile import profile_model
-
-    profile = profile_model(_SleepingModel(threads), np.zeros(1, np.float32), {}, runs=2, warmup=0)
-    assert (profile.end_to_end_ms < 10) == (threads == 1), profile.end_to_end_ms
