@@ -1,26 +1,27 @@
 """Per-operator profile of a TVM artifact, from the artifact itself (runtime only: no ``tvm`` package, no torch).
 
-The Relax VM of the exported library calls an *instrument* before and after every packed-function call of ``main``
+The Relax VM of the exported library calls an *instrument* before every packed-function call of ``main``
 (``set_instrument``): each compiled kernel, fused FP function and VM builtin (``vm.builtin.alloc_tensor``, ...).
-Timing those calls over several runs gives, per compiled function, its calls and milliseconds per run. The
-compiler records in ``metadata.json`` what each function computes and its binary multiply-accumulates per call
-(``kernels``), which gives the achieved bit-MAC/s of the binary kernels and their fraction of the CPU's
-popcount ceiling (:func:`popcount_ceiling`). Shares are of the end-to-end latency measured without the
-instrument; what the calls do not cover (the VM's dispatch between calls, the input and output copies) is the
-``outside calls`` row.
+One instrumented run records those calls with their arguments; making them again in order, one at a time, gives
+per compiled function its calls and milliseconds per run (timing inside the instrument would add its own Python
+callback, 1-4 µs per call, to every call it times). The compiler records in ``metadata.json`` what each function
+computes and its binary multiply-accumulates per call (``kernels``), which gives the achieved bit-MAC/s of the
+binary kernels and their fraction of the CPU's popcount ceiling (:func:`popcount_ceiling`). Shares are of the
+end-to-end latency of the model's own runs; what the calls do not cover (the VM's dispatch between calls, the
+input and output copies) is the ``outside calls`` row.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .host import cpu_features, machine_info
+from .runtime import tvm_ffi_with_runtime
 
 __all__ = ["ProfileRow", "Profile", "popcount_ceiling", "profile_model", "format_profile"]
 
@@ -51,11 +52,12 @@ class ProfileRow:
 
 @dataclass
 class Profile:
-    end_to_end_ms: float  # fastest run without the instrument
+    end_to_end_ms: float  # fastest run of the model
     runs: int
     threads: int
     ceiling_bit_macs_per_s: float | None  # None: unknown for this CPU
     ceiling_basis: str
+    call_cost: str  # how the cost of calling each function from Python was taken out of its time
     rows: list[ProfileRow] = field(default_factory=list)
 
     @property
@@ -96,93 +98,118 @@ def _max_clock_ghz() -> float | None:
     return max(mhz) / 1e3 if mhz else None
 
 
+@dataclass
+class _Call:
+    name: str
+    func: Any
+    args: tuple
+
+
 class _Recorder:
-    """The instrument: the (name, argument count, seconds) of every call, one list per run."""
+    """The instrument: every packed-function call of ``main`` in the order the VM makes them."""
 
     def __init__(self) -> None:
-        self.runs: list[list[tuple[str, int, float]]] = []
-        self._start = 0.0
-
-    def next_run(self) -> None:
-        self.runs.append([])
+        self.calls: list[_Call] = []
 
     def __call__(self, func: Any, name: str, before_run: bool, ret_value: Any, *args: Any) -> int:
-        now = time.perf_counter()
         if before_run:
-            self._start = now
-        elif self.runs:
-            self.runs[-1].append((str(name), len(args), now - self._start))
+            self.calls.append(_Call(str(name), func, args))
         return _INSTRUMENT_CONTINUE
 
+
+class _Replay:
+    """Times the recorded calls by making them again, in order, from Python, each the fastest of the rounds.
+
+    A call from Python also converts its arguments (and its result, for builtins that return an object), 0.2-0.5 µs.
+    ``tvm_ffi``'s ``testing.nop`` and ``testing.echo`` are called with the same arguments and result right after,
+    and that cost is subtracted call by call; without them (a ``tvm_ffi`` built without its testing library)
+    nothing is subtracted, which :attr:`call_cost` says."""
+
+    def __init__(self, calls: list[_Call]) -> None:
+        self.calls = calls
+        self.best = np.full(len(calls), np.inf)
+        self.overhead = np.full((len(calls), 3), np.inf)  # nop(*args), echo(result), nop(result)
+        ffi = tvm_ffi_with_runtime()
+        self._nop = ffi.get_global_func("testing.nop", allow_missing=True)
+        self._echo = ffi.get_global_func("testing.echo", allow_missing=True)
+
+    @property
+    def calibrated(self) -> bool:
+        return self._nop is not None and self._echo is not None
+
+    @property
+    def call_cost(self) -> str:
+        if self.calibrated:
+            return "subtracted: the same call of tvm_ffi's testing.nop/echo, fastest of the rounds"
+        return "not subtracted (tvm_ffi has no testing.nop here): each call's row includes 0.2-0.5 µs of calling"
+
+    def round(self) -> None:
+        clock, nop, echo, calibrated = time.perf_counter, self._nop, self._echo, self.calibrated
+        for i, call in enumerate(self.calls):
+            t0 = clock()
+            result = call.func(*call.args)
+            t1 = clock()
+            self.best[i] = min(self.best[i], t1 - t0)
+            if calibrated:
+                t1 = clock()
+                nop(*call.args)
+                t2 = clock()
+                costs = [t2 - t1, 0.0, 0.0]
+                if result is not None:
+                    echo(result)
+                    t3 = clock()
+                    nop(result)
+                    costs[1:] = [t3 - t2, clock() - t3]
+                self.overhead[i] = np.minimum(self.overhead[i], costs)
+            del result  # released here, not inside the next call's timing (the VM releases results between calls)
+
     def per_run(self) -> tuple[dict[str, float], dict[str, int]]:
-        """Seconds and calls per function in one run: each call site's fastest over the runs, minus the
-        instrument's own cost for a call with that many arguments (:meth:`own_cost`)."""
-        sequence = [(name, n) for name, n, _ in self.runs[0]]
-        if any([(name, n) for name, n, _ in run] != sequence for run in self.runs):
-            raise RuntimeError("the VM called different functions in different runs")
-        own = self.own_cost()
+        """Seconds and calls per function in one run: each call's fastest over the rounds, less its calling cost."""
+        cost = np.zeros(len(self.calls))
+        if self.calibrated:
+            nop_args, echo_result, nop_result = self.overhead.T
+            cost = nop_args + np.maximum(0.0, echo_result - nop_result)
         seconds: dict[str, float] = defaultdict(float)
         calls: dict[str, int] = defaultdict(int)
-        for i, (name, n) in enumerate(sequence):
-            seconds[name] += max(0.0, min(run[i][2] for run in self.runs) - own(n))
-            calls[name] += 1
+        for call, best, own in zip(self.calls, self.best, cost, strict=True):
+            seconds[call.name] += max(0.0, best - own)
+            calls[call.name] += 1
         return seconds, calls
-
-    def own_cost(self) -> Callable[[int], float]:
-        """Seconds the instrument adds inside a call with ``n`` arguments (wrapping each for Python): a line through
-        the fastest VM-builtin call of each argument count. The builtins' own work (bookkeeping of well under a
-        microsecond) cannot be told apart from it, so their row shows only what exceeds it."""
-        durations: dict[int, list[float]] = defaultdict(list)
-        for run in self.runs:
-            for name, n, s in run:
-                if name.startswith(BUILTIN_PREFIX):
-                    durations[n].append(s)
-        typical = {n: min(d) for n, d in durations.items()}
-        floor = min((s for run in self.runs for *_, s in run), default=0.0)
-        if len(typical) < 2:
-            return lambda n: max([floor, *typical.values()])
-        slope, intercept = np.polyfit(list(typical), list(typical.values()), 1)
-        return lambda n: max(floor, intercept + max(0.0, slope) * n)
-
-
-def _fastest_ms(run: Callable[[], Any], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return min(times)
 
 
 def profile_model(model: Any, x: np.ndarray, kernels: dict[str, dict], runs: int = 20, warmup: int = 3) -> Profile:
     """Profile a loaded TVM model (:class:`~bhvit.device.runtime.TvmModel`) on input ``x``.
 
-    Both sides are fastest-of-runs estimates of the undisturbed time: the end-to-end latency is the fastest run
-    without the instrument (half of them before and half after the instrumented runs), each call's time the
-    fastest of its runs. A machine busy with other work delays whole runs far more often than single calls, so
-    medians of the two would drift apart there. With several threads on a machine that has no core to spare,
-    even the fastest run waits for a preempted worker: profile such a machine with one thread.
+    One run with the VM's instrument records every call ``main`` makes (function and arguments); the calls are
+    then made again in the same order from Python and timed one by one (:class:`_Replay`). Runs of the model and
+    rounds of the replay alternate, so that both see the same states of the machine (a CPU whose clock or
+    neighbours change for seconds at a time would otherwise make one side up to 40% slower than the other). Both
+    are fastest-of estimates of the undisturbed time: a machine busy with other work delays whole runs far more
+    often than single calls, so medians of the two would drift apart there. With several threads on a machine that
+    has no core to spare, even the fastest run waits for a preempted worker: profile such a machine with one
+    thread.
     """
     for _ in range(warmup):
         model(x)
-    half = max(1, runs // 2)
-    before = _fastest_ms(lambda: model(x), half)
     recorder = _Recorder()
     model.set_instrument(recorder)
     try:
-        for _ in range(warmup):  # the first instrumented run pays a one-time cost
-            model(x)
-        for _ in range(runs):
-            recorder.next_run()
-            model(x)
+        model(x)
     finally:
         model.set_instrument(None)
-    end_to_end = min(before, _fastest_ms(lambda: model(x), half))
+    replay = _Replay(recorder.calls)
+    plain = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        model(x)
+        plain.append(time.perf_counter() - t0)
+        replay.round()
+    end_to_end = min(plain) * 1e3
     ceiling, basis = popcount_ceiling(model.threads)
-    rows = _rows(*recorder.per_run(), kernels, end_to_end, ceiling)
+    rows = _rows(*replay.per_run(), kernels, end_to_end, ceiling)
     outside = end_to_end - sum(r.ms for r in rows)
     rows.append(ProfileRow(OUTSIDE, "VM dispatch, Python call, input/output copies", 0, outside, outside / end_to_end))
-    return Profile(end_to_end, runs, model.threads, ceiling, basis, rows)
+    return Profile(end_to_end, runs, model.threads, ceiling, basis, replay.call_cost, rows)
 
 
 def _rows(
@@ -245,7 +272,8 @@ def format_profile(profile: Profile, top: int | None = None, name_width: int = 4
             head,
             *(line(r) for r in rows + outside),
             f"end to end {total:.3f} ms (fastest run, {profile.threads} threads); "
-            f"inside calls {profile.attributed_ms:.3f} ms = {profile.attributed_ms / total:.1%}",
+            f"inside calls {profile.attributed_ms:.3f} ms = {profile.attributed_ms / total:.1%} "
+            f"(calls replayed one by one; calling cost {profile.call_cost})",
             f"binary work {bit_macs / 1e9:.2f} Gbit-MAC per run = {bit_macs / (total / 1e3) / 1e9:.0f} Gbit-MAC/s "
             f"end to end; ceiling {ceiling}",
         ]

@@ -61,7 +61,7 @@ def _import_hiding_unneeded(name: str) -> Any:
             del sys.modules[m]
 
 
-def _tvm_ffi() -> Any:
+def tvm_ffi_with_runtime() -> Any:
     """``tvm_ffi`` with TVM's runtime library loaded (no ``tvm`` package, no compiler)."""
     # tvm_ffi would otherwise build/load a torch DLPack bridge when torch happens to be installed.
     os.environ.setdefault("TVM_FFI_DISABLE_TORCH_C_DLPACK", "1")
@@ -121,7 +121,7 @@ class TvmModel:
     runtime = "tvm"
 
     def __init__(self, library: Path, threads: int, weights: Sequence[np.ndarray] = ()) -> None:
-        ffi = _tvm_ffi()
+        ffi = tvm_ffi_with_runtime()
         _configure_threads(ffi, threads)
         self.threads = threads
         self._ffi = ffi
