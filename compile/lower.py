@@ -29,8 +29,8 @@ def export_program(model: nn.Module, input_shape: tuple[int, ...]) -> torch.expo
 
 
 class BinaryConverters:
-    """``custom_convert_map`` entries for the ``bhvit::*`` ops (binary products, FP patch conv) of one exported
-    program."""
+    """``custom_convert_map`` entries for the ``bhvit::*`` ops (binary products, FP patch conv and stencil add) of one
+    exported program."""
 
     def __init__(self, ep: torch.export.ExportedProgram, target):
         sig = ep.graph_signature
@@ -110,6 +110,18 @@ class BinaryConverters:
             target=self.target,
         )
 
+    def stencil_add(self, node: fx.Node, importer):
+        x, tokens, taps, token_scale, bias = node.args
+        return _kernels.emit_stencil_add(
+            importer.block_builder,
+            importer.env[x],
+            importer.env[tokens],
+            taps=self.const(taps),
+            token_scale=self.const(token_scale),
+            bias=self.const(bias),
+            target=self.target,
+        )
+
     def convert_map(self) -> dict:
         return {
             "binary_linear.default": self.linear,
@@ -118,6 +130,7 @@ class BinaryConverters:
             "binary_qk.default": self.qk,
             "binary_av.default": self.av,
             "patch_conv.default": self.patch_conv,
+            "stencil_add.default": self.stencil_add,
         }
 
 

@@ -34,6 +34,7 @@ from .layers import (
     ShiftBranches,
     SignQuantizer,
 )
+from .layers.binary import bn_affine
 from .layers.deploy import Fold, fold_binary
 from .layers.deploy_ops import BinaryOps
 
@@ -144,6 +145,32 @@ class _BlockTail(nn.Module):
         out = x1 + tokens_to_map(self.mlp(map_to_tokens(z)), z.shape[-1])
         s = self.shifts(z)
         return out if s is None else out + s
+
+    def deploy_form(self, ops: BinaryOps) -> nn.Module:
+        return DeployBlockTail(ops, self)
+
+
+class DeployBlockTail(nn.Module):
+    """A :class:`_BlockTail` whose sum is one ``stencil_add``: the shift branches are linear in ``x1`` through the
+    eval BatchNorm, so with the residual they are one cross stencil of ``x1`` (FP32 reassociation only), and the
+    MLP's LayerScale moves into the op's token scale and bias."""
+
+    def __init__(self, ops: BinaryOps, tail: _BlockTail):
+        super().__init__()
+        s, t = bn_affine(tail.norm)
+        taps, bias = tail.shifts.stencil(len(s))  # of z = s * x1 + t
+        bias = bias + t * taps.sum(1) + tail.mlp.scale.beta.detach()
+        taps = taps * s[:, None]
+        taps[:, 0] += 1.0  # the residual x1
+        self.register_buffer("taps", taps)
+        self.register_buffer("token_scale", tail.mlp.scale.alpha.detach().clone())
+        self.register_buffer("bias", bias)
+        tail.mlp.scale = nn.Identity()
+        self.ops, self.norm, self.mlp = ops, tail.norm, tail.mlp
+
+    def forward(self, x1: torch.Tensor) -> torch.Tensor:
+        m = self.mlp(map_to_tokens(self.norm(x1)))
+        return self.ops.stencil_add(x1, m, self.taps, self.token_scale, self.bias)
 
 
 class MSGDCBlock(nn.Module):

@@ -16,6 +16,7 @@ __all__ = [
     "TRANSPOSE",
     "GATHER",
     "ROWSUM",
+    "ROW",
     "WORD_AXIS_ATTR",
     "TILE_AXES_ATTR",
     "tile_axes",
@@ -29,6 +30,7 @@ PAD = "pad"  # zero-bordered copy before a conv's gather
 TRANSPOSE = "transpose"  # an operand copied with its word axis first, so the GEMM's vectors run along the other axis
 GATHER = "gather"  # bit-level im2col
 ROWSUM = "rowsum"  # popcount of the attention masks
+ROW = "row"  # a map row with its circular border (the stencil add)
 
 WORD_AXIS_ATTR = "bhvit.word_axis"  # block annotation: position of the packed word axis
 TILE_AXES_ATTR = "bhvit.tile_axes"  # block annotation: positions of the tile's row (m) and column (n) axes

@@ -1,6 +1,7 @@
 """Shape parameters shared by the TE computes, the schedules and the numpy references.
 
-(:class:`PatchConvParams` describes the one FP32 kernel: an FP conv with kernel = stride, as a patch matmul.)
+(:class:`PatchConvParams` and :class:`StencilParams` describe the FP32 kernels: an FP conv with kernel = stride, as a
+patch matmul, and the blocks' stencil add.)
 
 Every binary op packs its reduction axis into 64-bit words (:data:`WORD_BITS`). Bits past the end
 of the axis are 0 on both operands, so they XOR to 0 and add nothing to a popcount.
@@ -10,7 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["WORD_BITS", "LEVELS", "words", "DenseParams", "Conv2dParams", "AttentionParams", "PatchConvParams"]
+__all__ = [
+    "WORD_BITS",
+    "LEVELS",
+    "words",
+    "DenseParams",
+    "Conv2dParams",
+    "AttentionParams",
+    "PatchConvParams",
+    "StencilParams",
+]
 
 WORD_BITS = 64
 LEVELS = 3  # attention levels 0..3, one {0, 1} mask ``level >= t`` per t = 1..LEVELS
@@ -166,3 +176,23 @@ class PatchConvParams:
     @property
     def k_dim(self) -> int:
         return self.channels * self.k * self.k
+
+
+@dataclass(frozen=True)
+class StencilParams:
+    """The stencil add on a (batch, channels, height, width) map: a circular cross stencil of ``reach``
+    (``4 * reach + 1`` taps per channel) plus scaled token-major tokens and a bias."""
+
+    batch: int
+    channels: int
+    height: int
+    width: int
+    reach: int
+
+    def __post_init__(self) -> None:
+        if min(self.batch, self.channels, self.height, self.width) < 1 or self.reach < 0:
+            raise ValueError(f"StencilParams needs positive sizes and a reach >= 0, got {self}")
+
+    @property
+    def taps(self) -> int:
+        return 4 * self.reach + 1

@@ -1,5 +1,5 @@
-"""Scheduled PrimFuncs for every kernel (the binary ones and the FP32 patch conv): TE compute + the target's
-schedule."""
+"""Scheduled PrimFuncs for every kernel (the binary ones, the FP32 patch conv and stencil add): TE compute + the
+target's schedule."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from tvm.target import Target
 
 from .compute import battention, bconv2d, bdense, bitpack
 from .compute import patch_conv as patch_compute
+from .compute import stencil_add as stencil_compute
 from .compute._common import ACC_DTYPE, placeholder
-from .params import AttentionParams, Conv2dParams, DenseParams, PatchConvParams, words
+from .params import AttentionParams, Conv2dParams, DenseParams, PatchConvParams, StencilParams, words
 from .schedule import neon, schedule_for, select
 from .schedule import patch_conv as patch_schedule
+from .schedule import stencil_add as stencil_schedule
 from .schedule.generic import Tile
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "qk",
     "av",
     "patch_conv",
+    "stencil_add",
 ]
 
 
@@ -117,3 +120,9 @@ def patch_conv(p: PatchConvParams, tile: Tile, with_bias: bool) -> tirx.PrimFunc
     float32 (``tile`` from :func:`~.schedule.patch_conv.patch_tile`)."""
     func = te.create_prim_func(patch_compute.patch_conv(p, tile.nr * tile.vl, with_bias))
     return patch_schedule.schedule(func, tile)["main"]
+
+
+def stencil_add(p: StencilParams, target: Target) -> tirx.PrimFunc:
+    """x (B, C, H, W), tokens (B, H*W, C), taps (C, 4R+1), token_scale (C,), bias (C,) -> (B, C, H, W) float32."""
+    func = te.create_prim_func(stencil_compute.stencil_add(p))
+    return stencil_schedule.schedule(func, p, target)["main"]

@@ -7,8 +7,9 @@ scheduled for ``target`` and marked opaque, and returns the float32 result expre
 are packed here, once, to 1 bit per weight constants. :func:`emit_binary_mlp` chains two dense products, the
 first one writing the second one's packed input (and the pooled shortcut) directly.
 
-:func:`emit_patch_conv` emits the one FP32 kernel, an FP conv with kernel = stride (stem, FP downsampling) as a
-matmul of the patches, with its weight rearranged here, once, into the column panels its register tile reads.
+:func:`emit_patch_conv` emits an FP32 kernel, an FP conv with kernel = stride (stem, FP downsampling) as a
+matmul of the patches, with its weight rearranged here, once, into the column panels its register tile reads;
+:func:`emit_stencil_add` the FP32 sum that ends every block (residual, shift branches, MLP output).
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ from tvm import relax, tirx
 from tvm.target import Target
 
 from . import packing, primfuncs
-from .params import LEVELS, WORD_BITS, AttentionParams, Conv2dParams, DenseParams, PatchConvParams, words
+from .params import (
+    LEVELS,
+    WORD_BITS,
+    AttentionParams,
+    Conv2dParams,
+    DenseParams,
+    PatchConvParams,
+    StencilParams,
+    words,
+)
 from .schedule.patch_conv import patch_tile
 
 # PrimFunc attributes read by :func:`bhvit.compile.pipeline.kernel_table` (and so by the on-device profile)
@@ -38,6 +48,7 @@ __all__ = [
     "emit_binary_qk",
     "emit_binary_av",
     "emit_patch_conv",
+    "emit_stencil_add",
 ]
 
 IntPair = int | Sequence[int]
@@ -382,3 +393,28 @@ def emit_patch_conv(
     args = [x, _const(panels, "float32"), *_opt(bias)]
     kernel = Kernel("FP32 conv kernel = stride (patch matmul)")
     return _call(bb, func, name, args, (b, p.n, *p.grid), "float32", kernel)
+
+
+def emit_stencil_add(
+    bb: relax.BlockBuilder,
+    x: relax.Expr,
+    tokens: relax.Expr,
+    *,
+    taps: np.ndarray,
+    token_scale: np.ndarray,
+    bias: np.ndarray,
+    target,
+) -> relax.Expr:
+    """y[b, c, h, w] = sum_t taps[c, t] * x[b, c, (h + dh_t) mod H, (w + dw_t) mod W] + token_scale[c] * tokens[b,
+    h * W + w, c] + bias[c] (the cross of :func:`bhvit.models.layers.shift.stencil_offsets`).
+
+    ``x`` float32 (B, C, H, W); ``tokens`` float32 (B, H*W, C); ``taps`` (C, 4R+1). Returns float32 (B, C, H, W).
+    """
+    b, c, h, w = _shape(x)
+    if _shape(tokens) != [b, h * w, c] or taps.shape[0] != c or (taps.shape[1] - 1) % 4:
+        raise ValueError(f"stencil add: map {x.ty.shape}, tokens {tokens.ty.shape} and taps {taps.shape} disagree")
+    p = StencilParams(b, c, h, w, (taps.shape[1] - 1) // 4)
+    name = f"stencil_add_{b}x{c}x{h}x{w}_r{p.reach}"
+    func = primfuncs.stencil_add(p, _target(target))
+    args = [x, tokens, _const(taps, "float32"), _const(token_scale, "float32"), _const(bias, "float32")]
+    return _call(bb, func, name, args, (b, c, h, w), "float32", Kernel("FP32 residual + shift stencil + tokens"))

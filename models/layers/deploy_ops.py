@@ -1,4 +1,5 @@
-"""The torch definition of the ops that deploy forms call: custom ops ``bhvit::binary_*`` and ``bhvit::patch_conv``.
+"""The torch definition of the ops that deploy forms call: custom ops ``bhvit::binary_*``, ``bhvit::patch_conv`` and
+``bhvit::stencil_add``.
 
 Each op is one node in ``torch.export`` graphs (the compiler turns it into the bit-packed kernels) and its eager
 implementation is the exact function the kernels compute:
@@ -14,7 +15,11 @@ implementation is the exact function the kernels compute:
 * ``binary_qk(q, k)`` = ``sign(q) @ sign(k)^T`` and ``binary_av(levels, v)`` = ``levels @ sign(v)``;
 * ``patch_conv(x, weight[K,N], bias[N]?, k)`` (FP32) = ``conv2d(x, weight, bias, stride=k)`` for a ``k x k`` kernel
   stored as a ``(K, N)`` matrix, ``K`` ordered ``(c * k + kh) * k + kw``: a matmul of the map's non-overlapping
-  patches, one node, so the compiler's kernel reads the map in place and writes the NCHW result.
+  patches, one node, so the compiler's kernel reads the map in place and writes the NCHW result;
+* ``stencil_add(x, tokens, taps[C,T], token_scale[C], bias[C])`` (FP32) = ``sum_t taps[c, t] * x[c, h + dh_t,
+  w + dw_t]`` (circular; the cross of :func:`~.shift.stencil_offsets`, ``T = 4 R + 1``) ``+ token_scale[c] *
+  tokens[h * W + w, c] + bias[c]`` on a map ``x`` (B, C, H, W) and tokens (B, H * W, C): a block's residual, shift
+  branches and token-major MLP output in one node, so the compiler's kernel writes the map once.
 
 The eager functions also serve as the ops' fake implementations (output shapes on fake tensors), so no shape rule is
 written twice.
@@ -30,6 +35,7 @@ from torch.nn import functional as F
 
 from .elementwise import rprelu
 from .quant import sign_pm1
+from .shift import circular_shift, stencil_offsets
 
 __all__ = [
     "binary_linear",
@@ -38,6 +44,7 @@ __all__ = [
     "binary_qk",
     "binary_av",
     "patch_conv",
+    "stencil_add",
     "shifted_sign",
     "BinaryOps",
     "CUSTOM",
@@ -146,10 +153,24 @@ patch_conv = torch.library.custom_op("bhvit::patch_conv", patch_conv_eager, muta
 patch_conv.register_fake(patch_conv_eager)
 
 
+def stencil_add_eager(
+    x: torch.Tensor, tokens: torch.Tensor, taps: torch.Tensor, token_scale: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    b, c, h, w = x.shape
+    out = tokens.transpose(1, 2).reshape(b, c, h, w) * token_scale.view(-1, 1, 1) + bias.view(-1, 1, 1)
+    for t, (dh, dw) in enumerate(stencil_offsets((taps.shape[1] - 1) // 4)):
+        out = out + circular_shift(circular_shift(x, -dh, 2), -dw, 3) * taps[:, t].view(-1, 1, 1)
+    return out
+
+
+stencil_add = torch.library.custom_op("bhvit::stencil_add", stencil_add_eager, mutates_args=())
+stencil_add.register_fake(stencil_add_eager)
+
+
 @dataclass(frozen=True)
 class BinaryOps:
-    """One implementation of the ops deploy forms call (the binary products and the FP patch conv): the custom
-    ops (for torch.export) or plain torch (for ONNX)."""
+    """One implementation of the ops deploy forms call (the binary products, the FP patch conv and the blocks'
+    stencil add): the custom ops (for torch.export) or plain torch (for ONNX)."""
 
     linear: Callable
     mlp: Callable
@@ -157,7 +178,8 @@ class BinaryOps:
     qk: Callable
     av: Callable
     patch_conv: Callable
+    stencil_add: Callable
 
 
-CUSTOM = BinaryOps(binary_linear, binary_mlp, binary_conv2d, binary_qk, binary_av, patch_conv)
-EAGER = BinaryOps(linear_eager, mlp_eager, conv2d_eager, qk_eager, av_eager, patch_conv_eager)
+CUSTOM = BinaryOps(binary_linear, binary_mlp, binary_conv2d, binary_qk, binary_av, patch_conv, stencil_add)
+EAGER = BinaryOps(linear_eager, mlp_eager, conv2d_eager, qk_eager, av_eager, patch_conv_eager, stencil_add_eager)

@@ -1,4 +1,9 @@
-"""Weight-free shift branches of BHViT (``--shift3`` / ``--shift5``), on maps ``(B, C, H, W)``. Rolls are circular."""
+"""Weight-free shift branches of BHViT (``--shift3`` / ``--shift5``), on maps ``(B, C, H, W)``. Rolls are circular.
+
+Every branch is linear in its input, a per-channel stencil of ``4 R + 1`` taps in a cross (:func:`stencil_offsets`),
+which is what deploy forms compute (``stencil_add`` in :mod:`.deploy_ops`): each op returns its taps (``taps``),
+:meth:`ShiftBranches.stencil` their LayerScale-weighted sum.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,19 @@ from torch import nn
 
 from .elementwise import LayerScale
 
-__all__ = ["circular_shift", "AxisShiftMean", "ChannelGroupShift", "ShiftBranches"]
+__all__ = ["circular_shift", "stencil_offsets", "AxisShiftMean", "ChannelGroupShift", "ShiftBranches"]
+
+
+def stencil_offsets(reach: int) -> list[tuple[int, int]]:
+    """The ``(dh, dw)`` offsets of a cross stencil of ``reach``, in tap order: the centre, then ``dh`` and then
+    ``dw`` in ``-reach..-1, 1..reach``. Tap ``(dh, dw)`` reads ``x[(h + dh) mod H, (w + dw) mod W]``."""
+    steps = [d for d in range(-reach, reach + 1) if d]
+    return [(0, 0), *((d, 0) for d in steps), *((0, d) for d in steps)]
+
+
+def _tap(reach: int, offset: int, dim: int) -> int:
+    """Tap index of reading ``offset`` away along ``dim`` (2 = H, 3 = W); a roll by ``s`` reads offset ``-s``."""
+    return stencil_offsets(reach).index((offset, 0) if dim == 2 else (0, offset)) if offset else 0
 
 
 def circular_shift(x: torch.Tensor, shift: int, dim: int) -> torch.Tensor:
@@ -34,6 +51,13 @@ class AxisShiftMean(nn.Module):
             total = total + circular_shift(x, d, self.dim) + circular_shift(x, -d, self.dim)
         return total * (1.0 / (2 * self.reach + 1))
 
+    def taps(self, channels: int, reach: int) -> torch.Tensor:
+        """This op as ``(channels, 4 reach + 1)`` stencil taps (``reach >= self.reach``)."""
+        taps = torch.zeros(channels, 4 * reach + 1)
+        for d in range(-self.reach, self.reach + 1):
+            taps[:, _tap(reach, d, self.dim)] = 1.0 / (2 * self.reach + 1)
+        return taps
+
 
 class ChannelGroupShift(nn.Module):
     """Split channels into 4 groups and roll them by +s along H, -s along H, +s along W, -s along W."""
@@ -55,6 +79,18 @@ class ChannelGroupShift(nn.Module):
             dim=1,
         )
 
+    @property
+    def reach(self) -> int:
+        return self.step
+
+    def taps(self, channels: int, reach: int) -> torch.Tensor:
+        """This op as ``(channels, 4 reach + 1)`` stencil taps (``reach >= self.step``)."""
+        taps = torch.zeros(channels, 4 * reach + 1)
+        group = channels // 4
+        for g, (offset, dim) in enumerate(((-self.step, 2), (self.step, 2), (-self.step, 3), (self.step, 3))):
+            taps[g * group : (g + 1) * group, _tap(reach, offset, dim)] = 1.0
+        return taps
+
 
 class ShiftBranches(nn.Module):
     """Sum of the enabled shift branches, each behind its own LayerScale (alpha init 0, so branches start off)."""
@@ -74,3 +110,19 @@ class ShiftBranches(nn.Module):
             y = scale(op(z))
             out = y if out is None else out + y
         return out
+
+    @property
+    def reach(self) -> int:
+        """The farthest offset any branch reads (0 without branches)."""
+        return max((op.reach for op in self.ops), default=0)
+
+    @torch.no_grad()
+    def stencil(self, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward(z)`` as ``taps`` (channels, 4 R + 1) and ``bias`` (channels,) with ``R = reach``: ``forward(z)[c,
+        h, w] = bias[c] + sum_t taps[c, t] * z[c, h + dh_t, w + dw_t]`` (see :func:`stencil_offsets`)."""
+        reach = self.reach
+        taps, bias = torch.zeros(channels, 4 * reach + 1), torch.zeros(channels)
+        for op, scale in zip(self.ops, self.scales):
+            taps += scale.alpha.detach()[:, None] * op.taps(channels, reach)
+            bias += scale.beta.detach()
+        return taps, bias

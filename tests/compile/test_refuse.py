@@ -1,7 +1,7 @@
 """A broken deploy form is refused: verification fails, nothing is written and ``artifacts/latest`` stays.
 
 Each fault is injected through one seam (a monkeypatched function) into the compile of a trained-like test_bhvit:
-a BatchNorm fold dropped, one shift branch of the deploy form zeroed, the bit order of packed weights reversed.
+a BatchNorm fold dropped, one shift-branch tap of the deploy form zeroed, the bit order of packed weights reversed.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from bhvit.compile.targets import resolve_target
 from bhvit.device import cli as device_cli
 from bhvit.device.sources import SAMPLES_DIR
 from bhvit.models import perturb_like_trained
-from bhvit.models.layers.shift import ShiftBranches
+from bhvit.models.bhvit import DeployBlockTail
+from bhvit.models.layers.shift import stencil_offsets
 from click.testing import CliRunner
 
 pytestmark = pytest.mark.tvm
@@ -41,17 +42,16 @@ def drop_one_fold(monkeypatch) -> None:
 
 
 def zero_one_shift_branch(monkeypatch) -> None:
-    """The deploy form that gets exported has its first shift branch's LayerScale at 0."""
+    """The deploy form that gets exported has the first block tail's stencil tap one row up at 0 (only the shift
+    branches read that offset)."""
     from bhvit.compile import lower
 
     real = lower.to_deploy
 
     def zeroed(model, *args, **kwargs):
         deploy = real(model, *args, **kwargs)
-        scale = next(m for m in deploy.modules() if isinstance(m, ShiftBranches)).scales[0]
-        with torch.no_grad():
-            scale.alpha.zero_()
-            scale.beta.zero_()
+        tail = next(m for m in deploy.modules() if isinstance(m, DeployBlockTail))
+        tail.taps[:, stencil_offsets(2).index((-1, 0))] = 0.0
         return deploy
 
     monkeypatch.setattr(lower, "to_deploy", zeroed)

@@ -42,7 +42,7 @@ def test_each_block_deploy_form_equals_the_block(perturbed, kw):
         with torch.no_grad():
             torch.testing.assert_close(form(*inputs[name]), block(*inputs[name]), atol=1e-4, rtol=1e-4, msg=name)
         checked.add(type(block).__name__)
-    blocks = {"Stem", "MSGDCBlock", "BinaryMLP", "_DenseBranch", "AttentionProducts", "Downsample"}
+    blocks = {"Stem", "MSGDCBlock", "BinaryMLP", "_DenseBranch", "AttentionProducts", "Downsample", "_BlockTail"}
     assert blocks <= checked
 
 

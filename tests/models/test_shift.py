@@ -1,6 +1,12 @@
 import pytest
 import torch
-from bhvit.models.layers.shift import AxisShiftMean, ChannelGroupShift, ShiftBranches, circular_shift
+from bhvit.models.layers.shift import (
+    AxisShiftMean,
+    ChannelGroupShift,
+    ShiftBranches,
+    circular_shift,
+    stencil_offsets,
+)
 
 
 @pytest.mark.parametrize("shift", [-9, -2, -1, 0, 1, 2, 7])
@@ -30,3 +36,29 @@ def test_shift_branches_start_switched_off():
     z = torch.randn(2, 8, 4, 4)
     assert torch.count_nonzero(ShiftBranches(8)(z)) == 0
     assert len(ShiftBranches(8, shift3=True, shift5=False).ops) == 3
+
+
+@pytest.mark.parametrize("shift3,shift5", [(True, True), (True, False), (False, True), (False, False)])
+@pytest.mark.parametrize("size", [(7, 7), (5, 3), (2, 2), (1, 1)], ids=["7x7", "5x3", "2x2-wraps", "1x1"])
+def test_shift_branches_are_their_stencil(shift3, shift5, size):
+    """The branches with trained-like LayerScales are ``bias + sum_t taps[:, t] * roll(z)``, also on maps smaller
+    than the reach (offsets wrap)."""
+    torch.manual_seed(0)
+    branches = ShiftBranches(8, shift3, shift5)
+    for scale in branches.scales:
+        scale.alpha.data.normal_()
+        scale.beta.data.normal_()
+    z = torch.randn(2, 8, *size)
+    taps, bias = branches.stencil(8)
+    assert branches.reach == (2 if shift5 else 1 if shift3 else 0) and taps.shape == (8, 4 * branches.reach + 1)
+    got = bias.view(1, -1, 1, 1).expand_as(z)
+    for t, (dh, dw) in enumerate(stencil_offsets(branches.reach)):
+        got = got + taps[:, t].view(1, -1, 1, 1) * torch.roll(z, (-dh, -dw), (2, 3))
+    expected = branches(z)
+    torch.testing.assert_close(got, torch.zeros_like(z) if expected is None else expected, atol=1e-5, rtol=1e-5)
+
+
+def test_stencil_offsets_list_the_cross():
+    assert stencil_offsets(0) == [(0, 0)]
+    assert stencil_offsets(1) == [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)]
+    assert len(set(stencil_offsets(2))) == 9

@@ -1,0 +1,61 @@
+"""Schedule of the FP32 stencil add (:mod:`..compute.stencil_add`).
+
+One parallel loop over the map's rows, channels innermost: consecutive channels read the same cache lines of the
+token-major input, which a row of one channel reads strided. Per row, the row with its wrapped border goes into a
+stack buffer (its middle part copied as one long vector, the ``2 R`` wrapped columns scalar), then the sum runs as
+vectors along the row: the whole row where it has at most four vectors' worth of float32 lanes, else the largest
+power-of-two divisor of the width up to one vector.
+"""
+
+from __future__ import annotations
+
+from tvm import IRModule, tirx
+from tvm.s_tir import Schedule
+from tvm.target import Target
+
+from ..blocks import OUT, ROW
+from ..params import StencilParams
+from . import select
+
+__all__ = ["row_vector", "schedule"]
+
+MAX_COPY_VECTOR = 256  # widest row copied as one vector (the row buffer must stay under TVM's 1 KiB stack limit)
+
+
+def row_vector(p: StencilParams, target: Target) -> int:
+    """Lanes of the vectors along a row for ``target``."""
+    lanes = 2 * select(target).lanes  # float32 lanes: twice the uint64 lanes of the binary tile configs
+    if p.width <= 4 * lanes:
+        return p.width
+    vl = 1
+    while vl * 2 <= lanes and p.width % (vl * 2) == 0:
+        vl *= 2
+    return vl
+
+
+def schedule(func: tirx.PrimFunc, p: StencilParams, target: Target) -> IRModule:
+    """Schedule a stencil-add PrimFunc built from ``p``."""
+    sch = Schedule(func)
+    out, row = sch.get_sblock(OUT), sch.get_sblock(ROW)
+    b, c, h, w = sch.get_loops(out)
+    sch.reorder(b, h, c, w)
+    rows = sch.fuse(b, h, c)
+    vl = row_vector(p, target)
+    _vectorize(sch, w, vl)
+    sch.parallel(rows)
+    sch.compute_at(row, rows)  # W + 2R floats: a stack buffer under TVM's 1 KiB alloca limit for rows up to 252
+    j = sch.get_loops(row)[-1]
+    middle = sch.loop_partition(j, [p.reach, p.width, None])[1] if p.reach else j
+    if p.width <= MAX_COPY_VECTOR:  # a plain copy: LLVM splits one long vector into registers without spilling
+        sch.vectorize(middle)
+    return sch.mod
+
+
+def _vectorize(sch: Schedule, loop, vl: int) -> None:
+    extent = int(sch.get(loop).extent)
+    if extent == vl:
+        sch.vectorize(loop)
+    elif vl > 1:
+        outer, inner = sch.split(loop, [None, vl])
+        sch.vectorize(inner)
+        sch.unroll(outer)

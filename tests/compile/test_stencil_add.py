@@ -1,0 +1,92 @@
+"""The FP32 stencil add (a block's residual, shift branches and MLP output): emitted kernel against the torch op."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+import torch  # noqa: E402
+from bhvit.compile.kernels import relax_emit  # noqa: E402
+from bhvit.compile.kernels.params import StencilParams  # noqa: E402
+from bhvit.compile.kernels.schedule.stencil_add import row_vector  # noqa: E402
+from bhvit.compile.targets import resolve_target  # noqa: E402
+from bhvit.models.layers.deploy_ops import stencil_add_eager  # noqa: E402
+from tvm import relax  # noqa: E402
+from tvm.target import Target  # noqa: E402
+
+pytestmark = pytest.mark.tvm
+
+TARGETS = {
+    "host": resolve_target("host").tvm_target(),
+    "generic": Target("llvm"),
+    "neon": Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76", "mattr": ["+neon"]}),
+}
+
+
+def _run(x, tokens, taps, token_scale, bias, target):
+    xv = relax.Var("x", relax.TensorType(x.shape, "float32"))
+    tv = relax.Var("tokens", relax.TensorType(tokens.shape, "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [xv, tv]):
+        with bb.dataflow():
+            y = relax_emit.emit_stencil_add(bb, xv, tv, taps=taps, token_scale=token_scale, bias=bias, target=target)
+            y = bb.emit_output(y)
+        bb.emit_func_output(y)
+    vm = relax.VirtualMachine(tvm.compile(bb.get(), target=target), tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(tokens)).numpy()
+
+
+@pytest.mark.parametrize("target", ["host", "generic"])
+@pytest.mark.parametrize(
+    "shape,reach",
+    [
+        ((1, 16, 56, 56), 2),
+        ((2, 8, 7, 7), 2),
+        ((1, 12, 5, 3), 1),
+        ((1, 8, 2, 2), 2),
+        ((1, 4, 1, 1), 2),
+        ((1, 8, 6, 9), 0),
+    ],
+    ids=["stage0", "batch2-7x7", "5x3", "2x2-wraps-twice", "1x1", "reach0"],
+)
+def test_emitted_stencil_add_equals_the_op(shape, reach, target):
+    rng = np.random.default_rng(5)
+    b, c, h, w = shape
+    x = rng.standard_normal(shape).astype(np.float32)
+    tokens = rng.standard_normal((b, h * w, c)).astype(np.float32)
+    taps = rng.standard_normal((c, 4 * reach + 1)).astype(np.float32)
+    token_scale, bias = rng.standard_normal((2, c)).astype(np.float32)
+    got = _run(x, tokens, taps, token_scale, bias, TARGETS[target])
+    expected = stencil_add_eager(*map(torch.from_numpy, (x, tokens, taps, token_scale, bias))).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def test_emit_refuses_tokens_that_do_not_match_the_map():
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType((1, 8, 4, 4), "float32"))
+    tv = relax.Var("tokens", relax.TensorType((1, 15, 8), "float32"))
+    with pytest.raises(ValueError, match="disagree"):
+        relax_emit.emit_stencil_add(
+            bb, xv, tv, taps=np.zeros((8, 9)), token_scale=np.zeros(8), bias=np.zeros(8), target=TARGETS["host"]
+        )
+
+
+@pytest.mark.parametrize(
+    "target,width,lanes", [("host", 56, 56), ("host", 14, 14), ("generic", 56, 4), ("neon", 28, 4), ("neon", 14, 14)]
+)
+def test_rows_run_as_whole_vectors_or_power_of_two_pieces(target, width, lanes):
+    """A row of up to four vectors' worth of float32 lanes is one vector (LLVM splits it into registers), a longer
+    one is cut into pieces of a power-of-two divisor of its width, at most one register wide."""
+    assert row_vector(StencilParams(1, 8, width, width, 2), TARGETS[target]) == lanes
+
+
+def test_neon_build_vectorises_the_rows():
+    """The aarch64 kernel (cross-built here; it runs under the emulator in test_qemu) has NEON float vectors."""
+    target = TARGETS["neon"]
+    from bhvit.compile.kernels import primfuncs
+
+    func = primfuncs.stencil_add(StencilParams(1, 192, 56, 56, 2), target)
+    lib = tvm.tirx.build(tvm.IRModule({"main": func}), target=target)
+    asm = lib.inspect_source("asm")
+    assert "fmla" in asm and ".4s" in asm
