@@ -26,7 +26,16 @@ from .weights import ALIGNMENT, aligned_empty, map_weights
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RUNTIMES", "THREADS_ENV", "Model", "OnnxModel", "TvmModel", "load_model", "resolve_threads"]
+__all__ = [
+    "RUNTIMES",
+    "THREADS_ENV",
+    "Model",
+    "OnnxModel",
+    "TvmModel",
+    "load_model",
+    "resolve_threads",
+    "tvm_ffi_with_runtime",
+]
 
 RUNTIMES = tuple(LIBRARY_SUFFIX)
 _CPU = 1  # DLDeviceType kDLCPU

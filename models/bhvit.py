@@ -48,6 +48,7 @@ __all__ = [
     "BinaryLayerInfo",
     "DeployMLP",
     "DeployDenseBranch",
+    "DeployBlockTail",
     "DeployAttentionProducts",
 ]
 
@@ -141,12 +142,15 @@ class _BlockTail(nn.Module):
         self.shifts = ShiftBranches(dim, cfg.shift3, cfg.shift5)
 
     def forward(self, x1: torch.Tensor) -> torch.Tensor:
+        # DeployBlockTail computes this sum as one op: change the two together (tests/models/test_deploy_forms.py
+        # checks that they agree)
         z = self.norm(x1)
         out = x1 + tokens_to_map(self.mlp(map_to_tokens(z)), z.shape[-1])
         s = self.shifts(z)
         return out if s is None else out + s
 
     def deploy_form(self, ops: BinaryOps) -> nn.Module:
+        """The whole sum as one ``stencil_add`` (:class:`DeployBlockTail`)."""
         return DeployBlockTail(ops, self)
 
 
@@ -157,8 +161,8 @@ class DeployBlockTail(nn.Module):
 
     def __init__(self, ops: BinaryOps, tail: _BlockTail):
         super().__init__()
-        s, t = bn_affine(tail.norm)
-        taps, bias = tail.shifts.stencil(len(s))  # of z = s * x1 + t
+        s, t = (v.detach() for v in bn_affine(tail.norm))
+        taps, bias = tail.shifts.stencil(len(s), s.device)  # of z = s * x1 + t
         bias = bias + t * taps.sum(1) + tail.mlp.scale.beta.detach()
         taps = taps * s[:, None]
         taps[:, 0] += 1.0  # the residual x1

@@ -1,8 +1,8 @@
 """One training phase: epochs of timm-augmented, Mixup/CutMix, optionally distilled training with checkpoints.
 
 Per epoch (``epoch`` counts from 0): set the scheduler's lr, train, evaluate on the validation split every
-``eval_every`` epochs and after the last, save ``best`` when val top-1 improves, save ``last`` with the resume
-state, then append the metrics line. After the last epoch, ``best`` is scored on the test split.
+``eval_every`` epochs and after the last, save ``best`` when val top-1 improves, append the metrics line, then
+save ``last`` with the resume state. After the last epoch, ``best`` is scored on the test split.
 """
 
 from __future__ import annotations
@@ -294,9 +294,11 @@ def run_phase(cfg: TrainCfg, phase: PhaseSpec, splits: DataSplits, teacher: Teac
                 "scaler": scaler.state_dict(),
                 "rng": rng_state(),
             }
-            save_last(out / LAST, model, {**meta, "epoch": epoch, "val_top1": row["val_top1"]}, train_state)
+            # the line first: a kill before the save redoes the epoch, whose line resume then drops (_read_metrics);
+            # the other order loses the line of an epoch the checkpoint counts as done
             with open(out / METRICS, "a") as f:
                 f.write(json.dumps(row) + "\n")
+            save_last(out / LAST, model, {**meta, "epoch": epoch, "val_top1": row["val_top1"]}, train_state)
         log.info(
             "phase %d epoch %d/%d: loss %.4f, lr %.3g, train top-1 %.2f, val top-1 %s (%.1fs)",
             phase.number,

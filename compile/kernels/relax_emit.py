@@ -403,7 +403,7 @@ def emit_stencil_add(
     taps: np.ndarray,
     token_scale: np.ndarray,
     bias: np.ndarray,
-    target,
+    target: Target | str | dict,
 ) -> relax.Expr:
     """y[b, c, h, w] = sum_t taps[c, t] * x[b, c, (h + dh_t) mod H, (w + dw_t) mod W] + token_scale[c] * tokens[b,
     h * W + w, c] + bias[c] (the cross of :func:`bhvit.models.layers.shift.stencil_offsets`).

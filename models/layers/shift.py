@@ -81,14 +81,15 @@ class ChannelGroupShift(nn.Module):
 
     @property
     def reach(self) -> int:
+        """The farthest offset this op reads."""
         return self.step
 
     def taps(self, channels: int, reach: int) -> torch.Tensor:
         """This op as ``(channels, 4 reach + 1)`` stencil taps (``reach >= self.step``)."""
         taps = torch.zeros(channels, 4 * reach + 1)
-        group = channels // 4
-        for g, (offset, dim) in enumerate(((-self.step, 2), (self.step, 2), (-self.step, 3), (self.step, 3))):
-            taps[g * group : (g + 1) * group, _tap(reach, offset, dim)] = 1.0
+        moves = ((-self.step, 2), (self.step, 2), (-self.step, 3), (self.step, 3))
+        for group, (offset, dim) in zip(torch.arange(channels).chunk(4), moves):  # the groups of forward's chunk
+            taps[group, _tap(reach, offset, dim)] = 1.0
         return taps
 
 
@@ -117,12 +118,12 @@ class ShiftBranches(nn.Module):
         return max((op.reach for op in self.ops), default=0)
 
     @torch.no_grad()
-    def stencil(self, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``forward(z)`` as ``taps`` (channels, 4 R + 1) and ``bias`` (channels,) with ``R = reach``: ``forward(z)[c,
-        h, w] = bias[c] + sum_t taps[c, t] * z[c, h + dh_t, w + dw_t]`` (see :func:`stencil_offsets`)."""
+    def stencil(self, channels: int, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward(z)`` as ``taps`` (channels, 4 R + 1) and ``bias`` (channels,) on ``device``, ``R = reach``:
+        ``forward(z)[c, h, w] = bias[c] + sum_t taps[c, t] * z[c, h + dh_t, w + dw_t]`` (:func:`stencil_offsets`)."""
         reach = self.reach
-        taps, bias = torch.zeros(channels, 4 * reach + 1), torch.zeros(channels)
+        taps, bias = torch.zeros(channels, 4 * reach + 1, device=device), torch.zeros(channels, device=device)
         for op, scale in zip(self.ops, self.scales):
-            taps += scale.alpha.detach()[:, None] * op.taps(channels, reach)
-            bias += scale.beta.detach()
+            taps += scale.alpha.detach().to(device)[:, None] * op.taps(channels, reach).to(device)
+            bias += scale.beta.detach().to(device)
         return taps, bias

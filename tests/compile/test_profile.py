@@ -49,7 +49,7 @@ def test_profile_covers_the_run_and_rates_the_binary_kernels(compiled):
 
 
 def test_timed_calls_add_up_to_the_end_to_end_latency(compiled):
-    """The replayed calls are the run within 10%, on the test model at 224 px, whose 440 VM instructions take about
+    """The replayed calls are the run within 10%, on the test model at 224 px, whose 440 VM calls take about
     a millisecond (at 64 px the VM's own dispatch between calls is ~10% of a 0.13 ms run). One thread: a second one
     waits for a core on a busy 2-core machine; up to 3 profiles, as another process can disturb one."""
     from bhvit.device.profile import profile_model
@@ -67,19 +67,39 @@ def test_timed_calls_add_up_to_the_end_to_end_latency(compiled):
     assert profile.call_cost.startswith("subtracted"), profile.call_cost
 
 
-def test_replay_leaves_the_model_and_its_output_unchanged(compiled):
-    """Replaying the recorded calls writes only the recorded run's buffers: runs after a profile give the same
-    logits as before it."""
-    from bhvit.device.profile import profile_model
+def test_replay_recomputes_the_recorded_run_and_leaves_the_model_as_it_was(compiled):
+    """A replay round makes the recorded calls again on the recorded buffers, in order: with every activation
+    buffer of the recorded run overwritten by NaN first, each ends as the run left it (the kernels are
+    deterministic), and runs after a profile give the same logits as before."""
+    from bhvit.device.profile import _Recorder, _Replay, profile_model
+
+    class RecordingAllocations(_Recorder):
+        def __init__(self):
+            super().__init__()
+            self.activations = []
+
+        def __call__(self, func, name, before_run, ret_value, *args):
+            if not before_run and str(name) == "vm.builtin.alloc_tensor":
+                self.activations.append(np.from_dlpack(ret_value))  # a view of the buffer, not a copy
+            return super().__call__(func, name, before_run, ret_value, *args)
 
     _, out, _ = compiled("binary")
     artifact, model = _model(out)
     x = np.random.default_rng(1).standard_normal((1, 3, 64, 64)).astype(np.float32)
     before = model(x).copy()
+    recorder = RecordingAllocations()
+    model.set_instrument(recorder)
+    model(x)
+    model.set_instrument(None)
+    floats = [a for a in recorder.activations if a.dtype == np.float32 and a.size]
+    recorded = [a.copy() for a in floats]
+    assert len(floats) > 20 and all(np.isfinite(a).all() for a in recorded)
+    for a in floats:
+        a[...] = np.nan
+    _Replay(recorder.calls).round()
+    assert all(np.array_equal(a, r) for a, r in zip(floats, recorded, strict=True))
     profile_model(model, x, artifact.meta.kernels, runs=3, warmup=1)
     np.testing.assert_array_equal(model(x), before)
-    other = np.random.default_rng(2).standard_normal((1, 3, 64, 64)).astype(np.float32)
-    assert not np.array_equal(model(other), before)
 
 
 def test_bench_profile_cli_json_and_table(compiled):

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.tvm
 
 TARGETS = {
     "host": resolve_target("host").tvm_target(),
+    "avx512": Target({"kind": "llvm", "mcpu": "znver4"}),
     "generic": Target("llvm"),
     "neon": Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76", "mattr": ["+neon"]}),
 }
@@ -73,11 +74,13 @@ def test_emit_refuses_tokens_that_do_not_match_the_map():
 
 
 @pytest.mark.parametrize(
-    "target,width,lanes", [("host", 56, 56), ("host", 14, 14), ("generic", 56, 4), ("neon", 28, 4), ("neon", 14, 14)]
+    "target,width,lanes",
+    [("avx512", 56, 56), ("avx512", 14, 14), ("generic", 56, 4), ("neon", 28, 4), ("neon", 14, 14)],
 )
 def test_rows_run_as_whole_vectors_or_power_of_two_pieces(target, width, lanes):
-    """A row of up to four vectors' worth of float32 lanes is one vector (LLVM splits it into registers), a longer
-    one is cut into pieces of a power-of-two divisor of its width, at most one register wide."""
+    """A row of up to four vectors' worth of float32 lanes is one vector (LLVM splits it into registers: 16 lanes
+    with AVX-512, 4 on NEON and plain x86-64), a longer one is cut into pieces of a power-of-two divisor of its
+    width, at most one register wide."""
     assert row_vector(StencilParams(1, 8, width, width, 2), TARGETS[target]) == lanes
 
 

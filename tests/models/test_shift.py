@@ -40,17 +40,18 @@ def test_shift_branches_start_switched_off():
 
 @pytest.mark.parametrize("shift3,shift5", [(True, True), (True, False), (False, True), (False, False)])
 @pytest.mark.parametrize("size", [(7, 7), (5, 3), (2, 2), (1, 1)], ids=["7x7", "5x3", "2x2-wraps", "1x1"])
-def test_shift_branches_are_their_stencil(shift3, shift5, size):
+@pytest.mark.parametrize("channels", [8, 10])
+def test_shift_branches_are_their_stencil(shift3, shift5, size, channels):
     """The branches with trained-like LayerScales are ``bias + sum_t taps[:, t] * roll(z)``, also on maps smaller
-    than the reach (offsets wrap)."""
+    than the reach (offsets wrap) and with channel groups of unequal size (10 channels: 3, 3, 3, 1)."""
     torch.manual_seed(0)
-    branches = ShiftBranches(8, shift3, shift5)
+    branches = ShiftBranches(channels, shift3, shift5)
     for scale in branches.scales:
         scale.alpha.data.normal_()
         scale.beta.data.normal_()
-    z = torch.randn(2, 8, *size)
-    taps, bias = branches.stencil(8)
-    assert branches.reach == (2 if shift5 else 1 if shift3 else 0) and taps.shape == (8, 4 * branches.reach + 1)
+    z = torch.randn(2, channels, *size)
+    taps, bias = branches.stencil(channels)
+    assert branches.reach == (2 if shift5 else 1 if shift3 else 0) and taps.shape == (channels, 4 * branches.reach + 1)
     got = bias.view(1, -1, 1, 1).expand_as(z)
     for t, (dh, dw) in enumerate(stencil_offsets(branches.reach)):
         got = got + taps[:, t].view(1, -1, 1, 1) * torch.roll(z, (-dh, -dw), (2, 3))

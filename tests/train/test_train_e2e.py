@@ -142,6 +142,28 @@ def test_train_kill9_during_epoch_then_resume_finishes_all_epochs(train_args, tm
     assert json.loads((out / "phase1" / "result.json").read_text())["epochs"] == 3
 
 
+def test_train_stopped_between_metrics_line_and_checkpoint_loses_no_epoch(train_args, tmp_path, monkeypatch):
+    """The narrowest window of a kill: epoch 1's metrics line is written, its ``last`` checkpoint is not. Resume
+    redoes epoch 1 and the file ends with exactly one line per epoch."""
+    import bhvit.train.loop as loop
+
+    out = tmp_path / "stopped"
+    args = train_args(out, "--phase", "1", "--epochs", "3")
+    real = loop.save_last
+
+    def stop_at_epoch_1(path, model, meta, state):
+        if meta["epoch"] == 1:
+            raise KeyboardInterrupt  # what the CLI gets on Ctrl-C
+        real(path, model, meta, state)
+
+    monkeypatch.setattr(loop, "save_last", stop_at_epoch_1)
+    assert CliRunner().invoke(main, args).exit_code != 0
+    assert [r["epoch"] for r in _metrics(out / "phase1" / "metrics.jsonl")] == [0, 1]
+    monkeypatch.setattr(loop, "save_last", real)
+    assert _invoke([*args, "--resume"]).exit_code == 0
+    assert [r["epoch"] for r in _metrics(out / "phase1" / "metrics.jsonl")] == [0, 1, 2]
+
+
 def test_train_ddp_gloo_two_processes(train_args, tmp_path):
     out = tmp_path / "ddp"
     cmd = [

@@ -19,7 +19,7 @@ from . import select
 
 __all__ = ["row_vector", "schedule"]
 
-MAX_COPY_VECTOR = 256  # widest row copied as one vector (the row buffer must stay under TVM's 1 KiB stack limit)
+MAX_COPY_VECTOR = 256  # widest row buffer (W + 2R floats) copied as one vector: TVM's 1 KiB stack limit
 
 
 def row_vector(p: StencilParams, target: Target) -> int:
@@ -43,10 +43,10 @@ def schedule(func: tirx.PrimFunc, p: StencilParams, target: Target) -> IRModule:
     vl = row_vector(p, target)
     _vectorize(sch, w, vl)
     sch.parallel(rows)
-    sch.compute_at(row, rows)  # W + 2R floats: a stack buffer under TVM's 1 KiB alloca limit for rows up to 252
+    sch.compute_at(row, rows)  # W + 2R floats: a stack buffer while under TVM's 1 KiB alloca limit
     j = sch.get_loops(row)[-1]
     middle = sch.loop_partition(j, [p.reach, p.width, None])[1] if p.reach else j
-    if p.width <= MAX_COPY_VECTOR:  # a plain copy: LLVM splits one long vector into registers without spilling
+    if p.width + 2 * p.reach <= MAX_COPY_VECTOR:  # a plain copy: LLVM splits one long vector into registers
         sch.vectorize(middle)
     return sch.mod
 
