@@ -83,8 +83,9 @@ def _stop(procs: list[subprocess.Popen], cluster: Cluster | None) -> None:
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
-    """A one-node SLURM on localhost with its own munge key, state, spool and ports; skips saying why when it
-    cannot start (not root, SLURM not installed, a daemon that does not come up)."""
+    """A one-node SLURM on localhost with its own munge key, state, spool and ports. Skips, saying why, only where
+    this machine cannot run one (SLURM not installed, not root); an installed SLURM that does not come up fails with
+    its daemons' last log lines."""
     missing = [d for d in DAEMONS if shutil.which(d) is None]
     if missing:
         pytest.skip(f"SLURM is not installed (missing {', '.join(missing)}; scripts/install.sh --slurm installs it)")
@@ -119,7 +120,7 @@ def slurm_cluster(tmp_path_factory):
             state = sinfo.stdout.decode().strip()
         if state != "idle":
             tails = {p.name: p.read_text().strip().splitlines()[-3:] for p in sorted(cluster.logs.glob("*"))}
-            pytest.skip(f"the local SLURM did not come up within {START_TIMEOUT_S} s (node {state!r}): {tails}")
+            pytest.fail(f"the local SLURM did not come up within {START_TIMEOUT_S} s (node {state!r}): {tails}")
         yield cluster
     finally:
         _stop(procs, cluster)
