@@ -150,8 +150,8 @@ class AttentionParams:
 
 @dataclass(frozen=True)
 class PatchConvParams:
-    """FP32 conv with kernel = stride = ``k`` (no padding) on a (batch, channels, height, width) map, as a matmul:
-    ``m`` = (height/k) * (width/k) patch rows, ``k_dim`` = channels * k * k inputs, ``n`` outputs."""
+    """FP32 conv with kernel = stride = ``k`` (no padding) on a (batch, channels, height, width) map, as a matmul of
+    its (height/k) * (width/k) patches: ``k_dim`` = channels * k * k inputs, ``n`` outputs."""
 
     batch: int
     channels: int
@@ -168,10 +168,6 @@ class PatchConvParams:
     def grid(self) -> tuple[int, int]:
         """Patches per column and per row (a partial patch at the border is dropped, as the conv does)."""
         return self.height // self.k, self.width // self.k
-
-    @property
-    def m(self) -> int:
-        return self.grid[0] * self.grid[1]
 
     @property
     def k_dim(self) -> int:

@@ -11,7 +11,8 @@ The PrimFuncs are recognised by their block names (:mod:`..blocks`), and a GEMM'
   word loop is unrolled (its per-word shift/OR selection folds away) and a trailing pixel loop
   vectorised.
 * ``"acc"`` + ``"out"`` (popcount GEMM): the output tile is ``MR`` rows (axis ``m``) by
-  ``NR x lanes`` columns (axis ``n``), kept in int64 registers while the reduction runs; the
+  ``NR x lanes`` columns (axis ``n``), kept in registers of the config's accumulator type (``acc_dtype``, or the
+  config's micro-kernel's own registers where it takes the tile) while the reduction runs; the
   float epilogue writes the tile; the loops outside the tile are fused and run in parallel.
   When ``n`` is not a multiple of the lanes (attention's 53 keys) but a whole row fits the registers,
   the tile is one row: its columns are partitioned into whole vectors and one shorter vector.
@@ -28,6 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from tvm import IRModule, tirx
 from tvm.s_tir import Schedule
@@ -35,7 +37,18 @@ from tvm.s_tir import Schedule
 from ..blocks import ACC, GATHER, OUT, PACK, PAD, POOL, ROWSUM, TILE_AXES_ATTR, TRANSPOSE, WORD_AXIS_ATTR
 from ..params import WORD_BITS
 
-__all__ = ["TileConfig", "Tile", "GENERIC", "choose_tile", "tiles_whole_rows", "schedule"]
+__all__ = [
+    "TileConfig",
+    "Tile",
+    "GENERIC",
+    "MICRO_KERNEL_ATTR",
+    "STACK_ALLOCA_BYTES",
+    "FLOAT_BYTES",
+    "choose_tile",
+    "pow2_divisor",
+    "vectorize_unroll",
+    "schedule",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +69,11 @@ class TileConfig:
     # name of a tensor intrinsic that takes the whole tile and reduction, or None (the vectorised accumulate)
     micro_kernel: Callable[[Schedule, object, Tile], str | None] | None = None
 
+    @property
+    def float_lanes(self) -> int:
+        """float32 lanes per vector register (twice the uint64 lanes), for the FP32 kernels."""
+        return 2 * self.lanes
+
 
 @dataclass(frozen=True)
 class Tile:
@@ -65,6 +83,7 @@ class Tile:
 
 
 GENERIC = TileConfig("generic", lanes=2, acc_regs=8, pack_lanes=4)
+MICRO_KERNEL_ATTR = "bhvit.micro_kernel"  # PrimFunc attribute: the tensor intrinsic that took the GEMM's tile
 
 # TVM's LowerTVMBuiltin puts only "global"-scope CPU buffers under 1024 bytes (runtime::kMaxStackAlloca)
 # on the stack, where LLVM promotes them to registers; any other buffer (including scope "local") is a
@@ -74,7 +93,8 @@ ACC_BYTES = 8  # int64 accumulators
 FLOAT_BYTES = 4
 
 
-def _pow2_divisor(n: int, cap: int) -> int:
+def pow2_divisor(n: int, cap: int) -> int:
+    """The largest power of two that divides ``n`` and is at most ``cap``."""
     v = 1
     while v * 2 <= cap and n % (v * 2) == 0:
         v *= 2
@@ -88,7 +108,7 @@ def choose_tile(m: int, n: int, cfg: TileConfig, acc_bytes: int = ACC_BYTES) -> 
     stays under TVM's stack-allocation limit. Ties prefer the larger MR (fewer weight loads per broadcast); MR is
     at least ``min_rows`` where a divisor of m allows it.
     """
-    vl = _pow2_divisor(n, cfg.lanes)
+    vl = pow2_divisor(n, cfg.lanes)
     max_vectors = min(cfg.acc_regs, (STACK_ALLOCA_BYTES - 1) // (vl * acc_bytes))
     best = (0, 0, 1, 1)
     divisors = [mr for mr in range(1, min(m, cfg.max_rows) + 1) if m % mr == 0]
@@ -99,7 +119,7 @@ def choose_tile(m: int, n: int, cfg: TileConfig, acc_bytes: int = ACC_BYTES) -> 
     return Tile(best[2], best[3], vl)
 
 
-def tiles_whole_rows(n: int, cfg: TileConfig) -> bool:
+def _tiles_whole_rows(n: int, cfg: TileConfig) -> bool:
     """Whether a GEMM with ``n`` columns, not a multiple of the lanes, is tiled by whole rows: its ``ceil(n / lanes)``
     accumulator vectors fit the register budget and TVM's stack-allocation limit."""
     vectors = -(-n // cfg.lanes)
@@ -107,16 +127,18 @@ def tiles_whole_rows(n: int, cfg: TileConfig) -> bool:
 
 
 def schedule(func: tirx.PrimFunc, cfg: TileConfig = GENERIC) -> IRModule:
-    """Schedule one binary PrimFunc (a pack, or a popcount GEMM with an optional ``rowsum``)."""
+    """Schedule one binary PrimFunc (a pack, or a popcount GEMM with an optional ``rowsum``, ``pad``, ``gather`` or
+    ``transpose``). A GEMM whose tile the config's micro-kernel took names it in :data:`MICRO_KERNEL_ATTR`."""
     if cfg is GENERIC:
         log.info("binary kernels: using the generic (fallback) schedule")
     sch = Schedule(func)
+    intrin = None
     if _has_block(sch, POOL):
-        _schedule_gemm_pack_pool(sch, cfg)
+        intrin = _schedule_gemm_pack_pool(sch, cfg)
     elif _has_block(sch, PACK):
         _schedule_pack(sch, cfg)
     else:
-        _schedule_gemm(sch, cfg)
+        intrin = _schedule_gemm(sch, cfg)
         if _has_block(sch, PAD):
             _schedule_pad(sch, sch.get_sblock(PAD))
         if _has_block(sch, GATHER):
@@ -124,8 +146,11 @@ def schedule(func: tirx.PrimFunc, cfg: TileConfig = GENERIC) -> IRModule:
         if _has_block(sch, ROWSUM):
             _parallel_spatial(sch, sch.get_sblock(ROWSUM))
         if _has_block(sch, TRANSPOSE):  # B x H x Dw x n words for attention: a thread launch would cost more
-            _vectorize_unroll(sch, sch.get_loops(sch.get_sblock(TRANSPOSE))[-1:])
-    return sch.mod
+            vectorize_unroll(sch, sch.get_loops(sch.get_sblock(TRANSPOSE))[-1:])
+    mod = sch.mod
+    if intrin is not None:
+        mod["main"] = mod["main"].with_attr(MICRO_KERNEL_ATTR, intrin)
+    return mod
 
 
 def _tile_axes(sch: Schedule, block) -> tuple[int, int]:
@@ -146,7 +171,7 @@ def _extent(sch: Schedule, loop) -> int:
     return int(sch.get(loop).extent)
 
 
-def _vectorize_unroll(sch: Schedule, loops: list) -> None:
+def vectorize_unroll(sch: Schedule, loops: list) -> None:
     """Vectorise the innermost loop when it is wider than 1, unroll the others."""
     if not loops:
         return
@@ -182,14 +207,14 @@ def _schedule_gather(sch: Schedule, block) -> None:
         sch.vectorize(loops[-1])
 
 
-def _schedule_gemm(sch: Schedule, cfg: TileConfig) -> None:
+def _schedule_gemm(sch: Schedule, cfg: TileConfig) -> str | None:
     # 1. analyse: the tile axes as the compute annotated them
     out, acc = sch.get_sblock(OUT), sch.get_sblock(ACC)
     extents = [int(iv.dom.extent) for iv in sch.get(out).iter_vars]
     m_ax, n_ax = _tile_axes(sch, out)
-    if tiles_whole_rows(extents[n_ax], cfg):
+    if _tiles_whole_rows(extents[n_ax], cfg):
         _schedule_gemm_rows(sch, cfg, n_ax)
-        return
+        return None
     tile = choose_tile(extents[m_ax], extents[n_ax], cfg)
     # 2. tile the output: outer loops, then MR x NR x lanes
     loops = sch.get_loops(out)
@@ -197,11 +222,11 @@ def _schedule_gemm(sch: Schedule, cfg: TileConfig) -> None:
     no, nv, nl = sch.split(loops[n_ax], [None, tile.nr, tile.vl])
     outer = [loop for i, loop in enumerate(loops) if i not in (m_ax, n_ax)]
     sch.reorder(*outer, mo, no, mi, nv, nl)
-    init_at = _accumulate(sch, acc, no, tile, cfg)
+    steps = _accumulate(sch, acc, no, tile, cfg)
     # 4. epilogue: vectorised over n, unrolled over the tile
     _vectorize_epilogue(sch, mi, nv, nl, cfg)
     sch.parallel(sch.fuse(*outer, mo, no))
-    _split_init(sch, acc, init_at)
+    return _split_init(sch, acc, steps)
 
 
 def _schedule_gemm_rows(sch: Schedule, cfg: TileConfig, n_ax: int) -> None:
@@ -224,12 +249,12 @@ def _schedule_gemm_rows(sch: Schedule, cfg: TileConfig, n_ax: int) -> None:
         else:
             tile_loops = [col]
         sch.reorder(*red, *tile_loops)
-        _vectorize_unroll(sch, tile_loops)
+        vectorize_unroll(sch, tile_loops)
         if red:
             init = sch.decompose_reduction(block, red[0])
-            _vectorize_unroll(sch, sch.get_loops(init)[-len(tile_loops) :])
+            vectorize_unroll(sch, sch.get_loops(init)[-len(tile_loops) :])
     for piece in sch.loop_partition(sch.get_loops(out)[-1], [body, None]):
-        _vectorize_unroll(sch, sch.split(piece, [None, cfg.lanes]) if _extent(sch, piece) == body else [piece])
+        vectorize_unroll(sch, sch.split(piece, [None, cfg.lanes]) if _extent(sch, piece) == body else [piece])
     sch.parallel(sch.fuse(*outer))
 
 
@@ -237,14 +262,22 @@ def _vectorize_epilogue(sch: Schedule, mi, nv, nl, cfg: TileConfig) -> None:
     """The float epilogue vectorised over the tile's lanes, or over its whole row where the config asks (float32
     vectors hold more lanes than the uint64 ones)."""
     if cfg.wide_epilogue and _extent(sch, nl) > 1:
-        _vectorize_unroll(sch, [mi, sch.fuse(nv, nl)])
+        vectorize_unroll(sch, [mi, sch.fuse(nv, nl)])
     else:
-        _vectorize_unroll(sch, [mi, nv, nl])
+        vectorize_unroll(sch, [mi, nv, nl])
 
 
-def _accumulate(sch: Schedule, acc, loop, tile: Tile, cfg: TileConfig) -> tuple:
-    """Step 3: the acc tile under ``loop`` in registers, reduction outermost; returns what :func:`_split_init` needs:
-    the reduction and tile loops, or the reduction loop and the micro-kernel that takes the tile."""
+class _Accumulation(NamedTuple):
+    """Step 3's loops for step 5: the reduction loops and the tile's loops, or, where a micro-kernel takes the tile,
+    its one reduction loop and the intrinsic's name."""
+
+    reductions: list
+    tile_loops: list
+    intrin: str | None = None
+
+
+def _accumulate(sch: Schedule, acc, loop, tile: Tile, cfg: TileConfig) -> _Accumulation:
+    """Step 3: the acc tile under ``loop`` in registers, reduction outermost."""
     sch.compute_at(acc, loop)  # global scope: only a small global buffer is a stack alloca (see STACK_ALLOCA_BYTES)
     inner = _tile_loops(sch, acc, tile)
     reductions = [inner[k] for k in inner if k not in _TILE_ROLES]
@@ -252,31 +285,30 @@ def _accumulate(sch: Schedule, acc, loop, tile: Tile, cfg: TileConfig) -> tuple:
         sch.reorder(reductions[0], inner[_ROWS], inner[_COLS])
         intrin = cfg.micro_kernel(sch, acc, tile)
         if intrin is not None:
-            return reductions[0], intrin
+            return _Accumulation(reductions, [], intrin)
     if _COLS in inner:
         inner[_COLS], inner[_LANES] = sch.split(inner[_COLS], [tile.nr, tile.vl])
     tile_loops = [inner[k] for k in _TILE_ROLES if k in inner]
     sch.reorder(*reductions, *tile_loops)
-    _vectorize_unroll(sch, tile_loops)
-    return reductions, tile_loops
+    vectorize_unroll(sch, tile_loops)
+    return _Accumulation(reductions, tile_loops)
 
 
-def _split_init(sch: Schedule, acc, init_at: tuple) -> None:
+def _split_init(sch: Schedule, acc, steps: _Accumulation) -> str | None:
     """Step 5: zero-init separated from the reduction (last: it freezes the acc block's loops), then the
-    micro-kernel, if any, tensorizes the reduction."""
-    if isinstance(init_at[1], str):
-        reduction, intrin = init_at
-        init = sch.decompose_reduction(acc, reduction)
-        _vectorize_unroll(sch, sch.get_loops(init)[-2:])
-        sch.tensorize(reduction, intrin)
-        return
-    reductions, tile_loops = init_at
-    if reductions or tile_loops:
-        init = sch.decompose_reduction(acc, (reductions or tile_loops)[0])
-        _vectorize_unroll(sch, sch.get_loops(init)[-len(tile_loops) :] if tile_loops else [])
+    micro-kernel, if any, tensorizes the reduction; returns the micro-kernel's name."""
+    if steps.intrin is not None:
+        init = sch.decompose_reduction(acc, steps.reductions[0])
+        vectorize_unroll(sch, sch.get_loops(init)[-2:])
+        sch.tensorize(steps.reductions[0], steps.intrin)
+        return steps.intrin
+    if steps.reductions or steps.tile_loops:
+        init = sch.decompose_reduction(acc, (steps.reductions or steps.tile_loops)[0])
+        vectorize_unroll(sch, sch.get_loops(init)[-len(steps.tile_loops) :] if steps.tile_loops else [])
+    return None
 
 
-def _schedule_gemm_pack_pool(sch: Schedule, cfg: TileConfig) -> None:
+def _schedule_gemm_pack_pool(sch: Schedule, cfg: TileConfig) -> str | None:
     """Per parallel tile of MR rows x one word: the GEMM tile into a stack buffer, then its pack and pool."""
     out, acc = sch.get_sblock(OUT), sch.get_sblock(ACC)
     m, n = sch.get_loops(out)
@@ -285,7 +317,7 @@ def _schedule_gemm_pack_pool(sch: Schedule, cfg: TileConfig) -> None:
     mo, mi = sch.split(m, [None, tile.mr])
     no, nc, nv, nl = sch.split(n, [None, WORD_BITS // (tile.nr * tile.vl), tile.nr, tile.vl])
     sch.reorder(mo, no, nc, mi, nv, nl)
-    init_at = _accumulate(sch, acc, nc, tile, cfg)
+    steps = _accumulate(sch, acc, nc, tile, cfg)
     _vectorize_epilogue(sch, mi, nv, nl, cfg)
     word = sch.fuse(mo, no)
     sch.parallel(word)
@@ -301,7 +333,7 @@ def _schedule_gemm_pack_pool(sch: Schedule, cfg: TileConfig) -> None:
                 sch.reorder(row, lane)
         _vectorize_lanes(sch, pack, rf)
     _pool_tile(sch, pool)
-    _split_init(sch, acc, init_at)
+    return _split_init(sch, acc, steps)
 
 
 def _pool_tile(sch: Schedule, block) -> None:
@@ -357,7 +389,7 @@ def _pack_rfactor(sch: Schedule, block, spatial: list, bits, lanes: int) -> None
 
 def _rfactor_lanes(sch: Schedule, block, bits, lanes: int):
     """Split the bits into ``lanes`` and rfactor the lane axis into a partial-word block (None: no lanes)."""
-    lanes = _pow2_divisor(_extent(sch, bits), lanes)
+    lanes = pow2_divisor(_extent(sch, bits), lanes)
     if lanes == 1:
         return None
     _, b_lane = sch.split(bits, [None, lanes])
@@ -383,7 +415,7 @@ def _pack_outer(sch: Schedule, block, spatial: list, bits, word_axis: int, lanes
     """
     lead, trail = spatial[: word_axis + 1], spatial[word_axis + 1 :]
     flat = sch.fuse(*trail) if len(trail) > 1 else trail[0]
-    vl = _pow2_divisor(_extent(sch, flat), lanes)
+    vl = pow2_divisor(_extent(sch, flat), lanes)
     t_out, t_lane = sch.split(flat, [None, vl])
     sch.reorder(t_out, bits, t_lane)
     if vl > 1:

@@ -20,7 +20,7 @@ from tvm.s_tir import Schedule, ScheduleError, TensorIntrin
 from tvm.script import tirx as T
 
 from ..blocks import TILE_AXES_ATTR
-from .generic import Tile
+from .generic import MICRO_KERNEL_ATTR, Tile
 
 __all__ = ["popcount_tile_intrin", "tensorize_tile", "tensorized"]
 
@@ -120,8 +120,8 @@ def popcount_tile_intrin(mr: int, nr: int, kw: int, row_first: bool, acc_dtype: 
 
 
 def tensorized(func: tirx.PrimFunc) -> bool:
-    """Whether a scheduled PrimFunc holds the micro-kernel (TVMScript prints an intrinsic without its types)."""
-    return _UDOT.rsplit(".", 2)[0] in func.script()
+    """Whether the schedule gave a GEMM's tile to the micro-kernel."""
+    return func.attrs is not None and MICRO_KERNEL_ATTR in func.attrs
 
 
 def tensorize_tile(sch: Schedule, acc, tile: Tile) -> str | None:

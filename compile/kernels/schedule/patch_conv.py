@@ -19,7 +19,7 @@ from tvm.target import Target
 from ..blocks import ACC, OUT
 from ..params import PatchConvParams
 from . import select
-from .generic import FLOAT_BYTES, Tile, choose_tile
+from .generic import FLOAT_BYTES, Tile, choose_tile, vectorize_unroll
 
 __all__ = ["patch_tile", "schedule"]
 
@@ -28,7 +28,8 @@ def patch_tile(p: PatchConvParams, target: Target) -> Tile:
     """The register tile for ``target``: the binary kernels' register budget, with float32 lanes (twice the uint64
     lanes) and 4-byte accumulators."""
     cfg = select(target)
-    return choose_tile(p.grid[1], p.n, replace(cfg, lanes=2 * cfg.lanes), acc_bytes=FLOAT_BYTES)
+    float_cfg = replace(cfg, lanes=cfg.float_lanes, min_rows=1, micro_kernel=None)  # no popcount micro-kernel here
+    return choose_tile(p.grid[1], p.n, float_cfg, acc_bytes=FLOAT_BYTES)
 
 
 def schedule(func: tirx.PrimFunc, tile: Tile) -> IRModule:
@@ -43,17 +44,10 @@ def schedule(func: tirx.PrimFunc, tile: Tile) -> IRModule:
     ami, an, c, kh, kw = sch.get_loops(acc)[-5:]
     anv, anl = sch.split(an, [tile.nr, tile.vl])
     sch.reorder(c, kh, kw, ami, anv, anl)
-    _unroll_vectorize(sch, [ami, anv, anl])
+    vectorize_unroll(sch, [ami, anv, anl])
     for loop in (nv, nl, ji, kw):
         sch.unroll(loop)
     sch.parallel(sch.fuse(b, no, i, jo))
     init = sch.decompose_reduction(acc, c)
-    _unroll_vectorize(sch, sch.get_loops(init)[-3:])
+    vectorize_unroll(sch, sch.get_loops(init)[-3:])
     return sch.mod
-
-
-def _unroll_vectorize(sch: Schedule, loops: list) -> None:
-    *rest, last = loops
-    sch.vectorize(last)
-    for loop in rest:
-        sch.unroll(loop)

@@ -16,21 +16,18 @@ from tvm.target import Target
 from ..blocks import OUT, ROW
 from ..params import StencilParams
 from . import select
+from .generic import FLOAT_BYTES, STACK_ALLOCA_BYTES, pow2_divisor
 
 __all__ = ["row_vector", "schedule"]
 
-MAX_COPY_VECTOR = 256  # widest row buffer (W + 2R floats) copied as one vector: TVM's 1 KiB stack limit
+# the row buffer (W + 2R floats) is a stack array, copied as one vector, while under TVM's stack-allocation limit
+MAX_ROW_FLOATS = STACK_ALLOCA_BYTES // FLOAT_BYTES
 
 
 def row_vector(p: StencilParams, target: Target) -> int:
     """Lanes of the vectors along a row for ``target``."""
-    lanes = 2 * select(target).lanes  # float32 lanes: twice the uint64 lanes of the binary tile configs
-    if p.width <= 4 * lanes:
-        return p.width
-    vl = 1
-    while vl * 2 <= lanes and p.width % (vl * 2) == 0:
-        vl *= 2
-    return vl
+    lanes = select(target).float_lanes
+    return p.width if p.width <= 4 * lanes else pow2_divisor(p.width, lanes)
 
 
 def schedule(func: tirx.PrimFunc, p: StencilParams, target: Target) -> IRModule:
@@ -46,12 +43,13 @@ def schedule(func: tirx.PrimFunc, p: StencilParams, target: Target) -> IRModule:
     sch.compute_at(row, rows)  # W + 2R floats: a stack buffer while under TVM's 1 KiB alloca limit
     j = sch.get_loops(row)[-1]
     middle = sch.loop_partition(j, [p.reach, p.width, None])[1] if p.reach else j
-    if p.width + 2 * p.reach <= MAX_COPY_VECTOR:  # a plain copy: LLVM splits one long vector into registers
+    if p.width + 2 * p.reach < MAX_ROW_FLOATS:  # a plain copy: LLVM splits one long vector into registers
         sch.vectorize(middle)
     return sch.mod
 
 
 def _vectorize(sch: Schedule, loop, vl: int) -> None:
+    """Vectorise ``loop`` whole when it is ``vl`` long, else in pieces of ``vl`` (the pieces unrolled)."""
     extent = int(sch.get(loop).extent)
     if extent == vl:
         sch.vectorize(loop)
