@@ -14,11 +14,14 @@ vectors. This pass schedules every PrimFunc that is not marked scheduled (``tirx
 3. reduction blocks whose innermost output axis is also contiguous in an input (matmul, conv, token mean):
    register-tile it (``MR`` rows x ``NR`` vector lanes, local accumulators, the reduction loops outside the
    tile), parallelise the outer tiles and vectorise the lanes;
-4. other reductions (softmax/LayerNorm rows; step 3's when no register tile divides the output width):
-   parallelise the spatial loops, keep the reduction inner. A reduction over one axis that is the last index of
-   every input it reads (LayerNorm's rows) is instead split into vector lanes of partial results (``rfactor``),
-   combined at the end of each row, where the vector width divides it; this comes before step 3, whose tile
-   would read such rows across, lane by lane.
+4. other reductions (step 3's when no register tile divides the output width, row reductions the lanes do not
+   divide): parallelise the spatial loops, keep the reduction inner. A reduction over one axis that is the last
+   index of every input it reads (the rows of LayerNorm and of softmax's max and sum) is instead split into vector
+   lanes of partial results (``rfactor``), combined at the end of each row, where the vector width divides it;
+   this comes before step 3, whose tile would read such rows across, lane by lane.
+
+TVM's ``dlight.cpu.Reduction`` rule schedules softmax and norm rows too, but sums them in scalars (its rfactor does
+not combine with the ``compute_at`` of several blocks); it is not used.
 
 Each block is scheduled on a copy of the schedule and kept only if every step succeeded, so an unusual block
 stays correct rather than breaking the build; such a block runs serially, so it is logged as a warning with its

@@ -1,6 +1,6 @@
 """Per-operator profile of a TVM artifact, from the artifact itself (runtime only: no ``tvm`` package, no torch).
 
-The Relax VM of the exported library calls an *instrument* before every packed-function call of ``main``
+The Relax VM of the exported library calls an *instrument* before and after every packed-function call of ``main``
 (``set_instrument``): each compiled kernel, fused FP function and VM builtin (``vm.builtin.alloc_tensor``, ...).
 One instrumented run records those calls with their arguments; making them again in order, one at a time, gives
 per compiled function its calls and milliseconds per run (timing inside the instrument would add its own Python

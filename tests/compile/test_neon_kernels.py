@@ -142,6 +142,22 @@ def test_a76_hot_loop_is_eor_cnt_udot():
     assert not {"movi", "uadalp", "uaddlp", "str", "stp"} & set(ops)  # no re-zeroing, widening or spills
 
 
+def test_mca_counts_128_bits_per_vector_cnt_64_per_scalar_and_the_float_instructions():
+    spec = importlib.util.spec_from_file_location("bench_kernels", SCRIPTS / "bench_kernels.py")
+    bench = sys.modules["bench_kernels"] = importlib.util.module_from_spec(spec)  # for its dataclass
+    spec.loader.exec_module(bench)
+    body = [
+        "eor v0.16b, v1.16b, v2.16b",
+        "cnt v0.16b, v0.16b",
+        "cnt v3.8b, v3.8b",
+        "udot v4.4s, v0.16b, v5.16b",
+        "fmla v6.4s, v7.4s, v8.4s",
+        "scvtf v9.4s, v9.4s",
+    ]
+    row = bench.mca(body)
+    assert (row["instructions"], row["cnt"], row["udot"], row["eor"], row["bits"], row["fp"]) == (6, 2, 1, 1, 192, 2)
+
+
 @pytest.mark.qemu
 @pytest.mark.skipif(
     not (ROOT / "usr/bin/python3.11").exists() or not shutil.which("qemu-aarch64-static"),

@@ -40,6 +40,11 @@ CASES = {
     ),
     "mean": lambda bb, r: ([r.Var("x", r.TensorType((2, 49, 64), "float32"))], lambda x: r.op.mean(x, axis=1)),
     "softmax": lambda bb, r: ([r.Var("x", r.TensorType((4, 53, 53), "float32"))], lambda x: r.op.nn.softmax(x)),
+    # 64 wide: the max and the sum take the vector-lane path, with the exponentials kept between them
+    "softmax_lanes": lambda bb, r: (
+        [r.Var("x", r.TensorType((3, 5, 64), "float32"))],
+        lambda x: r.op.nn.softmax(x),
+    ),
     "layer_norm": lambda bb, r: (
         [r.Var(n, r.TensorType(s, "float32")) for n, s in (("x", (3, 7, 96)), ("g", (96,)), ("b", (96,)))],
         lambda x, g, b: r.op.nn.layer_norm(x, g, b, axes=[-1]),

@@ -115,6 +115,7 @@ _THREAD_USE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.tvm
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to run two threads on")
 @pytest.mark.parametrize("threads", [1, 2])
 def test_tvm_threads_run_in_parallel_and_are_not_pinned(tmp_path, threads):
