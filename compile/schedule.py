@@ -14,11 +14,12 @@ vectors. This pass schedules every PrimFunc that is not marked scheduled (``tirx
 3. reduction blocks whose innermost output axis is also contiguous in an input (matmul, conv, token mean):
    register-tile it (``MR`` rows x ``NR`` vector lanes, local accumulators, the reduction loops outside the
    tile), parallelise the outer tiles and vectorise the lanes;
-4. other reductions (step 3's when no register tile divides the output width, row reductions the lanes do not
-   divide): parallelise the spatial loops, keep the reduction inner. A reduction over one axis that is the last
-   index of every input it reads (the rows of LayerNorm and of softmax's max and sum) is instead split into vector
-   lanes of partial results (``rfactor``), combined at the end of each row, where the vector width divides it;
-   this comes before step 3, whose tile would read such rows across, lane by lane.
+4. other reductions (step 3's when no register tile divides the output width): parallelise the spatial loops, keep
+   the reduction inner. A reduction over one axis that is the last index of every input it reads (the rows of
+   LayerNorm and of softmax's max and sum) is instead split into vector lanes of partial results (``rfactor``),
+   combined at the end of each row, where the vector width divides it; where it does not (softmax over 53 tokens),
+   the lanes run across rows, each reducing its own row in order (the loads gather, but no chain of dependent
+   scalar maxima or sums remains). Both come before step 3, whose tile would read such rows across, lane by lane.
 
 TVM's ``dlight.cpu.Reduction`` rule schedules softmax and norm rows too, but sums them in scalars (its rfactor does
 not combine with the ``compute_at`` of several blocks); it is not used.
@@ -343,26 +344,53 @@ def _schedule_lane_reduction(sch: Schedule, block, n_spatial: int, lanes: int) -
     sch.decompose_reduction(rf, step)
 
 
-def _reduction_lanes(sch: Schedule, block, cfg: CpuScheduleCfg, n_spatial: int) -> int | None:
-    """Vector lanes for a reduction over one axis read contiguously (every input it indexes has it as the last
-    index and nowhere else), when ``cfg.lanes`` or half of it divides its extent; None otherwise.
-
-    Each lane keeps a partial result, and the lanes are combined at the end of the row, which reorders a float
-    sum: it is exact up to rounding. An extent no lane count divides stays serial: rfactor on a
-    split with a remainder loses the split's bound check under ``compute_at`` (TVM 0.27) and reads past the row.
-    """
+def _reads_along_rows(sch: Schedule, block, n_spatial: int) -> bool:
+    """Whether the block reduces over one axis that is the last index of every input it indexes with it, and
+    appears nowhere else in them (a row reduction over contiguous rows: LayerNorm's, softmax's)."""
     stmt = sch.get(block)
     if len(stmt.iter_vars) != n_spatial + 1:
-        return None
+        return False
     k = stmt.iter_vars[-1].var
     for region in stmt.reads:
         *outer, last = [_uses(r.min, k) for r in region.region]
         if any(outer) or (last and not _is_var(region.region[-1].min, k)):
-            return None
-    if not any(_is_var(r.region[-1].min, k) for r in stmt.reads):
+            return False
+    return any(_is_var(r.region[-1].min, k) for r in stmt.reads)
+
+
+def _reduction_lanes(sch: Schedule, block, cfg: CpuScheduleCfg, n_spatial: int) -> int | None:
+    """Vector lanes for a row reduction (:func:`_reads_along_rows`) when ``cfg.lanes`` or half of it divides its
+    extent; None otherwise.
+
+    Each lane keeps a partial result, and the lanes are combined at the end of the row, which reorders a float
+    sum: it is exact up to rounding. An extent no lane count divides goes to :func:`_row_lanes`: rfactor on a
+    split with a remainder loses the split's bound check under ``compute_at`` (TVM 0.27) and reads past the row.
+    """
+    if not _reads_along_rows(sch, block, n_spatial):
         return None
     extent = _extent(sch, sch.get_loops(block)[-1])
     return next((n for n in (cfg.lanes, cfg.lanes // 2) if extent and n > 1 and extent % n == 0 and extent > n), None)
+
+
+def _row_lanes(sch: Schedule, block, cfg: CpuScheduleCfg, n_spatial: int) -> int | None:
+    """Vector lanes across rows for a row reduction whose length no lane count divides (softmax over 53 tokens):
+    a lane count that divides the number of rows, or None."""
+    if not _reads_along_rows(sch, block, n_spatial):
+        return None
+    rows = math.prod(_extent(sch, loop) or 0 for loop in sch.get_loops(block)[:n_spatial])
+    return next((n for n in (cfg.lanes, cfg.lanes // 2, cfg.lanes // 4) if n > 1 and rows % n == 0 and rows > n), None)
+
+
+def _schedule_rows_in_lanes(sch: Schedule, block, n_spatial: int, lanes: int) -> None:
+    """Step 4, vectorised across rows: ``row groups(parallel) -> reduction -> lanes(vector)``: each lane reduces its
+    own row in the original order (bit-identical to the serial loop); the loads gather along a column of rows."""
+    loops = sch.get_loops(block)
+    rows = sch.fuse(*loops[:n_spatial]) if n_spatial > 1 else loops[0]
+    groups, lane = sch.split(rows, [None, lanes])
+    sch.reorder(groups, loops[-1], lane)
+    sch.parallel(groups)
+    sch.vectorize(lane)
+    sch.decompose_reduction(block, loops[-1])
 
 
 def _is_var(expr, var) -> bool:
@@ -391,6 +419,8 @@ def _schedule_block(sch: Schedule, name: str, cfg: CpuScheduleCfg) -> None:
         _schedule_spatial(sch, block, cfg)
     elif lanes := _reduction_lanes(sch, block, cfg, n_spatial):
         _schedule_lane_reduction(sch, block, n_spatial, lanes)
+    elif lanes := _row_lanes(sch, block, cfg, n_spatial):
+        _schedule_rows_in_lanes(sch, block, n_spatial, lanes)
     elif _contiguous_inner_axis(sch, block, n_spatial) and (col_tile := _column_tile(sch, block, cfg, n_spatial)):
         _schedule_tiled_reduction(sch, block, cfg, n_spatial, col_tile)
     else:

@@ -93,6 +93,17 @@ def test_contiguous_row_reductions_accumulate_in_vector_lanes(case, lanes):
     assert text.count(f"in T.vectorized(T.int64({lanes})):\n") >= 2 * text.count('_rf_update"')
 
 
+def test_row_reductions_no_lane_count_divides_run_one_row_per_lane():
+    from bhvit.compile.schedule import CpuScheduleCfg, schedule_primfunc
+
+    func = _legalized(CASES["softmax"])  # (4, 53, 53): 212 rows of 53, which neither 16 nor 8 lanes divide
+    scheduled = schedule_primfunc(func, CpuScheduleCfg(lanes=16))
+    # the row max and the row sum: 4 rows at a time, one per lane, each reduced over its 53 values in order
+    assert _loop_nests(scheduled).count([("PARALLEL", 53), ("SERIAL", 53), ("VECTORIZED", 4)]) == 2
+    x = np.random.default_rng(3).standard_normal((4, 53, 53)).astype("float32")
+    np.testing.assert_array_equal(_run(scheduled, x), _run(func, x))
+
+
 def test_a_producer_read_by_a_reduction_and_another_block_is_computed_once():
     from bhvit.compile.schedule import CpuScheduleCfg, schedule_primfunc
 
