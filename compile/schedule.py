@@ -17,9 +17,9 @@ vectors. This pass schedules every PrimFunc that is not marked scheduled (``tirx
 4. other reductions (step 3's when no register tile divides the output width): parallelise the spatial loops, keep
    the reduction inner. A reduction over one axis that is the last index of every input it reads (the rows of
    LayerNorm and of softmax's max and sum) is instead split into vector lanes of partial results (``rfactor``),
-   combined at the end of each row, where the vector width divides it; where it does not (softmax over 53 tokens),
-   the lanes run across rows, each reducing its own row in order (the loads gather, but no chain of dependent
-   scalar maxima or sums remains). Both come before step 3, whose tile would read such rows across, lane by lane.
+   combined at the end of each row, where the vector width divides it; where it does not (softmax over 53 or 50
+   tokens) and the lanes divide the number of rows, the lanes run across rows, each reducing its own row in order
+   (the loads gather, but no chain of dependent scalar maxima or sums remains). Both are tried before step 3.
 
 TVM's ``dlight.cpu.Reduction`` rule schedules softmax and norm rows too, but sums them in scalars (its rfactor does
 not combine with the ``compute_at`` of several blocks); it is not used.
@@ -363,7 +363,7 @@ def _reduction_lanes(sch: Schedule, block, cfg: CpuScheduleCfg, n_spatial: int) 
     extent; None otherwise.
 
     Each lane keeps a partial result, and the lanes are combined at the end of the row, which reorders a float
-    sum: it is exact up to rounding. An extent no lane count divides goes to :func:`_row_lanes`: rfactor on a
+    sum: it is exact up to rounding. An extent no lane count divides is left to :func:`_row_lanes`: rfactor on a
     split with a remainder loses the split's bound check under ``compute_at`` (TVM 0.27) and reads past the row.
     """
     if not _reads_along_rows(sch, block, n_spatial):
@@ -373,8 +373,9 @@ def _reduction_lanes(sch: Schedule, block, cfg: CpuScheduleCfg, n_spatial: int) 
 
 
 def _row_lanes(sch: Schedule, block, cfg: CpuScheduleCfg, n_spatial: int) -> int | None:
-    """Vector lanes across rows for a row reduction whose length no lane count divides (softmax over 53 tokens):
-    a lane count that divides the number of rows, or None."""
+    """Vector lanes across rows for a row reduction that :func:`_reduction_lanes` leaves (its length no lane count
+    divides, as softmax's 53 tokens, or at most half a vector): a lane count that divides the number of rows (known
+    at compile time), or None."""
     if not _reads_along_rows(sch, block, n_spatial):
         return None
     rows = math.prod(_extent(sch, loop) or 0 for loop in sch.get_loops(block)[:n_spatial])

@@ -93,3 +93,17 @@ def test_neon_build_vectorises_the_rows():
     lib = tvm.tirx.build(tvm.IRModule({"main": func}), target=target)
     asm = lib.inspect_source("asm")
     assert "fmla" in asm and ".4s" in asm
+
+
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_threads_split_the_map_by_channels(name):
+    """The parallel loop runs over (channel, row) with channels outer, so each thread writes a range of channels, as
+    the NCHW kernels after it read them (by rows, half of their input was in the other core's cache)."""
+    import re
+
+    from bhvit.compile.kernels import primfuncs
+
+    text = primfuncs.stencil_add(StencilParams(1, 32, 7, 7, 2), TARGETS[name]).script()
+    (loop,) = re.findall(r"for (\w+) in T\.parallel\((\d+)\)", text)
+    assert loop[1] == str(32 * 7)
+    assert f"v_c = T.axis.spatial(32, {loop[0]} // 7)" in text

@@ -1,14 +1,13 @@
 """Schedule of the FP32 stencil add (:mod:`..compute.stencil_add`).
 
 One parallel loop over (channel, row), rows inner, so each thread takes a range of channels, as the NCHW kernels
-around it do (the next block's BatchNorm, packs, pools). Ordered by rows instead, each thread took a range of rows and
-the next kernel read half of its input back from the other core's cache: at two threads that cost more than the
-stencil itself on the 7x7 and 14x14 maps (the whole model ran 7% slower). A channel reads its column of the
-token-major input strided; the next channel reads the same cache lines, which stay cached (one line per position). Per
-row, the row with its wrapped border goes into a
-stack buffer (its middle part copied as one long vector, the ``2 R`` wrapped columns scalar), then the sum runs as
-vectors along the row: the whole row where it has at most four vectors' worth of float32 lanes, else the largest
-power-of-two divisor of the width up to one vector.
+around it do (the next block's BatchNorm, packs, pools). Ordered by rows instead, each thread took a range of rows
+and the next kernel read half of its input back from the other core's cache: at two threads that cost more than
+the stencil itself on the 7x7 and 14x14 maps (the whole model ran 8-10% slower). A channel reads its column of the
+token-major input strided; the next channel reads the same cache lines, which stay cached (one line per position).
+Per row, the row with its wrapped border goes into a stack buffer (its middle part copied as one long vector, the
+``2 R`` wrapped columns scalar), then the sum runs as vectors along the row: the whole row where it has at most
+four vectors' worth of float32 lanes, else the largest power-of-two divisor of the width up to one vector.
 """
 
 from __future__ import annotations
