@@ -15,6 +15,8 @@ generic schedule to apply.
 
 from __future__ import annotations
 
+from functools import cache
+
 from tvm import tirx
 from tvm.s_tir import Schedule, ScheduleError, TensorIntrin
 from tvm.script import tirx as T
@@ -27,17 +29,15 @@ __all__ = ["popcount_tile_intrin", "tensorize_tile", "tensorized"]
 LANES = 2  # uint64 columns per 128-bit register
 _UDOT, _CTPOP = "llvm.aarch64.neon.udot.v4i32.v16i8", "llvm.ctpop.v16i8"
 _ADDP, _UADDLP = "llvm.aarch64.neon.addp.v4i32", "llvm.aarch64.neon.uaddlp.v2i64.v4i32"
-_REGISTERED: set[str] = set()
 
 
+@cache
 def popcount_tile_intrin(mr: int, nr: int, kw: int, row_first: bool, acc_dtype: str) -> str:
     """Register (once) and name the intrinsic for an ``mr`` x ``2 nr`` tile over ``kw`` words summed into
     ``acc_dtype`` (int32 or int64). ``row_first``: the block computes ``a[m, k] ^ b[k, n]`` (dense, NHWC and
     column-tiled convs), else ``b[k, n] ^ a[k, m]`` (NCHW convs tiled over output channels x pixels, whose
     weights are stored k-major)."""
     name = f"bhvit_neon_popcount_{mr}x{nr}x{kw}_{'ab' if row_first else 'ba'}_{acc_dtype}"
-    if name in _REGISTERED:
-        return name
     nc = LANES * nr
     # int32: one addp turns two accumulators into the sums of 4 columns; int64: one uaddlp per accumulator
     width, pairs = (4, nr // 2) if acc_dtype == "int32" else (LANES, 0)
@@ -115,7 +115,6 @@ def popcount_tile_intrin(mr: int, nr: int, kw: int, row_first: bool, acc_dtype: 
                     C[i, T.ramp(j * LANES, 1, LANES)] = C[i, T.ramp(j * LANES, 1, LANES)] + sums(acc[i * nr + j], None)
 
     TensorIntrin.register(name, desc, impl, override=True)
-    _REGISTERED.add(name)
     return name
 
 
