@@ -113,6 +113,7 @@ def _stamp(log: Path, event: str) -> float:
     return float(found[-1])
 
 
+@pytest.mark.slurm
 def test_mini_study_through_slurm_equals_the_local_run(slurm_cluster, tmp_path, monkeypatch):
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
     out = tmp_path / "slurm"
