@@ -63,13 +63,18 @@ def compare(paths: list[Path], threads: int | None, rounds: int, warmup: int = 5
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("artifacts", nargs="+", type=Path, help="artifact directories; the first is the reference")
-    ap.add_argument("--threads", type=int, default=None, help="inference threads (default: as bhvit-device bench)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="inference threads (default: $TVM_NUM_THREADS for a TVM artifact when set, else the artifact's own)",
+    )
     ap.add_argument("--rounds", type=int, default=300, help="rounds of one run per artifact (default: %(default)s)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed runs per artifact first (default: %(default)s)")
     ap.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     args = ap.parse_args(argv)
-    if len(args.artifacts) < 2 or args.rounds < 1:
-        ap.error("give at least two artifacts and one round")
+    if len(args.artifacts) < 2 or args.rounds < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
+        ap.error("give at least two artifacts, one round, no negative warm-up and at least one thread")
     rows = compare(args.artifacts, args.threads, args.rounds, args.warmup)
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=1))

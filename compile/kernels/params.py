@@ -191,4 +191,4 @@ class StencilParams:
 
     @property
     def taps(self) -> int:
-        return 4 * self.reach + 1
+        return 4 * self.reach + 1  # models.layers.shift.stencil_taps (this module stays free of torch)

@@ -19,6 +19,7 @@ from math import prod
 from typing import NamedTuple
 
 import numpy as np
+from bhvit.models.layers.shift import stencil_reach
 from tvm import relax, tirx
 from tvm.target import Target
 
@@ -411,9 +412,9 @@ def emit_stencil_add(
     ``x`` float32 (B, C, H, W); ``tokens`` float32 (B, H*W, C); ``taps`` (C, 4R+1). Returns float32 (B, C, H, W).
     """
     b, c, h, w = _shape(x)
-    if _shape(tokens) != [b, h * w, c] or taps.shape[0] != c or (taps.shape[1] - 1) % 4:
+    if _shape(tokens) != [b, h * w, c] or taps.shape[0] != c:
         raise ValueError(f"stencil add: map {x.ty.shape}, tokens {tokens.ty.shape} and taps {taps.shape} disagree")
-    p = StencilParams(b, c, h, w, (taps.shape[1] - 1) // 4)
+    p = StencilParams(b, c, h, w, stencil_reach(taps.shape[1]))
     name = f"stencil_add_{b}x{c}x{h}x{w}_r{p.reach}"
     func = primfuncs.stencil_add(p, _target(target))
     args = [x, tokens, _const(taps, "float32"), _const(token_scale, "float32"), _const(bias, "float32")]

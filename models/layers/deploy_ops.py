@@ -35,7 +35,7 @@ from torch.nn import functional as F
 
 from .elementwise import rprelu
 from .quant import sign_pm1
-from .shift import circular_shift, stencil_offsets
+from .shift import circular_shift, stencil_offsets, stencil_reach
 
 __all__ = [
     "binary_linear",
@@ -158,7 +158,7 @@ def stencil_add_eager(
 ) -> torch.Tensor:
     b, c, h, w = x.shape
     out = tokens.transpose(1, 2).reshape(b, c, h, w) * token_scale.view(-1, 1, 1) + bias.view(-1, 1, 1)
-    for t, (dh, dw) in enumerate(stencil_offsets((taps.shape[1] - 1) // 4)):
+    for t, (dh, dw) in enumerate(stencil_offsets(stencil_reach(taps.shape[1]))):
         out = out + circular_shift(circular_shift(x, -dh, 2), -dw, 3) * taps[:, t].view(-1, 1, 1)
     return out
 

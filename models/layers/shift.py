@@ -12,7 +12,15 @@ from torch import nn
 
 from .elementwise import LayerScale
 
-__all__ = ["circular_shift", "stencil_offsets", "AxisShiftMean", "ChannelGroupShift", "ShiftBranches"]
+__all__ = [
+    "circular_shift",
+    "stencil_offsets",
+    "stencil_taps",
+    "stencil_reach",
+    "AxisShiftMean",
+    "ChannelGroupShift",
+    "ShiftBranches",
+]
 
 
 def stencil_offsets(reach: int) -> list[tuple[int, int]]:
@@ -20,6 +28,18 @@ def stencil_offsets(reach: int) -> list[tuple[int, int]]:
     ``dw`` in ``-reach..-1, 1..reach``. Tap ``(dh, dw)`` reads ``x[(h + dh) mod H, (w + dw) mod W]``."""
     steps = [d for d in range(-reach, reach + 1) if d]
     return [(0, 0), *((d, 0) for d in steps), *((0, d) for d in steps)]
+
+
+def stencil_taps(reach: int) -> int:
+    """Taps of a cross stencil of ``reach``: ``4 reach + 1``."""
+    return 4 * reach + 1
+
+
+def stencil_reach(taps: int) -> int:
+    """The reach of a cross stencil of ``taps`` taps (:func:`stencil_taps` inverted); ValueError for no such count."""
+    if taps < 1 or (taps - 1) % 4:
+        raise ValueError(f"{taps} taps are no cross stencil (4 reach + 1 taps)")
+    return (taps - 1) // 4
 
 
 def _tap(reach: int, offset: int, dim: int) -> int:
@@ -53,7 +73,7 @@ class AxisShiftMean(nn.Module):
 
     def taps(self, channels: int, reach: int) -> torch.Tensor:
         """This op as ``(channels, 4 reach + 1)`` stencil taps (``reach >= self.reach``)."""
-        taps = torch.zeros(channels, 4 * reach + 1)
+        taps = torch.zeros(channels, stencil_taps(reach))
         for d in range(-self.reach, self.reach + 1):
             taps[:, _tap(reach, d, self.dim)] = 1.0 / (2 * self.reach + 1)
         return taps
@@ -86,7 +106,7 @@ class ChannelGroupShift(nn.Module):
 
     def taps(self, channels: int, reach: int) -> torch.Tensor:
         """This op as ``(channels, 4 reach + 1)`` stencil taps (``reach >= self.step``)."""
-        taps = torch.zeros(channels, 4 * reach + 1)
+        taps = torch.zeros(channels, stencil_taps(reach))
         moves = ((-self.step, 2), (self.step, 2), (-self.step, 3), (self.step, 3))
         for group, (offset, dim) in zip(torch.arange(channels).chunk(4), moves):  # the groups of forward's chunk
             taps[group, _tap(reach, offset, dim)] = 1.0
@@ -122,7 +142,7 @@ class ShiftBranches(nn.Module):
         """``forward(z)`` as ``taps`` (channels, 4 R + 1) and ``bias`` (channels,) on ``device``, ``R = reach``:
         ``forward(z)[c, h, w] = bias[c] + sum_t taps[c, t] * z[c, h + dh_t, w + dw_t]`` (:func:`stencil_offsets`)."""
         reach = self.reach
-        taps, bias = torch.zeros(channels, 4 * reach + 1, device=device), torch.zeros(channels, device=device)
+        taps, bias = torch.zeros(channels, stencil_taps(reach), device=device), torch.zeros(channels, device=device)
         for op, scale in zip(self.ops, self.scales):
             taps += scale.alpha.detach().to(device)[:, None] * op.taps(channels, reach).to(device)
             bias += scale.beta.detach().to(device)

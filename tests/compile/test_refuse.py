@@ -21,7 +21,7 @@ from bhvit.device import cli as device_cli
 from bhvit.device.sources import SAMPLES_DIR
 from bhvit.models import perturb_like_trained
 from bhvit.models.bhvit import DeployBlockTail
-from bhvit.models.layers.shift import stencil_offsets
+from bhvit.models.layers.shift import stencil_offsets, stencil_reach
 from click.testing import CliRunner
 
 pytestmark = pytest.mark.tvm
@@ -51,7 +51,7 @@ def zero_one_shift_branch(monkeypatch) -> None:
     def zeroed(model, *args, **kwargs):
         deploy = real(model, *args, **kwargs)
         tail = next(m for m in deploy.modules() if isinstance(m, DeployBlockTail))
-        tail.taps[:, stencil_offsets((tail.taps.shape[1] - 1) // 4).index((-1, 0))] = 0.0
+        tail.taps[:, stencil_offsets(stencil_reach(tail.taps.shape[1])).index((-1, 0))] = 0.0
         return deploy
 
     monkeypatch.setattr(lower, "to_deploy", zeroed)

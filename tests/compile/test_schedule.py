@@ -79,7 +79,9 @@ def test_generic_schedule_is_correct_and_parallel(case):
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("case, lanes", [("layer_norm", 16), ("max_last", 8), ("softmax", None), ("mean", None)])
+@pytest.mark.parametrize(
+    "case, lanes", [("layer_norm", 16), ("max_last", 8), ("softmax_lanes", 16), ("softmax", None), ("mean", None)]
+)
 def test_contiguous_row_reductions_accumulate_in_vector_lanes(case, lanes):
     from bhvit.compile.schedule import CpuScheduleCfg, schedule_primfunc
 

@@ -63,3 +63,13 @@ def test_stencil_offsets_list_the_cross():
     assert stencil_offsets(0) == [(0, 0)]
     assert stencil_offsets(1) == [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)]
     assert len(set(stencil_offsets(2))) == 9
+
+
+def test_stencil_reach_inverts_the_tap_count_and_refuses_other_counts():
+    from bhvit.models.layers.shift import stencil_offsets, stencil_reach, stencil_taps
+
+    assert [stencil_reach(stencil_taps(r)) for r in range(4)] == [0, 1, 2, 3]
+    assert [len(stencil_offsets(r)) for r in range(4)] == [stencil_taps(r) for r in range(4)]
+    for taps in (0, 6, 8):
+        with pytest.raises(ValueError, match="no cross stencil"):
+            stencil_reach(taps)

@@ -24,7 +24,7 @@ from tvm.target import Target
 from ..blocks import OUT, ROW
 from ..params import StencilParams
 from . import select
-from .generic import FLOAT_BYTES, STACK_ALLOCA_BYTES, pow2_divisor
+from .generic import FLOAT_BYTES, STACK_ALLOCA_BYTES, pow2_divisor, vectorize_unroll
 
 __all__ = ["row_vector", "schedule"]
 
@@ -46,7 +46,8 @@ def schedule(func: tirx.PrimFunc, p: StencilParams, target: Target) -> IRModule:
     whole_map = p.height * (p.width + 2 * p.reach) < MAX_BUFFER_FLOATS
     tasks = sch.fuse(b, c) if whole_map else sch.fuse(b, c, h)
     vl = row_vector(p, target)
-    _vectorize(sch, w, vl)
+    if vl > 1:  # the whole row as one vector, or pieces of vl lanes (unrolled)
+        vectorize_unroll(sch, [w] if int(sch.get(w).extent) == vl else sch.split(w, [None, vl]))
     sch.parallel(tasks)
     sch.compute_at(row, tasks)  # a stack buffer while under TVM's 1 KiB alloca limit
     j = sch.get_loops(row)[-1]
@@ -54,14 +55,3 @@ def schedule(func: tirx.PrimFunc, p: StencilParams, target: Target) -> IRModule:
     if p.width + 2 * p.reach < MAX_BUFFER_FLOATS:  # a plain copy: LLVM splits one long vector into registers
         sch.vectorize(middle)
     return sch.mod
-
-
-def _vectorize(sch: Schedule, loop, vl: int) -> None:
-    """Vectorise ``loop`` whole when it is ``vl`` long, else in pieces of ``vl`` (the pieces unrolled)."""
-    extent = int(sch.get(loop).extent)
-    if extent == vl:
-        sch.vectorize(loop)
-    elif vl > 1:
-        outer, inner = sch.split(loop, [None, vl])
-        sch.vectorize(inner)
-        sch.unroll(outer)
