@@ -6,6 +6,8 @@ from bhvit.models.layers.shift import (
     ShiftBranches,
     circular_shift,
     stencil_offsets,
+    stencil_reach,
+    stencil_taps,
 )
 
 
@@ -66,8 +68,6 @@ def test_stencil_offsets_list_the_cross():
 
 
 def test_stencil_reach_inverts_the_tap_count_and_refuses_other_counts():
-    from bhvit.models.layers.shift import stencil_offsets, stencil_reach, stencil_taps
-
     assert [stencil_reach(stencil_taps(r)) for r in range(4)] == [0, 1, 2, 3]
     assert [len(stencil_offsets(r)) for r in range(4)] == [stencil_taps(r) for r in range(4)]
     for taps in (0, 6, 8):
