@@ -22,6 +22,7 @@ pytestmark = pytest.mark.tvm
 HOST = Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu(), "num-cores": 2})
 BASELINE = Target("llvm")  # no vector ISA named: the generic fallback schedule
 ZNVER4 = Target({"kind": "llvm", "mcpu": "znver4"})
+X86_64_V3 = Target({"kind": "llvm", "mcpu": "x86-64-v3"})  # AVX2, no AVX-512
 A76 = Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76", "mattr": ["+neon"]})
 TARGETS = pytest.mark.parametrize("target", [HOST, BASELINE], ids=["host", "generic"])
 
@@ -58,6 +59,24 @@ def test_pack_rows_matches_reference(shape, target):
     np.testing.assert_array_equal(
         _run(primfuncs.pack_rows(shape, True, target), [x, th], out.shape, "uint64", target), out
     )
+
+
+@pytest.mark.parametrize("target", [HOST, X86_64_V3], ids=["host", "avx2"])
+@pytest.mark.parametrize("with_threshold", [True, False], ids=["threshold", "plain"])
+def test_x86_pack_reads_each_word_from_one_compare_mask(target, with_threshold):
+    """Whole 64-bit words take the sign-word intrinsic (the compare's lanes read as one integer), bit-exact,
+    zeros and negative zeros included (both are >= 0)."""
+    shape = (6, 3, 128)
+    func = primfuncs.pack_rows(shape, with_threshold, target)
+    assert "pmovmskb" in func.script()
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.flat[::5], x.flat[1::9] = 0.0, -0.0
+    th = rng.standard_normal(shape[-1]).astype(np.float32)
+    th[::4] = 0.0
+    out = ref.pack_rows(x, th if with_threshold else None)
+    args = [x, th] if with_threshold else [x]
+    np.testing.assert_array_equal(_run(func, args, out.shape, "uint64", target), out)
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
@@ -181,6 +200,22 @@ def test_dense_pack_pool_keeps_its_float_output_in_a_stack_tile():
     )(tvm.IRModule({"main": func}))
     rows, cols = map(int, re.search(r"out = T\.sblock_alloc_buffer\(\((\d+), (\d+)\)\)", mod.script()).groups())
     assert cols == 64 and rows * cols * 4 < 1024
+
+
+@pytest.mark.parametrize(
+    "target,pool_op,pack_op",
+    [(ZNVER4, "vpermt2ps", "kunpckdq"), (X86_64_V3, "vhaddps", "vpmovmskb"), (A76, "faddp", None)],
+    ids=["avx512", "avx2", "a76"],
+)
+def test_dense_pack_pool_pools_rows_by_a_shuffle_tree(target, pool_op, pack_op):
+    """Each tile row's group means come from whole-row shuffles and adds, and on x86 its sign word from one
+    compare mask (not one OR per bit)."""
+    func = primfuncs.dense_pack_pool(DenseParams(49, 192, 256), 8, True, target, 32, True, True)
+    script, asm = func.script(), _asm(func, target)
+    assert "T.Shuffle" in script and pool_op in asm
+    assert (pack_op is not None) == ("pmovmskb" in script)
+    if pack_op is not None:
+        assert pack_op in asm
 
 
 def test_x86_dense_epilogue_loads_the_tiled_residual_as_vectors():

@@ -3,10 +3,10 @@
 The PrimFuncs are recognised by their block names (:mod:`..blocks`), and a GEMM's tile axes by the block's
 :data:`~..blocks.TILE_AXES_ATTR` annotation:
 
-* ``"pack"``: float -> uint64 words. With the word axis last (bits contiguous in the source),
-  the 64-bit reduction is rfactored so ``pack_lanes`` contiguous floats are compared per vector
-  op; otherwise the contiguous axes after the word axis are vectorised and the bits loop is
-  kept outside, accumulating in registers.
+* ``"pack"``: float -> uint64 words. With the word axis last (bits contiguous in the source), each whole
+  word comes from the config's ``sign_word`` intrinsic where it has one (x86), else the 64-bit reduction is
+  rfactored so ``pack_lanes`` contiguous floats are compared per vector op; otherwise the contiguous axes
+  after the word axis are vectorised and the bits loop is kept outside, accumulating in registers.
 * ``"pad"`` / ``"gather"`` (staging before a GEMM): parallel over the leading loops; the gather's
   word loop is unrolled (its per-word shift/OR selection folds away) and a trailing pixel loop
   vectorised.
@@ -19,7 +19,8 @@ The PrimFuncs are recognised by their block names (:mod:`..blocks`), and a GEMM'
 * ``"transpose"`` (a small operand copy before a GEMM): left serial, innermost loop whole.
 * ``"acc"`` + ``"out"`` + ``"pack"`` + ``"pool"`` (GEMM whose float output is internal): each parallel
   tile covers ``MR`` rows by one word (64 columns) of ``out``, computed as above into a stack tile
-  (``MR`` is capped so it fits), then packed (vectorised as the rfactored pack) and pooled.
+  (``MR`` is capped so it fits), then each tile row packed (as above) and pooled by a shuffle tree
+  (:mod:`.epilogue`).
 
 This module's :data:`GENERIC` config is correct on every LLVM target; x86 and rpi5 tune it.
 """
@@ -32,10 +33,11 @@ from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from tvm import IRModule, tirx
-from tvm.s_tir import Schedule
+from tvm.s_tir import Schedule, ScheduleError
 
 from ..blocks import ACC, GATHER, OUT, PACK, PAD, POOL, ROWSUM, TILE_AXES_ATTR, TRANSPOSE, WORD_AXIS_ATTR
 from ..params import WORD_BITS
+from .epilogue import pool_tree_intrin
 
 __all__ = [
     "TileConfig",
@@ -47,6 +49,7 @@ __all__ = [
     "choose_tile",
     "pow2_divisor",
     "vectorize_unroll",
+    "tensorizes",
     "schedule",
 ]
 
@@ -68,6 +71,9 @@ class TileConfig:
     # optional micro-kernel for a GEMM tile: (schedule, acc block with its reduction loop outermost, tile) -> the
     # name of a tensor intrinsic that takes the whole tile and reduction, or None (the vectorised accumulate)
     micro_kernel: Callable[[Schedule, object, Tile], str | None] | None = None
+    # optional tensor intrinsic packing one 64-float row into its sign word, by whether a threshold is added
+    # (the fused MLP fc1's pack); None: the rfactored pack
+    sign_word: Callable[[bool], str] | None = None
 
     @property
     def float_lanes(self) -> int:
@@ -322,8 +328,10 @@ def _schedule_gemm_pack_pool(sch: Schedule, cfg: TileConfig) -> str | None:
     word = sch.fuse(mo, no)
     sch.parallel(word)
     pack, pool = sch.get_sblock(PACK), sch.get_sblock(POOL)
-    rf = _rfactor_lanes(sch, pack, sch.get_loops(pack)[-1], cfg.pack_lanes)  # before the move: rfactor needs the
-    for block in (rf, pack, pool):  # block first under its outer loop
+    rf = None
+    if cfg.sign_word is None:  # before the move: rfactor needs the block first under its outer loop
+        rf = _rfactor_lanes(sch, pack, sch.get_loops(pack)[-1], cfg.pack_lanes)
+    for block in (rf, pack, pool):
         if block is not None:
             sch.reverse_compute_at(block, word)
     if rf is not None:
@@ -332,16 +340,52 @@ def _schedule_gemm_pack_pool(sch: Schedule, cfg: TileConfig) -> str | None:
                 lane, row = sch.get_loops(block)[1:3]
                 sch.reorder(row, lane)
         _vectorize_lanes(sch, pack, rf)
+    else:
+        _sign_word(sch, pack, cfg)
     _pool_tile(sch, pool)
     return _split_init(sch, acc, steps)
 
 
+def _has_threshold(sch: Schedule, pack) -> bool:
+    """Whether a pack block reads a threshold besides its floats (and, once decomposed, its own word)."""
+    block = sch.get(pack)
+    word = block.writes[0].source
+    return sum(not r.source.same_as(word) for r in block.reads) == 2
+
+
+def _whole_words(sch: Schedule, pack, bits) -> bool:
+    """Whether a config's sign-word intrinsic may take this pack: 64 bits a word and no partial last word (the
+    floats' last axis a multiple of 64; a trial tensorize that fails prints the IR as a warning)."""
+    floats = sch.get(pack).reads[0].source
+    return _extent(sch, bits) == WORD_BITS and int(floats.shape[-1]) % WORD_BITS == 0
+
+
+def tensorizes(sch: Schedule, block, loop, intrin: str) -> bool:
+    """Whether ``intrin`` matches ``block``'s reduction under ``loop`` (tried on a copy of the schedule)."""
+    trial = sch.copy()
+    try:
+        trial.decompose_reduction(block, loop)
+        trial.tensorize(loop, intrin)
+    except ScheduleError:
+        return False
+    return True
+
+
+def _sign_word(sch: Schedule, pack, cfg: TileConfig) -> None:
+    """Each word of a full 64-bit pack from the config's sign-word intrinsic."""
+    bits = sch.get_loops(pack)[-1]
+    sch.decompose_reduction(pack, bits)
+    sch.tensorize(bits, cfg.sign_word(_has_threshold(sch, pack)))
+
+
 def _pool_tile(sch: Schedule, block) -> None:
-    """Groups and their reduction unrolled (a vector over the groups would read the tile strided, lane by lane)."""
+    """Each tile row's groups at once, as a tree of whole-row shuffles and adds (a vector over the groups would
+    read the tile strided, lane by lane)."""
     groups, r = sch.get_loops(block)[-2:]
-    sch.unroll(r)
-    sch.unroll(groups)
-    sch.decompose_reduction(block, r)
+    ratio = _extent(sch, r)
+    init = sch.decompose_reduction(block, groups)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(groups, pool_tree_intrin(ratio))
 
 
 _ROWS, _COLS, _LANES = "rows", "cols", "lanes"  # roles of the acc tile's loops, innermost last
@@ -369,7 +413,15 @@ def _schedule_pack(sch: Schedule, cfg: TileConfig) -> None:
     word_axis = int(sch.get(block).annotations[WORD_AXIS_ATTR])
     *spatial, bits = sch.get_loops(block)
     if word_axis == len(spatial) - 1:
-        _pack_rfactor(sch, block, spatial, bits, cfg.pack_lanes)
+        if (
+            cfg.sign_word is not None
+            and _whole_words(sch, block, bits)
+            and tensorizes(sch, block, bits, cfg.sign_word(_has_threshold(sch, block)))
+        ):
+            _parallel_rows(sch, spatial[:-1])
+            _sign_word(sch, block, cfg)
+        else:
+            _pack_rfactor(sch, block, spatial, bits, cfg.pack_lanes)
     else:
         _pack_outer(sch, block, spatial, bits, word_axis, cfg.pack_lanes)
 
@@ -381,10 +433,14 @@ def _pack_rfactor(sch: Schedule, block, spatial: list, bits, lanes: int) -> None
         _parallel_spatial(sch, block)
         return
     sch.compute_at(rf, spatial[-1])
-    rows = spatial[:-1]
+    _parallel_rows(sch, spatial[:-1])
+    _vectorize_lanes(sch, block, rf)
+
+
+def _parallel_rows(sch: Schedule, rows: list) -> None:
+    """The loops over a pack's rows (all but the word loop) fused and run in parallel."""
     if rows:
         sch.parallel(sch.fuse(*rows) if len(rows) > 1 else rows[0])
-    _vectorize_lanes(sch, block, rf)
 
 
 def _rfactor_lanes(sch: Schedule, block, bits, lanes: int):

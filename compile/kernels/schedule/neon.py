@@ -18,11 +18,11 @@ from __future__ import annotations
 from functools import cache
 
 from tvm import tirx
-from tvm.s_tir import Schedule, ScheduleError, TensorIntrin
+from tvm.s_tir import Schedule, TensorIntrin
 from tvm.script import tirx as T
 
 from ..blocks import TILE_AXES_ATTR
-from .generic import MICRO_KERNEL_ATTR, Tile
+from .generic import MICRO_KERNEL_ATTR, Tile, tensorizes
 
 __all__ = ["popcount_tile_intrin", "tensorize_tile", "tensorized"]
 
@@ -138,13 +138,7 @@ def tensorize_tile(sch: Schedule, acc, tile: Tile) -> str | None:
         return None
     block = sch.get(acc)
     name = popcount_tile_intrin(tile.mr, tile.nr, kw, _row_operand_first(block), str(block.body.buffer.dtype))
-    trial = sch.copy()
-    try:
-        trial.decompose_reduction(acc, k)
-        trial.tensorize(k, name)
-    except ScheduleError:
-        return None
-    return name
+    return name if tensorizes(sch, acc, k, name) else None
 
 
 def _row_operand_first(block) -> bool:
