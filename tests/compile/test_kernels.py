@@ -209,10 +209,13 @@ def test_dense_pack_pool_keeps_its_float_output_in_a_stack_tile():
 )
 def test_dense_pack_pool_pools_rows_by_a_shuffle_tree(target, pool_op, pack_op):
     """Each tile row's group means come from whole-row shuffles and adds, and on x86 its sign word from one
-    compare mask (not one OR per bit)."""
+    compare mask (not one OR per bit); the float tile is written in row-wide vectors."""
     func = primfuncs.dense_pack_pool(DenseParams(49, 192, 256), 8, True, target, 32, True, True)
     script, asm = func.script(), _asm(func, target)
     assert "T.Shuffle" in script and pool_op in asm
+    # the float tile written in NR x lanes vectors (x86 used 8), so the pack's and pool's wide loads forward
+    epilogue = re.search(r"for (\w+) in T\.vectorized\((\d+)\):\s+with T\.sblock\(\"out\"\)", script)
+    assert epilogue is not None and int(epilogue.group(2)) > 8
     assert (pack_op is not None) == ("pmovmskb" in script)
     if pack_op is not None:
         assert pack_op in asm
