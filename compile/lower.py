@@ -4,8 +4,9 @@ Route (``compile/README.md``, "Lowering"): :func:`~bhvit.compile.deploy.to_deplo
 ``bhvit::binary_*`` custom op (defined in :mod:`bhvit.models.layers.deploy_ops`), ``torch.export`` keeps each op as
 one node, and ``from_exported_program`` converts those nodes with :class:`BinaryConverters`, which read the folded
 constants (signs, shifts, scales, biases) from the exported program's state and emit the kernels with
-:mod:`~bhvit.compile.kernels.relax_emit`. Everything else is imported by TVM's own converters and stays FP (scheduled
-later by :mod:`bhvit.compile.schedule`).
+:mod:`~bhvit.compile.kernels.relax_emit`; an average pool with kernel = stride and no padding (the downsampling
+shortcut) also becomes a kernel. Everything else is imported by TVM's own converters and stays FP (scheduled later
+by :mod:`bhvit.compile.schedule`).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ def export_program(model: nn.Module, input_shape: tuple[int, ...]) -> torch.expo
 
 
 class BinaryConverters:
-    """``custom_convert_map`` entries for the ``bhvit::*`` ops (binary products, FP patch conv and stencil add) of one
-    exported program."""
+    """``custom_convert_map`` entries for the ``bhvit::*`` ops (binary products, FP patch conv and stencil add) and
+    the average pools of one exported program."""
 
     def __init__(self, ep: torch.export.ExportedProgram, target):
         sig = ep.graph_signature
@@ -122,6 +123,17 @@ class BinaryConverters:
             target=self.target,
         )
 
+    def avg_pool2d(self, node: fx.Node, importer):
+        """A 4-D pool with kernel = stride, no padding, no ``ceil_mode`` and no divisor override: the mean-pool
+        kernel; otherwise TVM's own conversion."""
+        x, kernel, stride, padding, ceil_mode, _, divisor = (*node.args, [], 0, False, True, None)[:7]
+        k = set(kernel) | set(stride or kernel)
+        no_padding = not any(padding) if isinstance(padding, (list, tuple)) else padding == 0
+        plain = no_padding and not ceil_mode and divisor is None
+        if len(k) == 1 and plain and len(x.meta["val"].shape) == 4:
+            return _kernels.emit_pool_mean(importer.block_builder, importer.env[x], k=k.pop())
+        return importer._avg_pool2d(node)
+
     def convert_map(self) -> dict:
         return {
             "binary_linear.default": self.linear,
@@ -131,6 +143,7 @@ class BinaryConverters:
             "binary_av.default": self.av,
             "patch_conv.default": self.patch_conv,
             "stencil_add.default": self.stencil_add,
+            "avg_pool2d.default": self.avg_pool2d,
         }
 
 

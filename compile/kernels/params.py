@@ -20,6 +20,7 @@ __all__ = [
     "AttentionParams",
     "PatchConvParams",
     "StencilParams",
+    "PoolParams",
 ]
 
 WORD_BITS = 64
@@ -192,3 +193,23 @@ class StencilParams:
     @property
     def taps(self) -> int:
         return 4 * self.reach + 1  # models.layers.shift.stencil_taps (this module stays free of torch)
+
+
+@dataclass(frozen=True)
+class PoolParams:
+    """A mean pool with kernel = stride = ``k`` (no padding) on a (batch, channels, height, width) map."""
+
+    batch: int
+    channels: int
+    height: int
+    width: int
+    k: int
+
+    def __post_init__(self) -> None:
+        if min(self.batch, self.channels, self.k) < 1 or self.height < self.k or self.width < self.k:
+            raise ValueError(f"PoolParams needs positive sizes and a map of at least one window, got {self}")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Output rows and columns (a partial window at the border is dropped, as the pool does)."""
+        return self.height // self.k, self.width // self.k

@@ -1,5 +1,5 @@
-"""Scheduled PrimFuncs for every kernel (the binary ones, the FP32 patch conv and stencil add): TE compute + the
-target's schedule."""
+"""Scheduled PrimFuncs for every kernel (the binary ones, the FP32 patch conv, stencil add and mean pool): TE
+compute + the target's schedule."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from tvm.target import Target
 
 from .compute import battention, bconv2d, bdense, bitpack
 from .compute import patch_conv as patch_compute
+from .compute import pool_mean as pool_compute
 from .compute import stencil_add as stencil_compute
 from .compute._common import ACC_DTYPE, placeholder
-from .params import AttentionParams, Conv2dParams, DenseParams, PatchConvParams, StencilParams, words
+from .params import AttentionParams, Conv2dParams, DenseParams, PatchConvParams, PoolParams, StencilParams, words
 from .schedule import neon, schedule_for, select
 from .schedule import patch_conv as patch_schedule
+from .schedule import pool_mean as pool_schedule
 from .schedule import stencil_add as stencil_schedule
 from .schedule.generic import Tile
 
@@ -30,6 +32,7 @@ __all__ = [
     "av",
     "patch_conv",
     "stencil_add",
+    "pool_mean",
 ]
 
 
@@ -126,3 +129,9 @@ def stencil_add(p: StencilParams, target: Target) -> tirx.PrimFunc:
     """x (B, C, H, W), tokens (B, H*W, C), taps (C, 4R+1), token_scale (C,), bias (C,) -> (B, C, H, W) float32."""
     func = te.create_prim_func(stencil_compute.stencil_add(p))
     return stencil_schedule.schedule(func, p, target)["main"]
+
+
+def pool_mean(p: PoolParams) -> tirx.PrimFunc:
+    """x (B, C, H, W) float32 -> the means of its k x k windows, (B, C, H/k, W/k) float32 (any LLVM target)."""
+    func = te.create_prim_func(pool_compute.pool_mean(p))
+    return pool_schedule.schedule(func, p)["main"]

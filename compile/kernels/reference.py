@@ -24,6 +24,7 @@ __all__ = [
     "conv2d",
     "qk",
     "av",
+    "pool_mean",
 ]
 
 
@@ -145,3 +146,10 @@ def qk(q: np.ndarray, k: np.ndarray) -> np.ndarray:
 def av(levels: np.ndarray, v: np.ndarray) -> np.ndarray:
     """(B, H, n, n) integer levels 0..3, (B, H, n, d) -> levels @ sign(v) as float32."""
     return (np.rint(levels).astype(np.int64) @ sign(v)).astype(np.float32)
+
+
+def pool_mean(x: np.ndarray, k: int) -> np.ndarray:
+    """(B, C, H, W) -> the means of its ``k x k`` windows, stride ``k`` (a partial window at the border dropped)."""
+    b, c, h, w = x.shape
+    gh, gw = h // k, w // k
+    return x[:, :, : gh * k, : gw * k].reshape(b, c, gh, k, gw, k).mean((3, 5), dtype=np.float32)

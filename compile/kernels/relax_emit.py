@@ -9,7 +9,8 @@ first one writing the second one's packed input (and the pooled shortcut) direct
 
 :func:`emit_patch_conv` emits an FP32 kernel, an FP conv with kernel = stride (stem, FP downsampling) as a
 matmul of the patches, with its weight rearranged here, once, into the column panels its register tile reads;
-:func:`emit_stencil_add` the FP32 sum that ends every block (residual, shift branches, MLP output).
+:func:`emit_stencil_add` the FP32 sum that ends every block (residual, shift branches, MLP output);
+:func:`emit_pool_mean` the FP32 mean pool with kernel = stride (the downsampling shortcut).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .params import (
     Conv2dParams,
     DenseParams,
     PatchConvParams,
+    PoolParams,
     StencilParams,
     words,
 )
@@ -50,6 +52,7 @@ __all__ = [
     "emit_binary_av",
     "emit_patch_conv",
     "emit_stencil_add",
+    "emit_pool_mean",
 ]
 
 IntPair = int | Sequence[int]
@@ -419,3 +422,12 @@ def emit_stencil_add(
     func = primfuncs.stencil_add(p, _target(target))
     args = [x, tokens, _const(taps, "float32"), _const(token_scale, "float32"), _const(bias, "float32")]
     return _call(bb, func, name, args, (b, c, h, w), "float32", Kernel("FP32 residual + shift stencil + tokens"))
+
+
+def emit_pool_mean(bb: relax.BlockBuilder, x: relax.Expr, *, k: int) -> relax.Expr:
+    """The means of the ``k x k`` windows of ``x`` float32 (B, C, H, W), stride ``k``, no padding: float32 (B, C,
+    H // k, W // k)."""
+    p = PoolParams(*_shape(x), k)
+    name = f"pool_mean_{p.batch}x{p.channels}x{p.height}x{p.width}_k{k}"
+    kernel = Kernel("FP32 mean pool, kernel = stride")
+    return _call(bb, primfuncs.pool_mean(p), name, [x], (p.batch, p.channels, *p.grid), "float32", kernel)
