@@ -39,9 +39,9 @@ import tvm
 import tvm.sym
 from tvm import tirx
 from tvm.s_tir import Schedule
-from tvm.target import codegen
 
 from .kernels.relax_emit import OPAQUE
+from .kernels.schedule import select
 
 __all__ = ["CpuScheduleCfg", "cpu_schedule_cfg", "schedule_primfunc", "needs_schedule", "GenericCpuSchedule"]
 
@@ -65,13 +65,10 @@ class CpuScheduleCfg:
 
 
 def cpu_schedule_cfg(target: tvm.target.Target) -> CpuScheduleCfg:
-    """Tile sizes for a TVM llvm target's features: 512-bit vectors with AVX-512, 256-bit with AVX2, else 128-bit
-    (SSE2 on x86-64, NEON on aarch64)."""
-    if codegen.target_has_features(["avx512f"], target):
-        return CpuScheduleCfg(lanes=16)
-    if codegen.target_has_features(["avx2"], target):
-        return CpuScheduleCfg(lanes=8)
-    return CpuScheduleCfg(lanes=4, tile_rows=(4, 7, 3, 2), tile_vectors=4)
+    """Tile sizes for a TVM llvm target: its float32 lanes as the binary kernels' tile config for it has them (16
+    with AVX-512, 8 with AVX2, else 4: SSE2 on x86-64, NEON on aarch64)."""
+    lanes = select(target).float_lanes
+    return CpuScheduleCfg(lanes=lanes) if lanes > 4 else CpuScheduleCfg(lanes=4, tile_rows=(4, 7, 3, 2), tile_vectors=4)
 
 
 def _extent(sch: Schedule, loop) -> int | None:
@@ -359,15 +356,13 @@ def _reads_along_rows(sch: Schedule, block, n_spatial: int) -> bool:
 
 
 def _reduction_lanes(sch: Schedule, block, cfg: CpuScheduleCfg, n_spatial: int) -> int | None:
-    """Vector lanes for a row reduction (:func:`_reads_along_rows`) when ``cfg.lanes`` or half of it divides its
-    extent; None otherwise.
+    """Vector lanes for a row reduction (one that :func:`_reads_along_rows`) when ``cfg.lanes`` or half of it divides
+    its extent; None otherwise.
 
     Each lane keeps a partial result, and the lanes are combined at the end of the row, which reorders a float
     sum: it is exact up to rounding. An extent no lane count divides is left to :func:`_row_lanes`: rfactor on a
     split with a remainder loses the split's bound check under ``compute_at`` (TVM 0.27) and reads past the row.
     """
-    if not _reads_along_rows(sch, block, n_spatial):
-        return None
     extent = _extent(sch, sch.get_loops(block)[-1])
     return next((n for n in (cfg.lanes, cfg.lanes // 2) if extent and n > 1 and extent % n == 0 and extent > n), None)
 
@@ -376,8 +371,6 @@ def _row_lanes(sch: Schedule, block, cfg: CpuScheduleCfg, n_spatial: int) -> int
     """Vector lanes across rows for a row reduction that :func:`_reduction_lanes` leaves (its length no lane count
     divides, as softmax's 53 tokens, or at most half a vector): a lane count that divides the number of rows (known
     at compile time), or None."""
-    if not _reads_along_rows(sch, block, n_spatial):
-        return None
     rows = math.prod(_extent(sch, loop) or 0 for loop in sch.get_loops(block)[:n_spatial])
     return next((n for n in (cfg.lanes, cfg.lanes // 2, cfg.lanes // 4) if n > 1 and rows % n == 0 and rows > n), None)
 
@@ -418,9 +411,11 @@ def _schedule_block(sch: Schedule, name: str, cfg: CpuScheduleCfg) -> None:
         raise Unschedulable("a full reduction (no spatial axis to parallelise)")
     if n_spatial == len(types):
         _schedule_spatial(sch, block, cfg)
-    elif lanes := _reduction_lanes(sch, block, cfg, n_spatial):
+        return
+    along_rows = _reads_along_rows(sch, block, n_spatial)
+    if along_rows and (lanes := _reduction_lanes(sch, block, cfg, n_spatial)):
         _schedule_lane_reduction(sch, block, n_spatial, lanes)
-    elif lanes := _row_lanes(sch, block, cfg, n_spatial):
+    elif along_rows and (lanes := _row_lanes(sch, block, cfg, n_spatial)):
         _schedule_rows_in_lanes(sch, block, n_spatial, lanes)
     elif _contiguous_inner_axis(sch, block, n_spatial) and (col_tile := _column_tile(sch, block, cfg, n_spatial)):
         _schedule_tiled_reduction(sch, block, cfg, n_spatial, col_tile)

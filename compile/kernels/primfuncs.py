@@ -14,11 +14,11 @@ from .compute import pool_mean as pool_compute
 from .compute import stencil_add as stencil_compute
 from .compute._common import ACC_DTYPE, placeholder
 from .params import AttentionParams, Conv2dParams, DenseParams, PatchConvParams, PoolParams, StencilParams, words
-from .schedule import neon, schedule_for, select
 from .schedule import patch_conv as patch_schedule
 from .schedule import pool_mean as pool_schedule
+from .schedule import schedule_for, select
 from .schedule import stencil_add as stencil_schedule
-from .schedule.generic import Tile
+from .schedule.generic import Tile, tensorized
 
 __all__ = [
     "pack_rows",
@@ -47,7 +47,7 @@ def _scheduled_gemm(build: Callable[[str], Sequence[te.Tensor]], k_words: int, t
     float conversion vectorises)."""
     acc_dtype = select(target).acc_dtype
     func = _scheduled(build(acc_dtype), target)
-    if acc_dtype != ACC_DTYPE and k_words > 1 and not neon.tensorized(func):
+    if acc_dtype != ACC_DTYPE and k_words > 1 and not tensorized(func):
         return _scheduled(build(ACC_DTYPE), target)
     return func
 

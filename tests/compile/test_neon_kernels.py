@@ -23,8 +23,8 @@ tvm = pytest.importorskip("tvm")
 from bhvit.compile.kernels import packing, primfuncs  # noqa: E402
 from bhvit.compile.kernels import reference as ref  # noqa: E402
 from bhvit.compile.kernels.params import Conv2dParams, DenseParams  # noqa: E402
-from bhvit.compile.kernels.schedule import neon, select  # noqa: E402
-from bhvit.compile.kernels.schedule.generic import choose_tile  # noqa: E402
+from bhvit.compile.kernels.schedule import select  # noqa: E402
+from bhvit.compile.kernels.schedule.generic import choose_tile, tensorized  # noqa: E402
 from tvm.target import Target  # noqa: E402
 
 pytestmark = pytest.mark.tvm
@@ -125,16 +125,22 @@ def test_a76_tiles_have_rows_for_the_micro_kernel_and_x86_tiles_are_unchanged():
 
 def test_a76_gemm_without_the_micro_kernel_sums_in_int64_unless_one_word():
     one_row = primfuncs.dense_pack_pool(DenseParams(49, 512, 2048), 4, True, A76, 2048, True, True)  # MR = 1
-    assert not neon.tensorized(one_row) and 'T.Cast("int64", T.popcount' in one_row.script()
+    assert not tensorized(one_row) and 'T.Cast("int64", T.popcount' in one_row.script()
     one_word = primfuncs.dense(DenseParams(12, 64, 32), True, A76)
-    assert not neon.tensorized(one_word) and 'T.Cast("int32", T.popcount' in one_word.script()
-    assert neon.tensorized(primfuncs.dense(DenseParams(12, 128, 32), True, A76))
+    assert not tensorized(one_word) and 'T.Cast("int32", T.popcount' in one_word.script()
+    assert tensorized(primfuncs.dense(DenseParams(12, 128, 32), True, A76))
 
 
-def test_a76_hot_loop_is_eor_cnt_udot():
+@pytest.fixture(scope="module")
+def bench():
+    """``scripts/bench_kernels.py`` as a module (its hot-loop finder and llvm-mca wrapper)."""
     spec = importlib.util.spec_from_file_location("bench_kernels", SCRIPTS / "bench_kernels.py")
-    bench = sys.modules["bench_kernels"] = importlib.util.module_from_spec(spec)  # for its dataclass
-    spec.loader.exec_module(bench)
+    module = sys.modules["bench_kernels"] = importlib.util.module_from_spec(spec)  # for its dataclass
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a76_hot_loop_is_eor_cnt_udot(bench):
     func = primfuncs.dense(DenseParams(196, 1024, 256), True, A76, 256, True)
     asm = tvm.tirx.build(tvm.IRModule({"main": func}), target=A76).inspect_source("asm")
     ops = [line.split()[0] for line in bench.hot_loop(asm)]
@@ -142,10 +148,7 @@ def test_a76_hot_loop_is_eor_cnt_udot():
     assert not {"movi", "uadalp", "uaddlp", "str", "stp"} & set(ops)  # no re-zeroing, widening or spills
 
 
-def test_mca_counts_128_bits_per_vector_cnt_64_per_scalar_and_the_float_instructions():
-    spec = importlib.util.spec_from_file_location("bench_kernels", SCRIPTS / "bench_kernels.py")
-    bench = sys.modules["bench_kernels"] = importlib.util.module_from_spec(spec)  # for its dataclass
-    spec.loader.exec_module(bench)
+def test_mca_counts_128_bits_per_vector_cnt_64_per_scalar_and_the_float_instructions(bench):
     body = [
         "eor v0.16b, v1.16b, v2.16b",
         "cnt v0.16b, v0.16b",

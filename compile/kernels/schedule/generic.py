@@ -50,6 +50,7 @@ __all__ = [
     "pow2_divisor",
     "vectorize_unroll",
     "tensorizes",
+    "tensorized",
     "schedule",
 ]
 
@@ -157,6 +158,11 @@ def schedule(func: tirx.PrimFunc, cfg: TileConfig = GENERIC) -> IRModule:
     if intrin is not None:
         mod["main"] = mod["main"].with_attr(MICRO_KERNEL_ATTR, intrin)
     return mod
+
+
+def tensorized(func: tirx.PrimFunc) -> bool:
+    """Whether the schedule gave a GEMM's tile to the config's micro-kernel (:data:`MICRO_KERNEL_ATTR`)."""
+    return func.attrs is not None and MICRO_KERNEL_ATTR in func.attrs
 
 
 def _tile_axes(sch: Schedule, block) -> tuple[int, int]:

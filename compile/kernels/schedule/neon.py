@@ -22,9 +22,9 @@ from tvm.s_tir import Schedule, TensorIntrin
 from tvm.script import tirx as T
 
 from ..blocks import TILE_AXES_ATTR
-from .generic import MICRO_KERNEL_ATTR, Tile, tensorizes
+from .generic import Tile, tensorizes
 
-__all__ = ["popcount_tile_intrin", "tensorize_tile", "tensorized"]
+__all__ = ["popcount_tile_intrin", "tensorize_tile"]
 
 LANES = 2  # uint64 columns per 128-bit register
 _UDOT, _CTPOP = "llvm.aarch64.neon.udot.v4i32.v16i8", "llvm.ctpop.v16i8"
@@ -116,11 +116,6 @@ def popcount_tile_intrin(mr: int, nr: int, kw: int, row_first: bool, acc_dtype: 
 
     TensorIntrin.register(name, desc, impl, override=True)
     return name
-
-
-def tensorized(func: tirx.PrimFunc) -> bool:
-    """Whether the schedule gave a GEMM's tile to the micro-kernel."""
-    return func.attrs is not None and MICRO_KERNEL_ATTR in func.attrs
 
 
 def tensorize_tile(sch: Schedule, acc, tile: Tile) -> str | None:

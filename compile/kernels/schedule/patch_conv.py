@@ -28,7 +28,7 @@ def patch_tile(p: PatchConvParams, target: Target) -> Tile:
     """The register tile for ``target``: the binary kernels' register budget, with float32 lanes (twice the uint64
     lanes) and 4-byte accumulators."""
     cfg = select(target)
-    float_cfg = replace(cfg, lanes=cfg.float_lanes, min_rows=1, micro_kernel=None)  # no popcount micro-kernel here
+    float_cfg = replace(cfg, lanes=cfg.float_lanes, min_rows=1)
     return choose_tile(p.grid[1], p.n, float_cfg, acc_bytes=FLOAT_BYTES)
 
 
