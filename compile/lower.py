@@ -21,6 +21,10 @@ from .targets import TargetSpec
 
 __all__ = ["export_program", "BinaryConverters", "to_relax", "lower"]
 
+# aten.avg_pool2d's arguments after the kernel size: stride, padding, ceil_mode, count_include_pad, divisor_override
+# (torch.export drops the trailing ones left at their default)
+_AVG_POOL_DEFAULTS = ([], 0, False, True, None)
+
 
 @torch.no_grad()
 def export_program(model: nn.Module, input_shape: tuple[int, ...]) -> torch.export.ExportedProgram:
@@ -124,13 +128,15 @@ class BinaryConverters:
         )
 
     def avg_pool2d(self, node: fx.Node, importer):
-        """A 4-D pool with kernel = stride, no padding, no ``ceil_mode`` and no divisor override: the mean-pool
-        kernel; otherwise TVM's own conversion."""
-        x, kernel, stride, padding, ceil_mode, _, divisor = (*node.args, [], 0, False, True, None)[:7]
+        """A float32 4-D pool with kernel = stride, no padding, no ``ceil_mode`` and no divisor override: the
+        mean-pool kernel; otherwise TVM's own conversion."""
+        x, kernel, *rest = node.args
+        stride, padding, ceil_mode, _, divisor = (*rest, *_AVG_POOL_DEFAULTS[len(rest) :])
         k = set(kernel) | set(stride or kernel)
         no_padding = not any(padding) if isinstance(padding, (list, tuple)) else padding == 0
-        plain = no_padding and not ceil_mode and divisor is None
-        if len(k) == 1 and plain and len(x.meta["val"].shape) == 4:
+        plain = no_padding and not ceil_mode and divisor is None and not node.kwargs
+        value = x.meta["val"]
+        if len(k) == 1 and plain and value.dim() == 4 and value.dtype == torch.float32:
             return _kernels.emit_pool_mean(importer.block_builder, importer.env[x], k=k.pop())
         return importer._avg_pool2d(node)
 

@@ -355,9 +355,9 @@ def _reads_along_rows(sch: Schedule, block, n_spatial: int) -> bool:
     return any(_is_var(r.region[-1].min, k) for r in stmt.reads)
 
 
-def _reduction_lanes(sch: Schedule, block, cfg: CpuScheduleCfg, n_spatial: int) -> int | None:
-    """Vector lanes for a row reduction (one that :func:`_reads_along_rows`) when ``cfg.lanes`` or half of it divides
-    its extent; None otherwise.
+def _reduction_lanes(sch: Schedule, block, cfg: CpuScheduleCfg) -> int | None:
+    """Vector lanes for a row reduction (a block for which :func:`_reads_along_rows` holds) when ``cfg.lanes`` or
+    half of it divides its extent; None otherwise.
 
     Each lane keeps a partial result, and the lanes are combined at the end of the row, which reorders a float
     sum: it is exact up to rounding. An extent no lane count divides is left to :func:`_row_lanes`: rfactor on a
@@ -413,7 +413,7 @@ def _schedule_block(sch: Schedule, name: str, cfg: CpuScheduleCfg) -> None:
         _schedule_spatial(sch, block, cfg)
         return
     along_rows = _reads_along_rows(sch, block, n_spatial)
-    if along_rows and (lanes := _reduction_lanes(sch, block, cfg, n_spatial)):
+    if along_rows and (lanes := _reduction_lanes(sch, block, cfg)):
         _schedule_lane_reduction(sch, block, n_spatial, lanes)
     elif along_rows and (lanes := _row_lanes(sch, block, cfg, n_spatial)):
         _schedule_rows_in_lanes(sch, block, n_spatial, lanes)

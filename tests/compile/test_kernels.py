@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import platform
 import re
 import shutil
 
@@ -61,6 +62,7 @@ def test_pack_rows_matches_reference(shape, target):
     )
 
 
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="runs x86 code: needs an x86-64 host")
 @pytest.mark.parametrize("target", [HOST, X86_64_V3], ids=["host", "avx2"])
 @pytest.mark.parametrize("with_threshold", [True, False], ids=["threshold", "plain"])
 def test_x86_pack_reads_each_word_from_one_compare_mask(target, with_threshold):
@@ -155,7 +157,14 @@ def test_dense_residual_and_act_match_reference(m, k, n, r, with_act, target):
 @TARGETS
 @pytest.mark.parametrize(
     "m,k,n,r,ratio,with_bias",
-    [(21, 24, 192, 24, 8, True), (35, 100, 128, 32, 4, False), (49, 150, 192, 64, 8, True), (7, 30, 64, 16, 2, True)],
+    [
+        (21, 24, 192, 24, 8, True),
+        (35, 100, 128, 32, 4, False),
+        (49, 150, 192, 64, 8, True),
+        (7, 30, 64, 16, 2, True),
+        (9, 40, 128, 128, 1, True),  # pool = a copy
+        (5, 70, 128, 2, 64, True),  # one group per word
+    ],
 )
 def test_dense_pack_pool_matches_reference(m, k, n, r, ratio, with_bias, target):
     rng = np.random.default_rng(7)

@@ -32,7 +32,7 @@ def _run(mod: tvm.IRModule, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("target", ["host", "generic"])
 @pytest.mark.parametrize(
     "shape,k",
-    [((1, 24, 56, 56), 2), ((2, 5, 9, 7), 3), ((1, 4, 6, 6), 6)],
+    [((1, 24, 56, 56), 2), ((2, 5, 10, 7), 3), ((1, 4, 6, 6), 6)],
     ids=["stage0-like", "partial-windows", "one-column"],
 )
 def test_emitted_pool_mean_equals_torch_avg_pool(shape, k, target):
@@ -63,15 +63,30 @@ def test_rows_are_added_as_vectors_and_deinterleaved_by_shuffles():
 
 
 class _Pools(torch.nn.Module):
+    """Two pools the kernel takes (stride implied, stride given) and two it must leave to TVM."""
+
     def forward(self, x):
-        return F.avg_pool2d(x, 2) + F.avg_pool2d(x, 3, 2, 1)
+        kernel = F.avg_pool2d(x, 2) + F.avg_pool2d(x, 2, 2)
+        padded = F.avg_pool2d(x, 3, 2, 1)
+        ceil = F.avg_pool2d(x[..., :15, :15], 2, ceil_mode=True)
+        return kernel + padded + ceil
+
+
+class _DivisorPool(torch.nn.Module):
+    def forward(self, x):
+        return F.avg_pool2d(x, 2, divisor_override=3)
+
+
+def _relax(module: torch.nn.Module, x: np.ndarray) -> tvm.IRModule:
+    return to_relax(torch.export.export(module.eval(), (torch.from_numpy(x),)), HOST)
 
 
 def test_lowering_turns_only_plain_avg_pools_into_the_kernel():
-    """kernel = stride without padding: the kernel; a padded pool keeps TVM's conversion. Both equal torch."""
+    """kernel = stride without padding: the kernel; padding, ceil_mode or a divisor override keep TVM's
+    conversion (which ignores the divisor override, so that one is checked by structure only)."""
     x = np.random.default_rng(6).standard_normal((1, 6, 16, 16)).astype(np.float32)
-    ep = torch.export.export(_Pools().eval(), (torch.from_numpy(x),))
-    mod = to_relax(ep, HOST)
+    mod = _relax(_Pools(), x)
     text = mod.script()
-    assert "pool_mean_1x6x16x16_k2" in text and text.count("R.nn.avg_pool2d") == 1
+    assert text.count("pool_mean_1x6x16x16_k2") >= 2 and text.count("R.nn.avg_pool2d") == 2
     np.testing.assert_allclose(_run(mod, x), _Pools()(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-5)
+    assert "pool_mean" not in _relax(_DivisorPool(), x).script()

@@ -17,14 +17,15 @@ same function as its implementation, so the two cannot drift apart.
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, partial
 
 from tvm import tirx
-from tvm.s_tir import TensorIntrin
+from tvm.ir.expr import Expr as PrimExpr
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as B
 
 from ..params import WORD_BITS
+from .intrin import register_intrin
 
 __all__ = ["pool_tree_intrin", "sign_word_intrin"]
 
@@ -32,7 +33,7 @@ _MOVMSK = "llvm.x86.avx2.pmovmskb"  # <32 x i8> -> i32: the top bit of each byte
 _HALF = WORD_BITS // 2
 
 
-def _pairwise(v, lanes: int):
+def _pairwise(v: PrimExpr, lanes: int) -> PrimExpr:
     """``v`` (``lanes`` wide) -> ``lanes / 2`` sums of neighbouring lanes."""
     half = lanes // 2
     return tirx.Shuffle([v], [2 * i for i in range(half)]) + tirx.Shuffle([v], [2 * i + 1 for i in range(half)])
@@ -42,10 +43,7 @@ def _pairwise(v, lanes: int):
 def pool_tree_intrin(ratio: int) -> str:
     """Register (once) and name the intrinsic ``c[0, j] += mean(y[0, j * ratio : (j + 1) * ratio])`` for the
     ``64 / ratio`` groups of one 64-float row (``ratio`` a power of two)."""
-    name = f"bhvit_pool_tree_{ratio}"
-    desc, impl = (_pool_func(ratio, tensorized) for tensorized in (False, True))
-    TensorIntrin.register(name, desc, impl, override=True)
-    return name
+    return register_intrin(f"bhvit_pool_tree_{ratio}", partial(_pool_func, ratio))
 
 
 def _pool_func(ratio: int, tensorized: bool) -> tirx.PrimFunc:
@@ -72,12 +70,12 @@ def _pool_func(ratio: int, tensorized: bool) -> tirx.PrimFunc:
     return ib.get()
 
 
-def _row(handle, width: int, dtype: str):
+def _row(handle: tirx.Var, width: int, dtype: str) -> tirx.Buffer:
     """A (1, ``width``) view of any buffer with contiguous rows, at any offset."""
     return B.match_buffer(handle, (1, width), dtype, strides=[tirx.Var("s", "int32"), 1], offset_factor=1)
 
 
-def _tree(v, ratio: int, lanes: int = WORD_BITS):
+def _tree(v: PrimExpr, ratio: int, lanes: int = WORD_BITS) -> PrimExpr:
     """The sums of ``ratio`` neighbouring lanes of ``v``, each level bound once."""
     if ratio == 1:
         return v
@@ -90,9 +88,7 @@ def sign_word_intrin(with_threshold: bool) -> str:
     """Register (once) and name the intrinsic ``c[0, 0] += word of bits (y[0, b] [+ th[b]] >= 0)``, bit ``b`` of
     64 (x86 only: ``pmovmskb``)."""
     name = f"bhvit_x86_sign_word{'_th' if with_threshold else ''}"
-    desc, impl = (_sign_word_func(with_threshold, tensorized) for tensorized in (False, True))
-    TensorIntrin.register(name, desc, impl, override=True)
-    return name
+    return register_intrin(name, partial(_sign_word_func, with_threshold))
 
 
 def _sign_word_func(with_threshold: bool, tensorized: bool) -> tirx.PrimFunc:
@@ -113,8 +109,8 @@ def _sign_word_func(with_threshold: bool, tensorized: bool) -> tirx.PrimFunc:
             B.reads(C[0, 0], Y[0, 0:WORD_BITS], *([TH[0:WORD_BITS]] if with_threshold else []))
             B.writes(C[0, 0])
             if tensorized:
-                halves = (_mask(value(B.ramp(h * _HALF, 1, _HALF))) for h in (0, 1))
-                B.buffer_store(C, C[0, 0] + (next(halves) | (next(halves) << B.uint64(_HALF))), [0, 0])
+                low, high = (_mask(value(B.ramp(h * _HALF, 1, _HALF))) for h in (0, 1))
+                B.buffer_store(C, C[0, 0] + (low | (high << B.uint64(_HALF))), [0, 0])
             else:
                 with B.serial(WORD_BITS) as b, B.sblock("update"):
                     vb = B.axis.reduce(WORD_BITS, b)
@@ -125,7 +121,7 @@ def _sign_word_func(with_threshold: bool, tensorized: bool) -> tirx.PrimFunc:
     return ib.get()
 
 
-def _mask(v):
+def _mask(v: PrimExpr) -> PrimExpr:
     """The signs (``>= 0``) of 32 floats as the low 32 bits of a uint64."""
     byte = B.Select(
         v >= B.broadcast(B.float32(0), _HALF), B.broadcast(B.int8(-1), _HALF), B.broadcast(B.int8(0), _HALF)

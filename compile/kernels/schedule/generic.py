@@ -67,13 +67,13 @@ class TileConfig:
     pack_lanes: int  # float32 lanes compared per vector op in the pack
     max_rows: int = 8  # MR cap (broadcast operands per reduction step)
     acc_dtype: str = "int64"  # the popcount sums' type in the dense and conv computes
-    wide_epilogue: bool = False  # vectorise the float epilogue over a tile row (NR x lanes), not lanes
+    wide_epilogue: bool = False  # plain GEMMs: vectorise the float epilogue over a tile row (NR x lanes), not lanes
     min_rows: int = 1  # MR floor where some divisor of the rows allows it (a micro-kernel that needs rows)
     # optional micro-kernel for a GEMM tile: (schedule, acc block with its reduction loop outermost, tile) -> the
     # name of a tensor intrinsic that takes the whole tile and reduction, or None (the vectorised accumulate)
     micro_kernel: Callable[[Schedule, object, Tile], str | None] | None = None
-    # optional tensor intrinsic packing one 64-float row into its sign word, by whether a threshold is added
-    # (the fused MLP fc1's pack); None: the rfactored pack
+    # optional tensor intrinsic packing 64 contiguous floats into their sign word, by whether a threshold is added
+    # (every whole-word pack of rows, the fused MLP fc1's included); None: the rfactored pack
     sign_word: Callable[[bool], str] | None = None
 
     @property
@@ -161,7 +161,8 @@ def schedule(func: tirx.PrimFunc, cfg: TileConfig = GENERIC) -> IRModule:
 
 
 def tensorized(func: tirx.PrimFunc) -> bool:
-    """Whether the schedule gave a GEMM's tile to the config's micro-kernel (:data:`MICRO_KERNEL_ATTR`)."""
+    """Whether the schedule gave a GEMM's tile to the config's micro-kernel (:data:`MICRO_KERNEL_ATTR`; the pack
+    and pool intrinsics do not count)."""
     return func.attrs is not None and MICRO_KERNEL_ATTR in func.attrs
 
 
@@ -388,9 +389,15 @@ def _sign_word(sch: Schedule, pack, cfg: TileConfig) -> None:
 
 def _pool_tile(sch: Schedule, block) -> None:
     """Each tile row's groups at once, as a tree of whole-row shuffles and adds (a vector over the groups would
-    read the tile strided, lane by lane)."""
-    groups, r = sch.get_loops(block)[-2:]
-    ratio = _extent(sch, r)
+    read the tile strided, lane by lane). A ratio of 1 (a copy) or 64 (one group) has no lanes to shuffle: its
+    loop over the row is unrolled."""
+    ratio = int(sch.get(block).iter_vars[-1].dom.extent)
+    inner = sch.get_loops(block)[-1]  # reverse_compute_at dropped the unit loop of either kind
+    if ratio in (1, WORD_BITS):
+        sch.unroll(inner)
+        sch.decompose_reduction(block, inner)
+        return
+    groups = sch.get_loops(block)[-2]
     init = sch.decompose_reduction(block, groups)
     sch.vectorize(sch.get_loops(init)[-1])
     sch.tensorize(groups, pool_tree_intrin(ratio))

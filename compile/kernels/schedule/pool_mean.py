@@ -8,15 +8,16 @@ columns are a strided load that TVM emits one lane at a time (56 scalar loads an
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, partial
 
 from tvm import IRModule, tirx
-from tvm.s_tir import Schedule, TensorIntrin
+from tvm.s_tir import Schedule
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as B
 
 from ..blocks import OUT
 from ..params import PoolParams
+from .intrin import register_intrin
 
 __all__ = ["pool_row_intrin", "schedule"]
 
@@ -38,10 +39,7 @@ def schedule(func: tirx.PrimFunc, p: PoolParams) -> IRModule:
 @cache
 def pool_row_intrin(k: int, columns: int) -> str:
     """Register (once) and name the intrinsic for one output row of ``columns`` ``k x k`` window means."""
-    name = f"bhvit_pool_row_{k}x{columns}"
-    desc, impl = (_pool_row_func(k, columns, tensorized) for tensorized in (False, True))
-    TensorIntrin.register(name, desc, impl, override=True)
-    return name
+    return register_intrin(f"bhvit_pool_row_{k}x{columns}", partial(_pool_row_func, k, columns))
 
 
 def _pool_row_func(k: int, columns: int, tensorized: bool) -> tirx.PrimFunc:
