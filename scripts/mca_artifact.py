@@ -4,7 +4,8 @@
 The library is stripped: only each kernel's packed-function wrapper (``__tvm_ffi_<name>``) keeps a symbol, and
 its compute and parallel bodies sit unnamed after all wrappers. They are found through the code addresses each
 wrapper references (``bl`` targets, ``adr`` and ``adrp``+``add`` addresses: how a body is handed to TVM's
-parallel launcher), followed transitively. In the code reached from each binary kernel (``bit_macs`` > 0 in
+parallel launcher), followed transitively; each function's extent comes from the unwind table (``.eh_frame``,
+which stripping keeps). In the code reached from each binary kernel (``bit_macs`` > 0 in
 metadata.json), the hot loop is the smallest backward-branch loop with the most ``cnt`` instructions; llvm-mca
 (``-mcpu=cortex-a76``) gives its cycles per iteration, so bit-MAC/cycle = bits / cycles (128 per ``cnt.16b``, 64
 per ``cnt.8b``), against the A76 ceiling of 85 (3 SIMD uops per 128 bit-MACs on 2 pipes). Column ``fp``: the
@@ -13,7 +14,8 @@ measure); more: LLVM unrolled a short reduction and the loop is a whole output t
 
     python3 scripts/mca_artifact.py artifacts/w3-rpi5 [--json table.json]
 
-Needs ``aarch64-linux-gnu-objdump`` (binutils-aarch64-linux-gnu) and ``llvm-mca`` (package ``llvm``).
+Needs ``aarch64-linux-gnu-objdump`` and ``-readelf`` (binutils-aarch64-linux-gnu) and ``llvm-mca`` (package
+``llvm``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_kernels import A76_CEILING, mca  # noqa: E402
 
 OBJDUMP = "aarch64-linux-gnu-objdump"
+READELF = "aarch64-linux-gnu-readelf"
 WRAPPER = "__tvm_ffi_"
 _LINE = re.compile(r"^\s*([0-9a-f]+):\t(\S+)(?:\t(.*))?$")
 _BRANCHES = ("b", "bl", "cbz", "cbnz", "tbz", "tbnz")
@@ -70,9 +73,16 @@ def disassemble(library: Path) -> tuple[list[Insn], dict[str, int]]:
     return insns, symbols
 
 
+def function_ranges(library: Path) -> list[tuple[int, int]]:
+    """``(start, end)`` of every function with an unwind entry (``.eh_frame`` FDEs: a stripped library keeps
+    them), sorted; empty when ``readelf`` cannot read them."""
+    out = subprocess.run([READELF, "--debug-dump=frames", str(library)], capture_output=True, text=True)
+    return sorted((int(a, 16), int(b, 16)) for a, b in re.findall(r"pc=([0-9a-f]+)\.\.([0-9a-f]+)", out.stdout))
+
+
 def _references(code: list[Insn]) -> set[int]:
     """Code addresses a function passes on: ``bl``, ``adr`` and tail-call ``b`` targets, ``adrp`` page + ``add``
-    offset pairs."""
+    offset pairs (a page counts until its register is written again or a call clobbers it)."""
     refs, pages = set(), {}
     inside = range(code[0].addr, code[-1].addr + 4) if code else range(0)
     for insn in code:
@@ -80,24 +90,36 @@ def _references(code: list[Insn]) -> set[int]:
             refs.add(insn.target)
         elif insn.op == "b" and insn.target is not None and insn.target not in inside:  # a tail call
             refs.add(insn.target)
-        elif insn.op == "adrp" and insn.target is not None:
-            pages[insn.args.split(",")[0]] = insn.target
         elif insn.op == "add":
             m = re.match(r"(\w+), (\w+), #0x([0-9a-f]+)$", insn.args.split("//")[0].strip())
             if m and m.group(2) in pages:
                 refs.add(pages[m.group(2)] + int(m.group(3), 16))
+        if insn.op in ("bl", "blr"):
+            pages.clear()
+        elif insn.op == "adrp" and insn.target is not None:
+            pages[insn.args.split(",")[0]] = insn.target
+        else:
+            pages.pop(insn.args.split(",")[0].strip(), None)  # the destination register, written
     return refs
 
 
-def kernel_code(insns: list[Insn], symbols: dict[str, int], max_callers: int = 1) -> dict[str, list[Insn]]:
+def kernel_code(
+    insns: list[Insn], symbols: dict[str, int], max_callers: int = 1, ranges: list[tuple[int, int]] = ()
+) -> dict[str, list[Insn]]:
     """Per exported kernel, the instructions of every function reachable from its wrapper through functions that
     at most ``max_callers`` functions reference (helpers that many call, such as error reporting, are left out;
-    a body shared by two identical kernels needs ``max_callers=2``)."""
+    a body shared by two identical kernels needs ``max_callers=2``). A function ends where its unwind entry in
+    ``ranges`` ends, else at the next address some function references (a reference into the middle of a
+    function, or a forward branch taken for a tail call, then cuts it short)."""
     index = {insn.addr: i for i, insn in enumerate(insns)}
     wrappers = set(symbols.values())
     starts = sorted(wrappers | {r for r in _references(insns) if r in index})
 
     def function(start: int) -> list[Insn]:
+        end = next((e for s, e in ranges if s <= start < e), None)
+        if end is not None:
+            stop = next((i for i in range(index[start], len(insns)) if insns[i].addr >= end), len(insns))
+            return insns[index[start] : stop]
         i = starts.index(start)
         return insns[index[start] : index[starts[i + 1]] if i + 1 < len(starts) else len(insns)]
 
@@ -147,7 +169,8 @@ def table(artifact: Path) -> list[dict]:
     if not binary:
         raise SystemExit(f"{artifact}: metadata.json lists no binary kernels (rebuild the artifact with this kit)")
     insns, symbols = disassemble(artifact / meta["library"])
-    code, shared = kernel_code(insns, symbols), kernel_code(insns, symbols, max_callers=2)
+    ranges = function_ranges(artifact / meta["library"])
+    code, shared = (kernel_code(insns, symbols, callers, ranges) for callers in (1, 2))
     rows = []
     for name, info in sorted(binary.items()):
         body = hot_loop(code.get(name, [])) or hot_loop(shared.get(name, []))

@@ -13,15 +13,37 @@ pytestmark = pytest.mark.tvm
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _module():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location("mca_artifact", ROOT / "scripts" / "mca_artifact.py")
+    mca_artifact = sys.modules["mca_artifact"] = importlib.util.module_from_spec(spec)  # for its dataclass
+    spec.loader.exec_module(mca_artifact)
+    return mca_artifact
+
+
+def test_an_adrp_page_pairs_only_with_an_add_before_its_register_is_rewritten():
+    """``adrp`` + ``add`` name a code address; once the register is rewritten (or a call clobbers it), a later
+    ``add`` on it does not (a false reference cut a kernel's loop in two)."""
+    m = _module()
+    code = [
+        m.Insn(0x100, "adrp", "x0, 69000 <__tvm_ffi_k+0x10>"),
+        m.Insn(0x104, "add", "x0, x0, #0x80"),
+        m.Insn(0x108, "adrp", "x1, 6a000 <__tvm_ffi_k+0x20>"),
+        m.Insn(0x10C, "bl", "5000 <__tvm_ffi_k+0x30>"),
+        m.Insn(0x110, "add", "x1, x1, #0x40"),
+        m.Insn(0x114, "adrp", "x2, 6b000 <__tvm_ffi_k+0x40>"),
+        m.Insn(0x118, "ldr", "x2, [x3]"),
+        m.Insn(0x11C, "add", "x2, x2, #0x8"),
+    ]
+    assert m._references(code) == {0x69080, 0x5000}
+
+
 @pytest.mark.skipif(
     shutil.which("aarch64-linux-gnu-objdump") is None or shutil.which("llvm-mca") is None,
     reason="needs aarch64-linux-gnu-objdump (binutils-aarch64-linux-gnu) and llvm-mca (llvm)",
 )
 def test_every_binary_kernel_of_an_rpi5_artifact_gets_a_row(compiled):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    spec = importlib.util.spec_from_file_location("mca_artifact", ROOT / "scripts" / "mca_artifact.py")
-    mca_artifact = sys.modules["mca_artifact"] = importlib.util.module_from_spec(spec)  # for its dataclass
-    spec.loader.exec_module(mca_artifact)
+    mca_artifact = _module()
     _, out, meta = compiled("binary", target="rpi5")
     rows = mca_artifact.table(out)
     assert {r["kernel"] for r in rows} == {n for n, k in meta.kernels.items() if k["bit_macs"]}
