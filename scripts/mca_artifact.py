@@ -76,6 +76,8 @@ def disassemble(library: Path) -> tuple[list[Insn], dict[str, int]]:
 def function_ranges(library: Path) -> list[tuple[int, int]]:
     """``(start, end)`` of every function with an unwind entry (``.eh_frame`` FDEs: a stripped library keeps
     them), sorted; empty when ``readelf`` cannot read them."""
+    if shutil.which(READELF) is None:
+        return []
     out = subprocess.run([READELF, "--debug-dump=frames", str(library)], capture_output=True, text=True)
     return sorted((int(a, 16), int(b, 16)) for a, b in re.findall(r"pc=([0-9a-f]+)\.\.([0-9a-f]+)", out.stdout))
 

@@ -1,7 +1,7 @@
 """Shape parameters shared by the TE computes, the schedules and the numpy references.
 
-(:class:`PatchConvParams` and :class:`StencilParams` describe the FP32 kernels: an FP conv with kernel = stride, as a
-patch matmul, and the blocks' stencil add.)
+(:class:`WindowParams`, :class:`PatchConvParams` and :class:`StencilParams` describe the FP32 kernels: the mean
+pool and an FP conv with kernel = stride, as a patch matmul, and the blocks' stencil add.)
 
 Every binary op packs its reduction axis into 64-bit words (:data:`WORD_BITS`). Bits past the end
 of the axis are 0 on both operands, so they XOR to 0 and add nothing to a popcount.
@@ -18,9 +18,9 @@ __all__ = [
     "DenseParams",
     "Conv2dParams",
     "AttentionParams",
+    "WindowParams",
     "PatchConvParams",
     "StencilParams",
-    "PoolParams",
 ]
 
 WORD_BITS = 64
@@ -150,25 +150,37 @@ class AttentionParams:
 
 
 @dataclass(frozen=True)
-class PatchConvParams:
-    """FP32 conv with kernel = stride = ``k`` (no padding) on a (batch, channels, height, width) map, as a matmul of
-    its (height/k) * (width/k) patches: ``k_dim`` = channels * k * k inputs, ``n`` outputs."""
+class WindowParams:
+    """Non-overlapping ``k x k`` windows (stride ``k``, no padding) of a (batch, channels, height, width) map: the
+    FP32 mean pool's shape."""
 
     batch: int
     channels: int
     height: int
     width: int
     k: int
-    n: int
 
     def __post_init__(self) -> None:
-        if min(self.batch, self.channels, self.n) < 1 or self.height < self.k or self.width < self.k:
-            raise ValueError(f"PatchConvParams needs positive sizes and a map of at least one patch, got {self}")
+        if min(self.batch, self.channels, self.k) < 1 or self.height < self.k or self.width < self.k:
+            raise ValueError(f"{type(self).__name__} needs positive sizes and a map of at least one window, got {self}")
 
     @property
     def grid(self) -> tuple[int, int]:
-        """Patches per column and per row (a partial patch at the border is dropped, as the conv does)."""
+        """Windows per column and per row (a partial window at the border is dropped, as conv and pool do)."""
         return self.height // self.k, self.width // self.k
+
+
+@dataclass(frozen=True)
+class PatchConvParams(WindowParams):
+    """FP32 conv with kernel = stride = ``k`` (no padding) on a (batch, channels, height, width) map, as a matmul of
+    its (height/k) * (width/k) patches: ``k_dim`` = channels * k * k inputs, ``n`` outputs."""
+
+    n: int
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n < 1:
+            raise ValueError(f"PatchConvParams needs at least one output, got {self}")
 
     @property
     def k_dim(self) -> int:
@@ -193,23 +205,3 @@ class StencilParams:
     @property
     def taps(self) -> int:
         return 4 * self.reach + 1  # models.layers.shift.stencil_taps (this module stays free of torch)
-
-
-@dataclass(frozen=True)
-class PoolParams:
-    """A mean pool with kernel = stride = ``k`` (no padding) on a (batch, channels, height, width) map."""
-
-    batch: int
-    channels: int
-    height: int
-    width: int
-    k: int
-
-    def __post_init__(self) -> None:
-        if min(self.batch, self.channels, self.k) < 1 or self.height < self.k or self.width < self.k:
-            raise ValueError(f"PoolParams needs positive sizes and a map of at least one window, got {self}")
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        """Output rows and columns (a partial window at the border is dropped, as the pool does)."""
-        return self.height // self.k, self.width // self.k

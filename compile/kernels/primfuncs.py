@@ -13,7 +13,7 @@ from .compute import patch_conv as patch_compute
 from .compute import pool_mean as pool_compute
 from .compute import stencil_add as stencil_compute
 from .compute._common import ACC_DTYPE, placeholder
-from .params import AttentionParams, Conv2dParams, DenseParams, PatchConvParams, PoolParams, StencilParams, words
+from .params import AttentionParams, Conv2dParams, DenseParams, PatchConvParams, StencilParams, WindowParams, words
 from .schedule import patch_conv as patch_schedule
 from .schedule import pool_mean as pool_schedule
 from .schedule import schedule_for, select
@@ -131,7 +131,7 @@ def stencil_add(p: StencilParams, target: Target) -> tirx.PrimFunc:
     return stencil_schedule.schedule(func, p, target)["main"]
 
 
-def pool_mean(p: PoolParams) -> tirx.PrimFunc:
+def pool_mean(p: WindowParams) -> tirx.PrimFunc:
     """x (B, C, H, W) float32 -> the means of its k x k windows, (B, C, H/k, W/k) float32 (any LLVM target)."""
     func = te.create_prim_func(pool_compute.pool_mean(p))
     return pool_schedule.schedule(func, p)["main"]

@@ -32,8 +32,8 @@ from .params import (
     Conv2dParams,
     DenseParams,
     PatchConvParams,
-    PoolParams,
     StencilParams,
+    WindowParams,
     words,
 )
 from .schedule.patch_conv import patch_tile
@@ -427,7 +427,7 @@ def emit_stencil_add(
 def emit_pool_mean(bb: relax.BlockBuilder, x: relax.Expr, *, k: int) -> relax.Expr:
     """The means of the ``k x k`` windows of ``x`` float32 (B, C, H, W), stride ``k``, no padding: float32 (B, C,
     H // k, W // k)."""
-    p = PoolParams(*_shape(x), k)
+    p = WindowParams(*_shape(x), k)
     name = f"pool_mean_{p.batch}x{p.channels}x{p.height}x{p.width}_k{k}"
     kernel = Kernel("FP32 mean pool, kernel = stride")
     return _call(bb, primfuncs.pool_mean(p), name, [x], (p.batch, p.channels, *p.grid), "float32", kernel)

@@ -9,7 +9,7 @@ tvm = pytest.importorskip("tvm")
 import torch  # noqa: E402
 from bhvit.compile.kernels import primfuncs, relax_emit  # noqa: E402
 from bhvit.compile.kernels import reference as ref  # noqa: E402
-from bhvit.compile.kernels.params import PoolParams  # noqa: E402
+from bhvit.compile.kernels.params import WindowParams  # noqa: E402
 from bhvit.compile.lower import to_relax  # noqa: E402
 from bhvit.compile.targets import resolve_target  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
@@ -52,7 +52,7 @@ def test_emitted_pool_mean_equals_torch_avg_pool(shape, k, target):
 
 def test_rows_are_added_as_vectors_and_deinterleaved_by_shuffles():
     """Each output row: whole-row vector loads and lane shuffles, not one scalar load and insert per lane."""
-    func = primfuncs.pool_mean(PoolParams(1, 8, 56, 56, 2))
+    func = primfuncs.pool_mean(WindowParams(1, 8, 56, 56, 2))
     assert "T.Shuffle" in func.script()
     asm = tvm.tirx.build(tvm.IRModule({"main": func}), target=ZNVER4).inspect_source("asm")
     ops = [line.split()[0] for line in asm.splitlines() if line.startswith("\tv")]

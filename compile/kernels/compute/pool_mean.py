@@ -9,13 +9,13 @@ from __future__ import annotations
 from tvm import te, tirx
 
 from ..blocks import OUT
-from ..params import PoolParams
+from ..params import WindowParams
 from ._common import placeholder
 
 __all__ = ["pool_mean"]
 
 
-def pool_mean(p: PoolParams) -> list[te.Tensor]:
+def pool_mean(p: WindowParams) -> list[te.Tensor]:
     """Return ``[x, y]`` for ``te.create_prim_func``."""
     x = placeholder((p.batch, p.channels, p.height, p.width), "float32", "x")
     r, s = te.reduce_axis((0, p.k), name="r"), te.reduce_axis((0, p.k), name="s")

@@ -25,7 +25,7 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as B
 
 from ..params import WORD_BITS
-from .intrin import register_intrin
+from .intrin import register_intrin, row_view
 
 __all__ = ["pool_tree_intrin", "sign_word_intrin"]
 
@@ -52,8 +52,8 @@ def _pool_func(ratio: int, tensorized: bool) -> tirx.PrimFunc:
     inv = B.float32(1.0 / ratio)  # exact: ratio is a power of two
     with IRBuilder() as ib, B.prim_func():
         y, c = B.arg("y", B.handle()), B.arg("c", B.handle())
-        Y = _row(y, WORD_BITS, "float32")
-        C = _row(c, groups, "float32")
+        Y = row_view(y, 1, WORD_BITS, "float32")
+        C = row_view(c, 1, groups, "float32")
         with B.sblock("root"):
             B.reads(C[0, 0:groups], Y[0, 0:WORD_BITS])
             B.writes(C[0, 0:groups])
@@ -68,11 +68,6 @@ def _pool_func(ratio: int, tensorized: bool) -> tirx.PrimFunc:
                     B.writes(C[0, vj])
                     B.buffer_store(C, C[0, vj] + Y[0, vj * ratio + vr] * inv, [0, vj])
     return ib.get()
-
-
-def _row(handle: tirx.Var, width: int, dtype: str) -> tirx.Buffer:
-    """A (1, ``width``) view of any buffer with contiguous rows, at any offset."""
-    return B.match_buffer(handle, (1, width), dtype, strides=[tirx.Var("s", "int32"), 1], offset_factor=1)
 
 
 def _tree(v: PrimExpr, ratio: int, lanes: int = WORD_BITS) -> PrimExpr:
@@ -98,9 +93,9 @@ def _sign_word_func(with_threshold: bool, tensorized: bool) -> tirx.PrimFunc:
         y = B.arg("y", B.handle())
         th = B.arg("th", B.handle()) if with_threshold else None
         c = B.arg("c", B.handle())
-        Y = _row(y, WORD_BITS, "float32")
+        Y = row_view(y, 1, WORD_BITS, "float32")
         TH = B.match_buffer(th, (WORD_BITS,), "float32", offset_factor=1) if with_threshold else None
-        C = _row(c, 1, "uint64")
+        C = row_view(c, 1, 1, "uint64")
 
         def value(index):
             return Y[0, index] + TH[index] if with_threshold else Y[0, index]

@@ -16,13 +16,13 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as B
 
 from ..blocks import OUT
-from ..params import PoolParams
-from .intrin import register_intrin
+from ..params import WindowParams
+from .intrin import register_intrin, row_view
 
 __all__ = ["pool_row_intrin", "schedule"]
 
 
-def schedule(func: tirx.PrimFunc, p: PoolParams) -> IRModule:
+def schedule(func: tirx.PrimFunc, p: WindowParams) -> IRModule:
     """Schedule a mean-pool PrimFunc of shape ``p``."""
     sch = Schedule(func)
     out = sch.get_sblock(OUT)
@@ -48,8 +48,8 @@ def _pool_row_func(k: int, columns: int, tensorized: bool) -> tirx.PrimFunc:
     inv = B.float32(1.0 / (k * k))
     with IRBuilder() as ib, B.prim_func():
         x, y = B.arg("x", B.handle()), B.arg("y", B.handle())
-        X = B.match_buffer(x, (k, width), "float32", strides=[tirx.Var("sx", "int32"), 1], offset_factor=1)
-        Y = B.match_buffer(y, (1, columns), "float32", strides=[tirx.Var("sy", "int32"), 1], offset_factor=1)
+        X = row_view(x, k, width, "float32")
+        Y = row_view(y, 1, columns, "float32")
         with B.sblock("root"):
             B.reads(Y[0, 0:columns], X[0:k, 0:width])
             B.writes(Y[0, 0:columns])
