@@ -4,9 +4,9 @@ Route (``compile/README.md``, "Lowering"): :func:`~bhvit.compile.deploy.to_deplo
 ``bhvit::binary_*`` custom op (defined in :mod:`bhvit.models.layers.deploy_ops`), ``torch.export`` keeps each op as
 one node, and ``from_exported_program`` converts those nodes with :class:`BinaryConverters`, which read the folded
 constants (signs, shifts, scales, biases) from the exported program's state and emit the kernels with
-:mod:`~bhvit.compile.kernels.relax_emit`; an average pool with kernel = stride and no padding (the downsampling
-shortcut) also becomes a kernel. Everything else is imported by TVM's own converters and stays FP (scheduled later
-by :mod:`bhvit.compile.schedule`).
+:mod:`~bhvit.compile.kernels.relax_emit`; average and max pools with kernel = stride (the downsampling shortcut,
+the attention's global tokens) also become kernels. Everything else is imported by TVM's own converters and stays FP
+(scheduled later by :mod:`bhvit.compile.schedule`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,18 @@ __all__ = ["export_program", "BinaryConverters", "to_relax", "lower"]
 # aten.avg_pool2d's arguments after the kernel size: stride, padding, ceil_mode, count_include_pad, divisor_override
 # (torch.export drops the trailing ones left at their default)
 _AVG_POOL_DEFAULTS = ([], 0, False, True, None)
+# aten.max_pool2d's after the kernel size: stride, padding, dilation, ceil_mode
+_MAX_POOL_DEFAULTS = ([], 0, 1, False)
+
+
+def _pair(value) -> list[int]:
+    """A pool argument given as an int or a list of one or two ints, as two ints."""
+    values = [value] if isinstance(value, int) else list(value)
+    return values * 2 if len(values) == 1 else values
+
+
+def _any(values) -> bool:
+    return any(_pair(values))
 
 
 @torch.no_grad()
@@ -128,17 +140,39 @@ class BinaryConverters:
         )
 
     def avg_pool2d(self, node: fx.Node, importer):
-        """A float32 4-D pool with kernel = stride, no padding, no ``ceil_mode`` and no divisor override: the
-        mean-pool kernel; otherwise TVM's own conversion."""
+        """A float32 4-D pool with kernel = stride, padding counted in the divisor, no ``ceil_mode`` and no divisor
+        override: the mean-pool kernel; otherwise TVM's own conversion."""
         x, kernel, *rest = node.args
-        stride, padding, ceil_mode, _, divisor = (*rest, *_AVG_POOL_DEFAULTS[len(rest) :])
-        k = set(kernel) | set(stride or kernel)
-        no_padding = not any(padding) if isinstance(padding, (list, tuple)) else padding == 0
-        plain = no_padding and not ceil_mode and divisor is None and not node.kwargs
-        value = x.meta["val"]
-        if len(k) == 1 and plain and value.dim() == 4 and value.dtype == torch.float32:
-            return _kernels.emit_pool_mean(importer.block_builder, importer.env[x], k=k.pop())
-        return importer._avg_pool2d(node)
+        stride, padding, ceil_mode, count_include_pad, divisor = (*rest, *_AVG_POOL_DEFAULTS[len(rest) :])
+        plain = not ceil_mode and divisor is None and (count_include_pad or not _any(padding))
+        pool = self._pool(node, importer, "mean", kernel, stride, padding, plain)
+        return importer._avg_pool2d(node) if pool is None else pool
+
+    def max_pool2d(self, node: fx.Node, importer):
+        """A float32 4-D max pool with kernel = stride, no dilation and no ``ceil_mode``: the max-pool kernel;
+        otherwise TVM's own conversion. The exported program's decomposition writes every max pool as
+        ``max_pool2d_with_indices``; as in TVM's conversion, the indices (which the model never reads) are zeros."""
+        from tvm import relax
+
+        x, kernel, *rest = node.args
+        stride, padding, dilation, ceil_mode = (*rest, *_MAX_POOL_DEFAULTS[len(rest) :])
+        plain = not ceil_mode and not _any([d - 1 for d in _pair(dilation)])
+        pool = self._pool(node, importer, "max", kernel, stride, padding, plain)
+        if pool is None:
+            return importer._max_pool2d_with_indices(node)
+        return importer.block_builder.emit(relax.Tuple([pool, relax.op.zeros_like(pool)]))
+
+    def _pool(self, node: fx.Node, importer, reduce: str, kernel, stride, padding, plain: bool):
+        """The pool kernel's call when the pool is one (square, kernel = stride, one padding on every side, float32
+        4-D, arguments in their slots), else ``None``."""
+        ks, pads = set(_pair(kernel)) | set(_pair(stride or kernel)), set(_pair(padding))
+        value = node.args[0].meta["val"]
+        if not (plain and len(ks) == 1 and len(pads) == 1 and not node.kwargs):
+            return None
+        k, pad = ks.pop(), pads.pop()
+        if value.dim() != 4 or value.dtype != torch.float32 or 2 * pad > k or min(value.shape[2:]) < k:
+            return None
+        return _kernels.emit_pool(importer.block_builder, importer.env[node.args[0]], k=k, padding=pad, reduce=reduce)
 
     def convert_map(self) -> dict:
         return {
@@ -150,6 +184,7 @@ class BinaryConverters:
             "patch_conv.default": self.patch_conv,
             "stencil_add.default": self.stencil_add,
             "avg_pool2d.default": self.avg_pool2d,
+            "max_pool2d_with_indices.default": self.max_pool2d,
         }
 
 

@@ -22,6 +22,7 @@ import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 
+from .batchnorm import BatchNormAffine
 from .fastmath import fast_math_passes
 from .fold import NumpyFoldConstant
 from .kernels.relax_emit import BIT_MACS_ATTR, OP_ATTR
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 def _prepare(target) -> list:
     return [
+        BatchNormAffine(),
         relax.transform.DecomposeOpsForInference(),
         relax.transform.CanonicalizeBindings(),
         NumpyFoldConstant(),

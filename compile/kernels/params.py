@@ -1,7 +1,7 @@
 """Shape parameters shared by the TE computes, the schedules and the numpy references.
 
-(:class:`WindowParams`, :class:`PatchConvParams` and :class:`StencilParams` describe the FP32 kernels: the mean
-pool and an FP conv with kernel = stride, as a patch matmul, and the blocks' stencil add.)
+(:class:`WindowParams`, :class:`PoolParams`, :class:`PatchConvParams` and :class:`StencilParams` describe the FP32
+kernels: the mean and max pools, an FP conv with kernel = stride, as a patch matmul, and the blocks' stencil add.)
 
 Every binary op packs its reduction axis into 64-bit words (:data:`WORD_BITS`). Bits past the end
 of the axis are 0 on both operands, so they XOR to 0 and add nothing to a popcount.
@@ -19,6 +19,7 @@ __all__ = [
     "Conv2dParams",
     "AttentionParams",
     "WindowParams",
+    "PoolParams",
     "PatchConvParams",
     "StencilParams",
 ]
@@ -151,8 +152,7 @@ class AttentionParams:
 
 @dataclass(frozen=True)
 class WindowParams:
-    """Non-overlapping ``k x k`` windows (stride ``k``, no padding) of a (batch, channels, height, width) map: the
-    FP32 mean pool's shape."""
+    """Non-overlapping ``k x k`` windows (stride ``k``, no padding) of a (batch, channels, height, width) map."""
 
     batch: int
     channels: int
@@ -168,6 +168,31 @@ class WindowParams:
     def grid(self) -> tuple[int, int]:
         """Windows per column and per row (a partial window at the border is dropped, as conv and pool do)."""
         return self.height // self.k, self.width // self.k
+
+
+POOL_REDUCTIONS = ("mean", "max")
+
+
+@dataclass(frozen=True)
+class PoolParams(WindowParams):
+    """An FP32 pool with kernel = stride = ``k``: the ``reduce`` (``"mean"`` or ``"max"``) of each window of the map
+    bordered by ``padding`` on every side. The border holds zeros that the mean counts (its divisor is always
+    ``k * k``, as ``avg_pool2d``'s ``count_include_pad``) and -inf for the max; a partial window at the far border
+    is dropped."""
+
+    padding: int = 0
+    reduce: str = "mean"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.reduce not in POOL_REDUCTIONS:
+            raise ValueError(f"PoolParams.reduce must be one of {POOL_REDUCTIONS}, got {self.reduce!r}")
+        if not 0 <= 2 * self.padding <= self.k:
+            raise ValueError(f"PoolParams needs 0 <= padding <= k / 2 (as torch's pools), got {self}")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return tuple((n + 2 * self.padding - self.k) // self.k + 1 for n in (self.height, self.width))
 
 
 @dataclass(frozen=True)

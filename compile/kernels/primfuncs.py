@@ -10,12 +10,12 @@ from tvm.target import Target
 
 from .compute import battention, bconv2d, bdense, bitpack
 from .compute import patch_conv as patch_compute
-from .compute import pool_mean as pool_compute
+from .compute import pool as pool_compute
 from .compute import stencil_add as stencil_compute
 from .compute._common import ACC_DTYPE, placeholder
-from .params import AttentionParams, Conv2dParams, DenseParams, PatchConvParams, StencilParams, WindowParams, words
+from .params import AttentionParams, Conv2dParams, DenseParams, PatchConvParams, PoolParams, StencilParams, words
 from .schedule import patch_conv as patch_schedule
-from .schedule import pool_mean as pool_schedule
+from .schedule import pool as pool_schedule
 from .schedule import schedule_for, select
 from .schedule import stencil_add as stencil_schedule
 from .schedule.generic import Tile, tensorized
@@ -32,7 +32,7 @@ __all__ = [
     "av",
     "patch_conv",
     "stencil_add",
-    "pool_mean",
+    "pool",
 ]
 
 
@@ -131,7 +131,8 @@ def stencil_add(p: StencilParams, target: Target) -> tirx.PrimFunc:
     return stencil_schedule.schedule(func, p, target)["main"]
 
 
-def pool_mean(p: WindowParams) -> tirx.PrimFunc:
-    """x (B, C, H, W) float32 -> the means of its k x k windows, (B, C, H/k, W/k) float32 (any LLVM target)."""
-    func = te.create_prim_func(pool_compute.pool_mean(p))
+def pool(p: PoolParams) -> tirx.PrimFunc:
+    """x (B, C, H, W) float32 -> the means or maxima of its bordered k x k windows, (B, C, *p.grid) float32 (any
+    LLVM target)."""
+    func = te.create_prim_func(pool_compute.pool(p))
     return pool_schedule.schedule(func, p)["main"]

@@ -24,7 +24,7 @@ __all__ = [
     "conv2d",
     "qk",
     "av",
-    "pool_mean",
+    "pool",
 ]
 
 
@@ -148,8 +148,14 @@ def av(levels: np.ndarray, v: np.ndarray) -> np.ndarray:
     return (np.rint(levels).astype(np.int64) @ sign(v)).astype(np.float32)
 
 
-def pool_mean(x: np.ndarray, k: int) -> np.ndarray:
-    """(B, C, H, W) -> the means of its ``k x k`` windows, stride ``k`` (a partial window at the border dropped)."""
+def pool(x: np.ndarray, k: int, padding: int = 0, reduce: str = "mean") -> np.ndarray:
+    """(B, C, H, W) -> the means (divided by ``k * k``) or maxima of the ``k x k`` windows, stride ``k``, of ``x``
+    bordered by ``padding`` zeros (mean) or -inf (max); a partial window at the far border dropped."""
     b, c, h, w = x.shape
-    gh, gw = h // k, w // k
-    return x[:, :, : gh * k, : gw * k].reshape(b, c, gh, k, gw, k).mean((3, 5), dtype=np.float32)
+    fill = 0.0 if reduce == "mean" else -np.inf
+    x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)), constant_values=fill)
+    gh, gw = (h + 2 * padding - k) // k + 1, (w + 2 * padding - k) // k + 1
+    windows = x[:, :, : gh * k, : gw * k].reshape(b, c, gh, k, gw, k)
+    if reduce == "max":
+        return windows.max((3, 5))
+    return windows.mean((3, 5), dtype=np.float32)

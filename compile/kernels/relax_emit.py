@@ -10,7 +10,8 @@ first one writing the second one's packed input (and the pooled shortcut) direct
 :func:`emit_patch_conv` emits an FP32 kernel, an FP conv with kernel = stride (stem, FP downsampling) as a
 matmul of the patches, with its weight rearranged here, once, into the column panels its register tile reads;
 :func:`emit_stencil_add` the FP32 sum that ends every block (residual, shift branches, MLP output);
-:func:`emit_pool_mean` the FP32 mean pool with kernel = stride (the downsampling shortcut).
+:func:`emit_pool` the FP32 mean or max pool with kernel = stride (the downsampling shortcut, the attention's global
+tokens).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from .params import (
     Conv2dParams,
     DenseParams,
     PatchConvParams,
+    PoolParams,
     StencilParams,
-    WindowParams,
     words,
 )
 from .schedule.patch_conv import patch_tile
@@ -52,7 +53,7 @@ __all__ = [
     "emit_binary_av",
     "emit_patch_conv",
     "emit_stencil_add",
-    "emit_pool_mean",
+    "emit_pool",
 ]
 
 IntPair = int | Sequence[int]
@@ -424,10 +425,10 @@ def emit_stencil_add(
     return _call(bb, func, name, args, (b, c, h, w), "float32", Kernel("FP32 residual + shift stencil + tokens"))
 
 
-def emit_pool_mean(bb: relax.BlockBuilder, x: relax.Expr, *, k: int) -> relax.Expr:
-    """The means of the ``k x k`` windows of ``x`` float32 (B, C, H, W), stride ``k``, no padding: float32 (B, C,
-    H // k, W // k)."""
-    p = WindowParams(*_shape(x), k)
-    name = f"pool_mean_{p.batch}x{p.channels}x{p.height}x{p.width}_k{k}"
-    kernel = Kernel("FP32 mean pool, kernel = stride")
-    return _call(bb, primfuncs.pool_mean(p), name, [x], (p.batch, p.channels, *p.grid), "float32", kernel)
+def emit_pool(bb: relax.BlockBuilder, x: relax.Expr, *, k: int, padding: int = 0, reduce: str = "mean") -> relax.Expr:
+    """The means or maxima (``reduce``) of the ``k x k`` windows, stride ``k``, of ``x`` float32 (B, C, H, W)
+    bordered by ``padding`` (:class:`~.params.PoolParams`): float32 (B, C, *grid)."""
+    p = PoolParams(*_shape(x), k, padding, reduce)
+    name = f"pool_{reduce}_{p.batch}x{p.channels}x{p.height}x{p.width}_k{k}" + (f"_p{padding}" if padding else "")
+    kernel = Kernel(f"FP32 {reduce} pool, kernel = stride" + (f", padding {padding}" if padding else ""))
+    return _call(bb, primfuncs.pool(p), name, [x], (p.batch, p.channels, *p.grid), "float32", kernel)
