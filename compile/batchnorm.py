@@ -40,11 +40,17 @@ class _Rewriter(relax.PyExprMutator):
         if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.batch_norm") or call.attrs.training:
             return call
         x, *params = call.args
-        values = [self._constant(p) for p in params]
-        if any(v is None for v in values) or not (call.attrs.center and call.attrs.scale):
+        gamma, beta, mean, var = (self._constant(p) for p in params)
+        ndim = x.ty.ndim
+        if mean is None or var is None or ndim < 1:
             return call
+        # without ``scale`` or ``center`` the op ignores gamma or beta (the importer passes ones and zeros)
+        gamma = gamma if call.attrs.scale else np.ones_like(mean)
+        beta = beta if call.attrs.center else np.zeros_like(mean)
+        if gamma is None or beta is None:
+            return call
+        values = (gamma, beta, mean, var)
         dtype = str(x.ty.dtype)
-        ndim = len(x.ty.shape)
         axis = int(call.attrs.axis) % ndim
         shape = [1] * ndim
         shape[axis] = -1

@@ -34,10 +34,6 @@ def _pair(value) -> list[int]:
     return values * 2 if len(values) == 1 else values
 
 
-def _any(values) -> bool:
-    return any(_pair(values))
-
-
 @torch.no_grad()
 def export_program(model: nn.Module, input_shape: tuple[int, ...]) -> torch.export.ExportedProgram:
     """``torch.export`` of the deploy form of ``model`` for a fixed input shape."""
@@ -141,22 +137,22 @@ class BinaryConverters:
 
     def avg_pool2d(self, node: fx.Node, importer):
         """A float32 4-D pool with kernel = stride, padding counted in the divisor, no ``ceil_mode`` and no divisor
-        override: the mean-pool kernel; otherwise TVM's own conversion."""
-        x, kernel, *rest = node.args
+        override: the ``pool`` kernel (mean); otherwise TVM's own conversion."""
+        _, kernel, *rest = node.args
         stride, padding, ceil_mode, count_include_pad, divisor = (*rest, *_AVG_POOL_DEFAULTS[len(rest) :])
-        plain = not ceil_mode and divisor is None and (count_include_pad or not _any(padding))
+        plain = not ceil_mode and divisor is None and (count_include_pad or set(_pair(padding)) == {0})
         pool = self._pool(node, importer, "mean", kernel, stride, padding, plain)
         return importer._avg_pool2d(node) if pool is None else pool
 
     def max_pool2d(self, node: fx.Node, importer):
-        """A float32 4-D max pool with kernel = stride, no dilation and no ``ceil_mode``: the max-pool kernel;
+        """A float32 4-D max pool with kernel = stride, no dilation and no ``ceil_mode``: the ``pool`` kernel (max);
         otherwise TVM's own conversion. The exported program's decomposition writes every max pool as
         ``max_pool2d_with_indices``; as in TVM's conversion, the indices (which the model never reads) are zeros."""
         from tvm import relax
 
-        x, kernel, *rest = node.args
+        _, kernel, *rest = node.args
         stride, padding, dilation, ceil_mode = (*rest, *_MAX_POOL_DEFAULTS[len(rest) :])
-        plain = not ceil_mode and not _any([d - 1 for d in _pair(dilation)])
+        plain = not ceil_mode and set(_pair(dilation)) == {1}
         pool = self._pool(node, importer, "max", kernel, stride, padding, plain)
         if pool is None:
             return importer._max_pool2d_with_indices(node)
@@ -164,7 +160,7 @@ class BinaryConverters:
 
     def _pool(self, node: fx.Node, importer, reduce: str, kernel, stride, padding, plain: bool):
         """The pool kernel's call when the pool is one (square, kernel = stride, one padding on every side, float32
-        4-D, arguments in their slots), else ``None``."""
+        4-D, a map of at least one whole window, arguments in their slots), else ``None``."""
         ks, pads = set(_pair(kernel)) | set(_pair(stride or kernel)), set(_pair(padding))
         value = node.args[0].meta["val"]
         if not (plain and len(ks) == 1 and len(pads) == 1 and not node.kwargs):

@@ -1,7 +1,8 @@
 """Relax pass lists per target and the build of a Relax module into an exported library.
 
-The pipeline is TVM's CPU pipeline (``relax.backend.cpu_generic``) with polynomial softmax/exp/erf/GELU before
-legalization (:mod:`~bhvit.compile.fastmath`) and three additions between fusion and lowering: an optional
+The pipeline is TVM's CPU pipeline (``relax.backend.cpu_generic``) with inference BatchNorms as one multiply-add
+(:mod:`~bhvit.compile.batchnorm`) and polynomial softmax/exp/erf/GELU before legalization
+(:mod:`~bhvit.compile.fastmath`), and three additions between fusion and lowering: an optional
 MetaSchedule database (``--tune-db``), :class:`~bhvit.compile.schedule.GenericCpuSchedule` for every PrimFunc still
 unscheduled (kernels from the kernels helper arrive scheduled and opaque and are left alone), and the merging of
 common subexpressions: the importer reshapes a tensor once per consumer, and each reshape left is a VM builtin call

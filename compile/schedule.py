@@ -42,6 +42,7 @@ from tvm.s_tir import Schedule
 
 from .kernels.relax_emit import OPAQUE
 from .kernels.schedule import select
+from .kernels.schedule.generic import partition
 
 __all__ = ["CpuScheduleCfg", "cpu_schedule_cfg", "schedule_primfunc", "needs_schedule", "GenericCpuSchedule"]
 
@@ -120,9 +121,7 @@ def _schedule_spatial(sch: Schedule, block, cfg: CpuScheduleCfg) -> None:
     width = _extent(sch, inner) or 1
     if cuts:
         bounds = [0, *cuts, width]
-        # the last piece's size is left to the primitive (given, it refuses factors that add up to the extent)
-        pieces = sch.loop_partition(inner, [*(hi - lo for lo, hi in zip(bounds, bounds[1:-1])), None])
-        for piece, (lo, hi) in zip(pieces, zip(bounds, bounds[1:])):
+        for piece, (lo, hi) in zip(partition(sch, inner, cuts), zip(bounds, bounds[1:])):
             _vectorize_inner(sch, piece, hi - lo, cfg)
     elif width % cfg.lanes == 0 and width > cfg.lanes:
         vectors, vector = sch.split(inner, [None, cfg.lanes])

@@ -152,7 +152,8 @@ class AttentionParams:
 
 @dataclass(frozen=True)
 class WindowParams:
-    """Non-overlapping ``k x k`` windows (stride ``k``, no padding) of a (batch, channels, height, width) map."""
+    """Non-overlapping ``k x k`` windows (stride ``k``) of a (batch, channels, height, width) map of at least one
+    window (no padding here; :class:`PoolParams` adds it)."""
 
     batch: int
     channels: int

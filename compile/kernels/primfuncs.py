@@ -1,4 +1,4 @@
-"""Scheduled PrimFuncs for every kernel (the binary ones, the FP32 patch conv, stencil add and mean pool): TE
+"""Scheduled PrimFuncs for every kernel (the binary ones, the FP32 patch conv, stencil add and mean/max pool): TE
 compute + the target's schedule."""
 
 from __future__ import annotations

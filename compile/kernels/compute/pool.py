@@ -3,7 +3,8 @@ padding) and the attention's global tokens (mean and max, padded).
 
 Input ``x`` (B, C, H, W) float32; ``y[b, c, i, j]`` is the mean (``/ k^2``) or max of ``xp[b, c, i * k + r, j * k +
 s]`` over ``r, s < k``, where ``xp`` is ``x`` bordered by ``padding`` (:class:`~..params.PoolParams`). With padding,
-block ``"pad"`` first builds the part of ``xp`` the windows read; then block ``"out"``.
+block ``"pad"`` first builds the part of ``xp`` the windows read; then block ``"out"``. A NaN in a max window is
+dropped (the window's other values decide), where torch returns NaN.
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ from ..blocks import OUT, PAD
 from ..params import PoolParams
 from ._common import placeholder
 
-__all__ = ["pool", "fill_value"]
+__all__ = ["pool"]
 
 
-def fill_value(p: PoolParams) -> float:
+# the max with -inf as its identity (``te.max`` starts from -FLT_MAX, so a window of -inf would come out finite)
+_MAX = te.comm_reducer(lambda a, b: tirx.max(a, b), lambda dtype: tirx.const(float("-inf"), dtype), name="max")
+
+
+def _fill_value(p: PoolParams) -> float:
     """What the border holds: nothing to the sum, the identity of the max."""
     return 0.0 if p.reduce == "mean" else float("-inf")
 
@@ -28,7 +33,7 @@ def pool(p: PoolParams) -> list[te.Tensor]:
     gh, gw = p.grid
     src, pad = x, p.padding
     if pad:
-        fill = tirx.const(fill_value(p), "float32")
+        fill = tirx.const(_fill_value(p), "float32")
         src = te.compute(
             (p.batch, p.channels, gh * p.k, gw * p.k),
             lambda b, c, h, w: tirx.if_then_else(
@@ -41,7 +46,7 @@ def pool(p: PoolParams) -> list[te.Tensor]:
     def window(b, c, i, j):
         value = src[b, c, i * p.k + r, j * p.k + s]
         if p.reduce == "max":
-            return te.max(value, axis=[r, s])
+            return _MAX(value, axis=[r, s])
         return te.sum(value * tirx.const(1.0 / (p.k * p.k), "float32"), axis=[r, s])
 
     return [x, te.compute((p.batch, p.channels, gh, gw), window, name=OUT)]

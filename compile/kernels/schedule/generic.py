@@ -49,6 +49,7 @@ __all__ = [
     "choose_tile",
     "pow2_divisor",
     "vectorize_unroll",
+    "partition",
     "tensorizes",
     "tensorized",
     "schedule",
@@ -182,6 +183,16 @@ def _has_block(sch: Schedule, name: str) -> bool:
 
 def _extent(sch: Schedule, loop) -> int:
     return int(sch.get(loop).extent)
+
+
+def partition(sch: Schedule, loop, cuts: list[int]) -> list:
+    """``loop`` split into consecutive pieces at the sorted positions ``cuts`` (each inside the loop), with the
+    pieces' loops; ``[loop]`` without cuts."""
+    if not cuts:
+        return [loop]
+    bounds = [0, *cuts]
+    # the last piece's size is left to the primitive (given, it refuses factors that add up to the extent)
+    return list(sch.loop_partition(loop, [*(hi - lo for lo, hi in zip(bounds, bounds[1:])), None]))
 
 
 def vectorize_unroll(sch: Schedule, loops: list) -> None:

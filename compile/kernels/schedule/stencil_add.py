@@ -24,7 +24,7 @@ from tvm.target import Target
 from ..blocks import OUT, ROW
 from ..params import StencilParams
 from . import select
-from .generic import FLOAT_BYTES, STACK_ALLOCA_BYTES, pow2_divisor, vectorize_unroll
+from .generic import FLOAT_BYTES, STACK_ALLOCA_BYTES, partition, pow2_divisor, vectorize_unroll
 
 __all__ = ["row_vector", "schedule"]
 
@@ -51,7 +51,7 @@ def schedule(func: tirx.PrimFunc, p: StencilParams, target: Target) -> IRModule:
     sch.parallel(tasks)
     sch.compute_at(row, tasks)  # a stack buffer while under TVM's 1 KiB alloca limit
     j = sch.get_loops(row)[-1]
-    middle = sch.loop_partition(j, [p.reach, p.width, None])[1] if p.reach else j
+    middle = partition(sch, j, [p.reach, p.reach + p.width])[1] if p.reach else j
     if p.width + 2 * p.reach < MAX_BUFFER_FLOATS:  # a plain copy: LLVM splits one long vector into registers
         sch.vectorize(middle)
     return sch.mod
