@@ -13,34 +13,33 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.ir.expr import Constant
 
-from .rewrite import rewrite_functions
+from .rewrite import bound_constant, rewrite_functions
 
-__all__ = ["BatchNormAffine", "affine_of"]
+__all__ = ["BatchNormAffine"]
 
 
-def affine_of(
+def _value(constant) -> np.ndarray | None:
+    return None if constant is None else constant.value.numpy()
+
+
+def _affine(
     gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(s, t)`` with ``BN(x) = x * s + t``, in float64."""
+    """``(s, t)`` with ``BN(x) = x * s + t``, in float64 (the float64 twin of ``bhvit.models.layers.binary.bn_affine``,
+    which folds a torch module)."""
     scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
     return scale, beta.astype(np.float64) - mean.astype(np.float64) * scale
 
 
 @relax.expr_functor.mutator
 class _Rewriter(relax.PyExprMutator):
-    def _constant(self, expr) -> np.ndarray | None:
-        if isinstance(expr, relax.Var):
-            expr = self.lookup_binding(expr)
-        return expr.value.numpy() if isinstance(expr, Constant) else None
-
     def visit_call_(self, call):
         call = super().visit_call_(call)
         if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.batch_norm") or call.attrs.training:
             return call
         x, *params = call.args
-        gamma, beta, mean, var = (self._constant(p) for p in params)
+        gamma, beta, mean, var = (_value(bound_constant(self, p)) for p in params)
         ndim = x.ty.ndim
         if mean is None or var is None or ndim < 1:
             return call
@@ -55,7 +54,7 @@ class _Rewriter(relax.PyExprMutator):
         shape = [1] * ndim
         shape[axis] = -1
         scale, shift = (
-            relax.const(a.reshape(shape).astype(dtype), dtype) for a in affine_of(*values, call.attrs.epsilon)
+            relax.const(a.reshape(shape).astype(dtype), dtype) for a in _affine(*values, call.attrs.epsilon)
         )
         out = self.builder_.emit(relax.op.add(self.builder_.emit(relax.op.multiply(x, scale)), shift))
         # the moving statistics, which an inference batch_norm returns unchanged as its second and third outputs

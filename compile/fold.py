@@ -12,9 +12,8 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.ir.expr import Constant
 
-from .rewrite import rewrite_functions
+from .rewrite import bound_constant, rewrite_functions
 
 __all__ = ["NumpyFoldConstant"]
 
@@ -49,18 +48,13 @@ _TENSOR_ARGS = {"relax.reshape": 1, "relax.arange": 0}
 
 @relax.expr_functor.mutator
 class _Folder(relax.PyExprMutator):
-    def _constant(self, expr):
-        if isinstance(expr, relax.Var):
-            expr = self.lookup_binding(expr)
-        return expr if isinstance(expr, Constant) else None
-
     def visit_call_(self, call):
         ty = call.ty
         call = super().visit_call_(call)
         if not isinstance(call.op, tvm.ir.Op) or call.op.name not in _FOLDERS:
             return call
         tensor_args = call.args[: _TENSOR_ARGS.get(call.op.name, len(call.args))]
-        consts = [self._constant(a) for a in tensor_args]
+        consts = [bound_constant(self, a) for a in tensor_args]
         if any(c is None for c in consts) or not hasattr(ty, "dtype"):
             return call
         value = _FOLDERS[call.op.name](call, [c.value.numpy() for c in consts])

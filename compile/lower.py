@@ -43,7 +43,7 @@ def export_program(model: nn.Module, input_shape: tuple[int, ...]) -> torch.expo
 
 class BinaryConverters:
     """``custom_convert_map`` entries for the ``bhvit::*`` ops (binary products, FP patch conv and stencil add) and
-    the average pools of one exported program."""
+    the average and max pools of one exported program."""
 
     def __init__(self, ep: torch.export.ExportedProgram, target):
         sig = ep.graph_signature
@@ -160,15 +160,18 @@ class BinaryConverters:
 
     def _pool(self, node: fx.Node, importer, reduce: str, kernel, stride, padding, plain: bool):
         """The pool kernel's call when the pool is one (square, kernel = stride, one padding on every side, float32
-        4-D, a map of at least one whole window, arguments in their slots), else ``None``."""
+        4-D, arguments in their slots, within :class:`~.kernels.params.PoolParams`' limits), else ``None``."""
         ks, pads = set(_pair(kernel)) | set(_pair(stride or kernel)), set(_pair(padding))
         value = node.args[0].meta["val"]
         if not (plain and len(ks) == 1 and len(pads) == 1 and not node.kwargs):
             return None
-        k, pad = ks.pop(), pads.pop()
-        if value.dim() != 4 or value.dtype != torch.float32 or 2 * pad > k or min(value.shape[2:]) < k:
+        if value.dim() != 4 or value.dtype != torch.float32:
             return None
-        return _kernels.emit_pool(importer.block_builder, importer.env[node.args[0]], k=k, padding=pad, reduce=reduce)
+        x, k, pad = importer.env[node.args[0]], ks.pop(), pads.pop()
+        try:  # PoolParams, built before anything is emitted, refuses padding over k / 2 and a map under one window
+            return _kernels.emit_pool(importer.block_builder, x, k=k, padding=pad, reduce=reduce)
+        except ValueError:
+            return None
 
     def convert_map(self) -> dict:
         return {

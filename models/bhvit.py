@@ -243,11 +243,16 @@ class AttentionProducts(nn.Module):
         return DeployAttentionProducts(ops, self) if self.is_binary else self
 
 
+_MAX_HEAD_DIM = 88 * 88  # float32 exp overflows past 88.7, and binary logits reach sqrt(head_dim)
+
+
 class DeployAttentionProducts(nn.Module):
     """Binary ``AttentionProducts`` in deploy form: ``alpha * (levels(softmax(sq.sk^T/sqrt d)) @ sign(v))``."""
 
     def __init__(self, ops: BinaryOps, products: AttentionProducts):
         super().__init__()
+        if products.head_dim > _MAX_HEAD_DIM:
+            raise ValueError(f"binary attention head dim {products.head_dim} > {_MAX_HEAD_DIM}: exp(sqrt(d)) overflows")
         self.ops = ops
         self.heads, self.head_dim, self.levels = products.heads, products.head_dim, products.levels
         self.quantizer = products.quantizer
@@ -255,7 +260,7 @@ class DeployAttentionProducts(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         q, k, v = (t.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2) for t in (q, k, v))
         # softmax without subtracting the row maximum: |sign(q)·sign(k)| <= d, so the logits lie within +-sqrt(d)
-        # and their exponentials cannot overflow (d < 7,700); one reduction over the row instead of two
+        # and their exponentials cannot overflow (checked in __init__); one reduction over the row instead of two
         e = torch.exp(self.ops.qk(q, k) / math.sqrt(self.head_dim))
         attn = e / e.sum(-1, keepdim=True)
         levels, alpha = self.quantizer.quantize(attn * self.levels)

@@ -14,8 +14,9 @@ measure); more: LLVM unrolled a short reduction and the loop is a whole output t
 
     python3 scripts/mca_artifact.py artifacts/w3-rpi5 [--json table.json]
 
-Needs ``aarch64-linux-gnu-objdump`` and ``-readelf`` (binutils-aarch64-linux-gnu) and ``llvm-mca`` (package
-``llvm``).
+Needs ``aarch64-linux-gnu-objdump`` (binutils-aarch64-linux-gnu) and ``llvm-mca`` (package ``llvm``); with
+``aarch64-linux-gnu-readelf`` (same package) each function's extent comes from the unwind table, else it ends at
+the next referenced address.
 """
 
 from __future__ import annotations
@@ -96,13 +97,27 @@ def _references(code: list[Insn]) -> set[int]:
             m = re.match(r"(\w+), (\w+), #0x([0-9a-f]+)$", insn.args.split("//")[0].strip())
             if m and m.group(2) in pages:
                 refs.add(pages[m.group(2)] + int(m.group(3), 16))
-        if insn.op in ("bl", "blr"):
-            pages.clear()
+        if insn.op in ("bl", "blr"):  # the callee may overwrite x0-x18 and x30; x19-x28 are callee-saved
+            pages = {reg: page for reg, page in pages.items() if reg in _CALLEE_SAVED}
         elif insn.op == "adrp" and insn.target is not None:
             pages[insn.args.split(",")[0]] = insn.target
-        else:
-            pages.pop(insn.args.split(",")[0].strip(), None)  # the destination register, written
+        elif _writes_first_operand(insn.op):
+            pages.pop(_x_register(insn.args.split(",")[0].strip()), None)
     return refs
+
+
+_CALLEE_SAVED = {f"x{n}" for n in range(19, 29)}
+# instructions whose first operand is only read (stores, compares, branches, prefetches)
+_READS_FIRST = {"cmp", "cmn", "tst", "ccmp", "ccmn", "fcmp", "fcmpe", "fccmp", "br", "ret", "prfm"}
+
+
+def _writes_first_operand(op: str) -> bool:
+    return not (op in _READS_FIRST or op in _BRANCHES or op.startswith(("st", "b.")))
+
+
+def _x_register(reg: str) -> str:
+    """``wN`` (the low half) as ``xN``: writing it rewrites the whole register."""
+    return "x" + reg[1:] if re.fullmatch(r"w\d+", reg) else reg
 
 
 def kernel_code(

@@ -171,7 +171,7 @@ class WindowParams:
         return self.height // self.k, self.width // self.k
 
 
-POOL_REDUCTIONS = ("mean", "max")
+_POOL_REDUCTIONS = ("mean", "max")
 
 
 @dataclass(frozen=True)
@@ -186,14 +186,14 @@ class PoolParams(WindowParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.reduce not in POOL_REDUCTIONS:
-            raise ValueError(f"PoolParams.reduce must be one of {POOL_REDUCTIONS}, got {self.reduce!r}")
+        if self.reduce not in _POOL_REDUCTIONS:
+            raise ValueError(f"PoolParams.reduce must be one of {_POOL_REDUCTIONS}, got {self.reduce!r}")
         if not 0 <= 2 * self.padding <= self.k:
             raise ValueError(f"PoolParams needs 0 <= padding <= k / 2 (as torch's pools), got {self}")
 
     @property
     def grid(self) -> tuple[int, int]:
-        return tuple((n + 2 * self.padding - self.k) // self.k + 1 for n in (self.height, self.width))
+        return tuple((n + 2 * self.padding) // self.k for n in (self.height, self.width))
 
 
 @dataclass(frozen=True)

@@ -112,3 +112,12 @@ def test_patchify_conv_equals_the_strided_conv(conv, size, ops):
         torch.testing.assert_close(PatchifyConv(conv, ops)(x), conv(x), atol=1e-5, rtol=1e-5)
     assert not PatchifyConv.applies(nn.Conv2d(8, 8, 3, padding=1))
     assert not PatchifyConv.applies(nn.Conv2d(8, 8, 2, stride=2, groups=2))
+
+
+def test_binary_attention_deploy_form_refuses_a_head_dim_whose_logits_overflow_exp():
+    """The deploy form's softmax skips the row maximum, which is safe only while exp(sqrt(head_dim)) is finite."""
+    from bhvit.models.bhvit import AttentionProducts
+
+    assert AttentionProducts(1, 88 * 88, "binary", 3).deploy_form(EAGER) is not None
+    with pytest.raises(ValueError, match="head dim 7745"):
+        AttentionProducts(1, 88 * 88 + 1, "binary", 3).deploy_form(EAGER)

@@ -9,10 +9,10 @@ its sign word.
   ``pmovmskb`` of a byte mask, which LLVM folds into the compare's mask registers (with AVX-512: 4 ``vcmpps``,
   3 ``kunpck``, one ``kmovq``). The bit-by-bit OR of the generic pack took about 40 instructions per word.
 
-Both are registered per shape on first use and match the ``"pool"`` and ``"pack"`` blocks of
-:func:`~..compute.bdense.bdense_pack_pool` once their reductions are decomposed; the sign word also takes any
-whole-word pack along a contiguous axis (:func:`~..compute.bitpack.pack_rows`). Each description is built by the
-same function as its implementation, so the two cannot drift apart.
+Both are registered on first use (the pool per ratio, the sign word per threshold flag) and match the ``"pool"`` and
+``"pack"`` blocks of :func:`~..compute.bdense.bdense_pack_pool` once their reductions are decomposed; the sign word
+also takes any whole-word pack along a contiguous axis (:func:`~..compute.bitpack.pack_rows`). Each description is
+built by the same function as its implementation, so the two cannot drift apart.
 """
 
 from __future__ import annotations

@@ -210,22 +210,20 @@ def _parallel_spatial(sch: Schedule, block) -> None:
     """Fuse the leading spatial loops of a block into one parallel loop."""
     block_ivs = sch.get(block).iter_vars
     n_spatial = sum(iv.iter_type == tirx.IterVar.DataPar for iv in block_ivs)
-    loops = sch.get_loops(block)[:n_spatial]
-    sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
+    _parallel(sch, sch.get_loops(block)[:n_spatial])
 
 
 def _schedule_pad(sch: Schedule, block) -> None:
     """Parallel over the rows, the innermost loop kept whole (no index div/mod per element)."""
     *rows, _ = sch.get_loops(block)
-    sch.parallel(sch.fuse(*rows))
+    _parallel(sch, rows)
 
 
 def _schedule_gather(sch: Schedule, block) -> None:
     """Parallel over the loops before the word axis, word loop unrolled, a trailing loop vectorised."""
     loops = sch.get_loops(block)
     word_axis = int(sch.get(block).annotations[WORD_AXIS_ATTR])
-    lead = loops[:word_axis]
-    sch.parallel(sch.fuse(*lead) if len(lead) > 1 else lead[0])
+    _parallel(sch, loops[:word_axis])
     sch.unroll(loops[word_axis])
     if word_axis < len(loops) - 1 and _extent(sch, loops[-1]) > 1:
         sch.vectorize(loops[-1])
@@ -373,11 +371,11 @@ def _has_threshold(sch: Schedule, pack) -> bool:
     return sum(not r.source.same_as(word) for r in block.reads) == 2
 
 
-def _whole_words(sch: Schedule, pack, bits) -> bool:
-    """Whether a config's sign-word intrinsic may take this pack: 64 bits a word and no partial last word (the
-    floats' last axis a multiple of 64; a trial tensorize that fails prints the IR as a warning)."""
+def _whole_words(sch: Schedule, pack) -> bool:
+    """Whether a config's sign-word intrinsic may take this pack: the floats' last axis a multiple of 64, so every
+    word has all 64 bits (a trial tensorize that fails prints the IR as a warning)."""
     floats = sch.get(pack).reads[0].source
-    return _extent(sch, bits) == WORD_BITS and int(floats.shape[-1]) % WORD_BITS == 0
+    return int(floats.shape[-1]) % WORD_BITS == 0
 
 
 def tensorizes(sch: Schedule, block, loop, intrin: str) -> bool:
@@ -441,10 +439,10 @@ def _schedule_pack(sch: Schedule, cfg: TileConfig) -> None:
     if word_axis == len(spatial) - 1:
         if (
             cfg.sign_word is not None
-            and _whole_words(sch, block, bits)
+            and _whole_words(sch, block)
             and tensorizes(sch, block, bits, cfg.sign_word(_has_threshold(sch, block)))
         ):
-            _parallel_rows(sch, spatial[:-1])
+            _parallel(sch, spatial[:-1])
             _sign_word(sch, block, cfg)
         else:
             _pack_rfactor(sch, block, spatial, bits, cfg.pack_lanes)
@@ -459,14 +457,14 @@ def _pack_rfactor(sch: Schedule, block, spatial: list, bits, lanes: int) -> None
         _parallel_spatial(sch, block)
         return
     sch.compute_at(rf, spatial[-1])
-    _parallel_rows(sch, spatial[:-1])
+    _parallel(sch, spatial[:-1])
     _vectorize_lanes(sch, block, rf)
 
 
-def _parallel_rows(sch: Schedule, rows: list) -> None:
-    """The loops over a pack's rows (all but the word loop) fused and run in parallel."""
-    if rows:
-        sch.parallel(sch.fuse(*rows) if len(rows) > 1 else rows[0])
+def _parallel(sch: Schedule, loops: list) -> None:
+    """``loops`` (outermost first, consecutive) fused into one parallel loop; nothing when there are none."""
+    if loops:
+        sch.parallel(sch.fuse(*loops))
 
 
 def _rfactor_lanes(sch: Schedule, block, bits, lanes: int):
