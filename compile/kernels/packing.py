@@ -49,7 +49,8 @@ def conv_weight(weight_signs: np.ndarray, groups: int) -> np.ndarray:
 
 
 def conv_border(p: Conv2dParams, weight_signs: np.ndarray, layout: str = "NCHW") -> tuple[np.ndarray, np.ndarray]:
-    """Zero-padding correction: ``row_class`` (Ho,) and ``border`` NCHW (RC, G, Og, Wo), NHWC (RC, Wo, G, Og).
+    """Zero-padding correction: ``row_class`` (Ho,) and ``border`` (RC, G, Og, Wo) where the conv tiles rows
+    (:meth:`~.params.Conv2dParams.tiles_rows`), else (RC, Wo, G, Og).
 
     ``border[r, ..., x]`` is the sum of an output channel's weights over the taps that fall in the
     padding for outputs of row class r in column x (see ``compute.bconv2d``).
@@ -59,7 +60,7 @@ def conv_border(p: Conv2dParams, weight_signs: np.ndarray, layout: str = "NCHW")
     tap_sums = np.asarray(weight_signs, dtype=np.int64).sum(axis=1)  # (O, KH, KW)
     border = np.einsum("rcij,oij->rco", padded.astype(np.int64), tap_sums)[:, col_class]  # (RC, Wo, O)
     border = border.reshape(*border.shape[:2], p.groups, p.out_per_group)
-    if layout == "NCHW":
+    if p.tiles_rows(layout):
         border = border.transpose(0, 2, 3, 1)
     if np.abs(border).max(initial=0) > np.iinfo(BORDER_DTYPE).max:
         raise ValueError(f"border corrections of {p} do not fit {BORDER_DTYPE.__name__}")

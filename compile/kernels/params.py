@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "WORD_BITS",
+    "ROW_LANES",
     "LEVELS",
     "words",
     "DenseParams",
@@ -25,6 +26,7 @@ __all__ = [
 ]
 
 WORD_BITS = 64
+ROW_LANES = 8  # a conv tiles NCHW output rows when they fill whole 512-bit vectors of words
 LEVELS = 3  # attention levels 0..3, one {0, 1} mask ``level >= t`` per t = 1..LEVELS
 
 
@@ -120,6 +122,12 @@ class Conv2dParams:
             for o in range(n_out)
         ]
         return index, list(patterns)
+
+    def tiles_rows(self, layout: str) -> bool:
+        """Whether the conv's GEMM tile runs along output rows (NCHW whose rows fill whole vectors of
+        :data:`ROW_LANES` words): output channels x columns, so the NCHW stores are contiguous; else columns x
+        output channels."""
+        return layout == "NCHW" and self.out_width % ROW_LANES == 0
 
     @property
     def reads_padding(self) -> bool:

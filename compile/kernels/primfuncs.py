@@ -40,15 +40,15 @@ def _scheduled(tensors: Sequence[te.Tensor], target: Target) -> tirx.PrimFunc:
     return schedule_for(te.create_prim_func(list(tensors)), target)["main"]
 
 
-def _scheduled_gemm(build: Callable[[str], Sequence[te.Tensor]], k_words: int, target: Target) -> tirx.PrimFunc:
-    """A GEMM compute built with the target's accumulator type and scheduled. A narrow (int32) accumulator pays
-    only inside the target's micro-kernel: where a reduction over several words runs without it, LLVM's int64
-    popcount chain is the faster one, so the GEMM is rebuilt with int64 sums (one-word reductions keep int32: its
-    float conversion vectorises)."""
-    acc_dtype = select(target).acc_dtype
-    func = _scheduled(build(acc_dtype), target)
-    if acc_dtype != ACC_DTYPE and k_words > 1 and not tensorized(func):
-        return _scheduled(build(ACC_DTYPE), target)
+def _scheduled_gemm(build: Callable[[str, bool], Sequence[te.Tensor]], k_words: int, target: Target) -> tirx.PrimFunc:
+    """A GEMM compute built with the target's accumulator type and dot-product form (``build(acc_dtype,
+    float_dot)``) and scheduled. A narrow (int32) accumulator pays only inside the target's micro-kernel: where a
+    reduction over several words runs without it, LLVM's int64 popcount chain is the faster one, so the GEMM is
+    rebuilt with int64 sums (one-word reductions keep int32: its float conversion vectorises)."""
+    cfg = select(target)
+    func = _scheduled(build(cfg.acc_dtype, cfg.float_dot), target)
+    if cfg.acc_dtype != ACC_DTYPE and k_words > 1 and not tensorized(func):
+        return _scheduled(build(ACC_DTYPE, cfg.float_dot), target)
     return func
 
 
@@ -86,7 +86,9 @@ def dense(
     p: DenseParams, with_bias: bool, target: Target, residual_width: int | None = None, with_act: bool = False
 ) -> tirx.PrimFunc:
     """Packed (M, Kw), weights, scale [, bias] [, residual (M, R)] [, act (3, N)] -> (M, N) float32."""
-    return _scheduled_gemm(lambda acc: bdense.bdense(p, with_bias, residual_width, with_act, acc), p.k_words, target)
+    return _scheduled_gemm(
+        lambda acc, in_float: bdense.bdense(p, with_bias, residual_width, with_act, acc, in_float), p.k_words, target
+    )
 
 
 def dense_pack_pool(
@@ -100,18 +102,22 @@ def dense_pack_pool(
 ) -> tirx.PrimFunc:
     """As :func:`dense` [, threshold (N,)] -> sign words (M, N/64) uint64 and group means (M, N/ratio) float32."""
     return _scheduled_gemm(
-        lambda acc: bdense.bdense_pack_pool(p, ratio, with_bias, residual_width, with_act, with_threshold, acc),
+        lambda acc, in_float: bdense.bdense_pack_pool(
+            p, ratio, with_bias, residual_width, with_act, with_threshold, acc, in_float
+        ),
         p.k_words,
         target,
     )
 
 
 def conv2d(p: Conv2dParams, layout: str, with_bias: bool, target: Target) -> tirx.PrimFunc:
-    return _scheduled_gemm(lambda acc: bconv2d.bconv2d(p, layout, with_bias, acc), words(p.taps), target)
+    return _scheduled_gemm(
+        lambda acc, in_float: bconv2d.bconv2d(p, layout, with_bias, acc, in_float), words(p.taps), target
+    )
 
 
 def qk(p: AttentionParams, target: Target) -> tirx.PrimFunc:
-    return _scheduled(battention.bqk(p), target)
+    return _scheduled(battention.bqk(p, select(target).float_dot), target)
 
 
 def av(p: AttentionParams, target: Target) -> tirx.PrimFunc:

@@ -199,10 +199,10 @@ def test_dense_pack_pool_matches_reference(m, k, n, r, ratio, with_bias, target)
     _close(pooled.numpy(), expected_pooled)
 
 
-def test_dense_pack_pool_keeps_its_float_output_in_a_stack_tile():
-    """The (M, N) float output is compacted to one MR x 64 tile under TVM's stack-allocation limit."""
+def _float_tile(m: int, k: int, n: int, target) -> tuple[int, int]:
+    """Rows and columns of the fused fc1's float tile once its (M, N) output is compacted."""
     passes = tvm.s_tir.transform
-    func = primfuncs.dense_pack_pool(DenseParams(3136, 192, 1536), 8, True, ZNVER4, 192, True, True)
+    func = primfuncs.dense_pack_pool(DenseParams(m, k, n), 8, True, target, k, True, True)
     mod = tvm.transform.Sequential(
         [
             passes.ConvertBlocksToOpaque(),
@@ -211,7 +211,19 @@ def test_dense_pack_pool_keeps_its_float_output_in_a_stack_tile():
         ]
     )(tvm.IRModule({"main": func}))
     rows, cols = map(int, re.search(r"out = T\.sblock_alloc_buffer\(\((\d+), (\d+)\)\)", mod.script()).groups())
-    assert cols == 64 and rows * cols * 4 < 1024
+    return rows, cols
+
+
+def test_dense_pack_pool_keeps_its_float_output_in_a_stack_tile():
+    """The (M, N) float output is compacted to one MR x 64 tile under TVM's stack-allocation limit."""
+    rows, cols = _float_tile(3136, 192, 1536, ZNVER4)
+    assert cols == 64 and 1 < rows and rows * cols * 4 < 1024
+
+
+@pytest.mark.parametrize("target", [ZNVER4, A76], ids=["avx512", "a76"])
+def test_dense_pack_pool_takes_more_rows_than_the_stack_holds_rather_than_one(target):
+    """49 tokens: no divisor of 49 fits the stack but 1, so the tile takes 7 rows (a workspace) instead."""
+    assert _float_tile(49, 1536, 6144, target) == (7, 64)
 
 
 @pytest.mark.parametrize(
@@ -222,7 +234,7 @@ def test_dense_pack_pool_keeps_its_float_output_in_a_stack_tile():
 def test_dense_pack_pool_pools_rows_by_a_shuffle_tree(target, pool_op, pack_op):
     """Each tile row's group means come from whole-row shuffles and adds, and on x86 its sign word from one
     compare mask (the sign-word intrinsic took the pack); the float tile is written in row-wide vectors."""
-    func = primfuncs.dense_pack_pool(DenseParams(49, 192, 256), 8, True, target, 32, True, True)
+    func = primfuncs.dense_pack_pool(DenseParams(48, 192, 256), 8, True, target, 32, True, True)
     script, asm = func.script(), _asm(func, target)
     assert "T.Shuffle" in script and pool_op in asm
     # the float tile written in NR x lanes vectors (x86 used 8), so the pack's and pool's wide loads forward

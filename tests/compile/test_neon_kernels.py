@@ -124,7 +124,7 @@ def test_a76_tiles_have_rows_for_the_micro_kernel_and_x86_tiles_are_unchanged():
 
 
 def test_a76_gemm_without_the_micro_kernel_sums_in_int64_unless_one_word():
-    one_row = primfuncs.dense_pack_pool(DenseParams(49, 512, 2048), 4, True, A76, 2048, True, True)  # MR = 1
+    one_row = primfuncs.dense_pack_pool(DenseParams(53, 512, 2048), 4, True, A76, 2048, True, True)  # MR = 1
     assert not tensorized(one_row) and 'T.Cast("int64", T.popcount' in one_row.script()
     one_word = primfuncs.dense(DenseParams(12, 64, 32), True, A76)
     assert not tensorized(one_word) and 'T.Cast("int32", T.popcount' in one_word.script()

@@ -13,6 +13,17 @@ def popcount(word: PrimExpr, acc_dtype: str = ACC_DTYPE) -> PrimExpr:
     return tirx.popcount(word).astype(acc_dtype)
 
 
+def signed_dot(total: PrimExpr | int, sums: PrimExpr, in_float: bool = False) -> PrimExpr:
+    """``float32(total - 2 * sums)``: the +-1 dot product from a popcount sum, formed in the sums' integer type or,
+    ``in_float``, in float32 (exact: every term is an integer below 2^24). Which is shorter depends on the target
+    (:attr:`~..schedule.generic.TileConfig.float_dot`)."""
+    if in_float:
+        total = tirx.const(total, "float32") if isinstance(total, int) else total.astype("float32")
+        return total - tirx.const(2, "float32") * sums.astype("float32")
+    total = tirx.const(total, sums.dtype) if isinstance(total, int) else total.astype(sums.dtype)
+    return (total - 2 * sums).astype("float32")
+
+
 def affine(dot: PrimExpr, scale: PrimExpr, bias: PrimExpr | None) -> PrimExpr:
     """float32(dot) * scale (+ bias): the fused epilogue of every binary product."""
     y = dot.astype("float32") * scale
@@ -23,10 +34,6 @@ def rprelu(y: PrimExpr, shift_in: PrimExpr, slope: PrimExpr, shift_out: PrimExpr
     """``where(y - shift_in >= 0, y - shift_in, (y - shift_in) * slope) + shift_out`` (branch-free select)."""
     y = y - shift_in
     return tirx.Select(y >= tirx.const(0, "float32"), y, y * slope) + shift_out
-
-
-def int_const(value: int, acc_dtype: str = ACC_DTYPE) -> PrimExpr:
-    return tirx.const(value, acc_dtype)
 
 
 def placeholder(shape, dtype: str, name: str) -> te.Tensor:

@@ -18,7 +18,7 @@ from tvm import te, tirx
 
 from ..blocks import ACC, OUT, ROWSUM, TRANSPOSE, tile_axes
 from ..params import LEVELS, AttentionParams
-from ._common import int_const, placeholder, popcount
+from ._common import placeholder, popcount, signed_dot
 from .bitpack import pack
 
 __all__ = ["pack_levels", "pack_tokens", "bqk", "bav"]
@@ -37,8 +37,9 @@ def pack_tokens(v: te.Tensor) -> te.Tensor:
     return pack((b_, h_, -(-n_ // 64), d_), 2, n_, lambda i: v[i[0], i[1], i[2], i[3]] >= tirx.const(0.0, "float32"))
 
 
-def bqk(p: AttentionParams) -> list[te.Tensor]:
-    """Return ``[q, k, out]``: packed (B, H, n, Dw) operands -> (B, H, n, n) float32 scores."""
+def bqk(p: AttentionParams, float_dot: bool = False) -> list[te.Tensor]:
+    """Return ``[q, k, out]``: packed (B, H, n, Dw) operands -> (B, H, n, n) float32 scores; ``float_dot`` as in
+    :func:`.bdense.bdense`."""
     shape = (p.batch, p.heads, p.tokens, p.dim_words)
     q, k = placeholder(shape, "uint64", "q"), placeholder(shape, "uint64", "k")
     kt = te.compute((p.batch, p.heads, p.dim_words, p.tokens), lambda b, h, c, n: k[b, h, n, c], name=TRANSPOSE)
@@ -51,7 +52,7 @@ def bqk(p: AttentionParams) -> list[te.Tensor]:
     )
     out = te.compute(
         acc.shape,
-        lambda b, h, m, n: (int_const(p.dim) - 2 * acc[b, h, m, n]).astype("float32"),
+        lambda b, h, m, n: signed_dot(p.dim, acc[b, h, m, n], float_dot),
         name=OUT,
         attrs=tile_axes(2, 3),
     )

@@ -6,7 +6,8 @@ Inputs:
   pad bits past Cg are 0.
 * ``w`` (G, Kw, Og) uint64: weight sign bits in the tap-packed order below, Kw = ceil(KH*KW*Cg / 64).
 * ``scale``, ``bias`` (G, Og) float32.
-* with padding: ``row_class`` (Ho,) int32 and ``border`` int16, NCHW (RC, G, Og, Wo), NHWC (RC, Wo, G, Og).
+* with padding: ``row_class`` (Ho,) int32 and ``border`` int16, (RC, G, Og, Wo) where the tile runs along rows
+  (below), else (RC, Wo, G, Og): read along the tile's vectors.
 
 Blocks:
 * ``"pad"`` (only with padding): ``x`` copied into a zero-bordered buffer, so later stages read
@@ -17,8 +18,8 @@ Blocks:
   dense words, bit ``t * Cg + c`` = channel c of tap t = ky * KW + kx, built with shifts and ORs
   from the per-pixel words. Layout (N, G, Ho, Kw, Wo) for row vectors, else (N, G, Ho, Wo, Kw);
   annotated with the word axis.
-* ``"acc"`` (int64) + ``"out"`` (float32 epilogue): the GEMM. Row vectors (NCHW with Wo a multiple
-  of :data:`ROW_LANES`): tile m = output channel, n = output column, so NCHW stores are
+* ``"acc"`` (int64) + ``"out"`` (float32 epilogue): the GEMM. Row vectors
+  (:meth:`~..params.Conv2dParams.tiles_rows`): tile m = output channel, n = output column, so NCHW stores are
   contiguous; otherwise m = column, n = output channel.
 Output float32: NCHW (N, G, Og, Ho, Wo), NHWC (N, Ho, Wo, G, Og) -- reshape to 4-D for free.
 """
@@ -30,11 +31,9 @@ from tvm import te, tirx
 from ..blocks import ACC, GATHER, OUT, PAD, WORD_AXIS_ATTR, tile_axes
 from ..packing import BORDER_DTYPE
 from ..params import WORD_BITS, Conv2dParams, words
-from ._common import ACC_DTYPE, affine, int_const, placeholder, popcount
+from ._common import ACC_DTYPE, affine, placeholder, popcount, signed_dot
 
-__all__ = ["ROW_LANES", "bconv2d", "tap_pieces"]
-
-ROW_LANES = 8  # NCHW vectorises along output rows when they fill whole 512-bit vectors of words
+__all__ = ["bconv2d", "tap_pieces"]
 
 
 def tap_pieces(p: Conv2dParams) -> list[list[tuple[int, int, int]]]:
@@ -98,9 +97,14 @@ def _gather(src: te.Tensor, p: Conv2dParams, nchw: bool, rows: bool) -> te.Tenso
 
 
 def bconv2d(
-    p: Conv2dParams, layout: str = "NCHW", with_bias: bool = True, acc_dtype: str = ACC_DTYPE
+    p: Conv2dParams,
+    layout: str = "NCHW",
+    with_bias: bool = True,
+    acc_dtype: str = ACC_DTYPE,
+    float_dot: bool = False,
 ) -> list[te.Tensor]:
-    """Return ``[x, w, scale, (bias,) (row_class, border,) out]``; ``acc_dtype`` as in :func:`bdense.bdense`."""
+    """Return ``[x, w, scale, (bias,) (row_class, border,) out]``; ``acc_dtype`` and ``float_dot`` as in
+    :func:`bdense.bdense`."""
     if layout not in ("NCHW", "NHWC"):
         raise ValueError(f"unsupported layout {layout!r}")
     nchw = layout == "NCHW"
@@ -118,12 +122,12 @@ def bconv2d(
     scale = placeholder((g_, og_), "float32", "scale")
     bias = placeholder((g_, og_), "float32", "bias") if with_bias else None
     padded = p.reads_padding
+    rows = p.tiles_rows(layout)
     if padded:
         row_class = placeholder((ho_,), "int32", "row_class")
         n_rc = len(p.border_classes(0)[1])
-        border = placeholder((n_rc, g_, og_, wo_) if nchw else (n_rc, wo_, g_, og_), BORDER_DTYPE.__name__, "border")
+        border = placeholder((n_rc, g_, og_, wo_) if rows else (n_rc, wo_, g_, og_), BORDER_DTYPE.__name__, "border")
 
-    rows = nchw and p.out_width % ROW_LANES == 0
     taps = _gather(_pad(x, p, nchw) if padded else x, p, nchw, rows)
     k = te.reduce_axis((0, kw_), "k")
     if rows:
@@ -142,10 +146,11 @@ def bconv2d(
         )
 
     def value(b, g, y, xo, o):
-        dot = int_const(p.taps, acc_dtype) - 2 * (acc[b, g, y, o, xo] if rows else acc[b, g, y, xo, o])
+        total = p.taps
         if padded:
             rc = row_class[y]
-            dot = dot + (border[rc, g, o, xo] if nchw else border[rc, xo, g, o]).astype(acc_dtype)
+            total = (border[rc, g, o, xo] if rows else border[rc, xo, g, o]).astype("int32") + p.taps
+        dot = signed_dot(total, acc[b, g, y, o, xo] if rows else acc[b, g, y, xo, o], float_dot)
         return affine(dot, scale[g, o], None if bias is None else bias[g, o])
 
     if rows:

@@ -17,7 +17,7 @@ from tvm import te, tirx
 
 from ..blocks import ACC, OUT, POOL, tile_axes
 from ..params import WORD_BITS, DenseParams
-from ._common import ACC_DTYPE, affine, int_const, placeholder, popcount, rprelu
+from ._common import ACC_DTYPE, affine, placeholder, popcount, rprelu, signed_dot
 from .bitpack import pack_rows
 
 __all__ = ["bdense", "bdense_pack_pool"]
@@ -29,11 +29,13 @@ def bdense(
     residual_width: int | None = None,
     with_act: bool = False,
     acc_dtype: str = ACC_DTYPE,
+    float_dot: bool = False,
 ) -> list[te.Tensor]:
     """Return ``[a, w, scale, (bias,) (residual,) (act,) out]`` for ``te.create_prim_func``.
 
     ``residual_width`` R (a divisor of N) adds ``residual[m, n % R]``; ``with_act`` applies the RPReLU after it.
-    ``acc_dtype``: the popcount sums' integer type (int32 holds any K below 2^31 bits).
+    ``acc_dtype``: the popcount sums' integer type (int32 holds any K below 2^31 bits); ``float_dot``: form the dot
+    products in float32 (:func:`._common.signed_dot`).
     """
     if residual_width is not None and p.n % residual_width:
         raise ValueError(f"residual width {residual_width} does not divide N = {p.n}")
@@ -49,7 +51,7 @@ def bdense(
     )
 
     def epilogue(m, n):
-        y = affine(int_const(p.k, acc_dtype) - 2 * acc[m, n], scale[n], None if bias is None else bias[n])
+        y = affine(signed_dot(p.k, acc[m, n], float_dot), scale[n], None if bias is None else bias[n])
         if residual is not None:
             y = y + residual[m, tirx.floormod(n, residual_width)]
         return y if act is None else rprelu(y, act[0, n], act[1, n], act[2, n])
@@ -66,13 +68,14 @@ def bdense_pack_pool(
     with_act: bool = False,
     with_threshold: bool = False,
     acc_dtype: str = ACC_DTYPE,
+    float_dot: bool = False,
 ) -> list[te.Tensor]:
     """Return ``[a, w, scale, (bias,) (residual,) (act,) (threshold,) pack, pool]``: ``pack`` (M, N/64) uint64 =
     sign words of ``y + threshold`` and ``pool`` (M, N/ratio) float32 = ``y`` averaged over each ``ratio``
     consecutive channels, ``y`` as in :func:`bdense` (not an output). Needs N % 64 == 0 and ratio | 64."""
     if p.n % WORD_BITS or WORD_BITS % ratio:
         raise ValueError(f"the fused pack/pool needs N % 64 == 0 and ratio | 64, got N = {p.n}, ratio = {ratio}")
-    *inputs, y = bdense(p, with_bias, residual_width, with_act, acc_dtype)
+    *inputs, y = bdense(p, with_bias, residual_width, with_act, acc_dtype, float_dot)
     threshold = placeholder((p.n,), "float32", "threshold") if with_threshold else None
     r = te.reduce_axis((0, ratio), name="r")
     inv = tirx.const(1.0 / ratio, "float32")  # exact: ratio is a power of two

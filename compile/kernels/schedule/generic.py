@@ -19,8 +19,8 @@ The PrimFuncs are recognised by their block names (:mod:`..blocks`), and a GEMM'
 * ``"transpose"`` (a small operand copy before a GEMM): left serial, innermost loop whole.
 * ``"acc"`` + ``"out"`` + ``"pack"`` + ``"pool"`` (GEMM whose float output is internal): each parallel
   tile covers ``MR`` rows by one word (64 columns) of ``out``, computed as above into a stack tile
-  (``MR`` is capped so it fits), then each tile row packed (as above) and pooled by a shuffle tree
-  (:mod:`.epilogue`).
+  (``MR`` is capped so it fits, unless that leaves one row: then the tile is a workspace), then each tile row
+  packed (as above) and pooled by a shuffle tree (:mod:`.epilogue`).
 
 This module's :data:`GENERIC` config is correct on every LLVM target; x86 and rpi5 tune it.
 """
@@ -68,6 +68,10 @@ class TileConfig:
     pack_lanes: int  # float32 lanes compared per vector op in the pack
     max_rows: int = 8  # MR cap (broadcast operands per reduction step)
     acc_dtype: str = "int64"  # the popcount sums' type in the dense and conv computes
+    # form the dot products K - 2 * sums in float32, not in the sums' type (compute._common.signed_dot): on x86 an
+    # int64 vector holds half a float vector's lanes (2 int64 ops per 8 lanes became 1 multiply-add per 16, w=3
+    # 0.97x with the 7-row fc1 tile); on the A76 the integer form is shorter (tile epilogues 16 float ops, not 40)
+    float_dot: bool = False
     wide_epilogue: bool = False  # plain GEMMs: vectorise the float epilogue over a tile row (NR x lanes), not lanes
     min_rows: int = 1  # MR floor where some divisor of the rows allows it (a micro-kernel that needs rows)
     # optional micro-kernel for a GEMM tile: (schedule, acc block with its reduction loop outermost, tile) -> the
@@ -331,11 +335,16 @@ def _split_init(sch: Schedule, acc, steps: _Accumulation) -> str | None:
 
 
 def _schedule_gemm_pack_pool(sch: Schedule, cfg: TileConfig) -> str | None:
-    """Per parallel tile of MR rows x one word: the GEMM tile into a stack buffer, then its pack and pool."""
+    """Per parallel tile of MR rows x one word: the GEMM tile into a stack buffer (a workspace where the stack holds
+    only one row), then its pack and pool."""
     out, acc = sch.get_sblock(OUT), sch.get_sblock(ACC)
     m, n = sch.get_loops(out)
-    max_rows = (STACK_ALLOCA_BYTES - 1) // (WORD_BITS * FLOAT_BYTES)
-    tile = choose_tile(_extent(sch, m), WORD_BITS, replace(cfg, max_rows=min(cfg.max_rows, max_rows)))
+    stack_rows = (STACK_ALLOCA_BYTES - 1) // (WORD_BITS * FLOAT_BYTES)
+    tile = choose_tile(_extent(sch, m), WORD_BITS, replace(cfg, max_rows=min(cfg.max_rows, stack_rows)))
+    if tile.mr == 1:
+        # one row loads a weight vector per popcount; more rows pay for their tile's workspace allocation (w=3
+        # stage-3 fc1, 49 rows: 7 x 32 instead of 1 x 64, 0.81 -> 0.57 ms; stage 0 as 7 x 32: 1.8 -> 2.3 ms)
+        tile = choose_tile(_extent(sch, m), WORD_BITS, cfg)
     mo, mi = sch.split(m, [None, tile.mr])
     no, nc, nv, nl = sch.split(n, [None, WORD_BITS // (tile.nr * tile.vl), tile.nr, tile.vl])
     sch.reorder(mo, no, nc, mi, nv, nl)

@@ -16,9 +16,11 @@ __all__ = ["AVX512_VPOPCNT", "AVX512", "AVX2", "config"]
 
 # 32 zmm: 28 int64x8 accumulators (MR=7, NR=4) + NR weight vectors; activations are
 # broadcast memory operands.
-AVX512_VPOPCNT = TileConfig("x86-avx512-vpopcntdq", lanes=8, acc_regs=28, pack_lanes=8, sign_word=sign_word_intrin)
-AVX512 = TileConfig("x86-avx512", lanes=8, acc_regs=24, pack_lanes=8, sign_word=sign_word_intrin)
-AVX2 = TileConfig("x86-avx2", lanes=4, acc_regs=12, pack_lanes=8, sign_word=sign_word_intrin)  # 16 ymm
+AVX512_VPOPCNT = TileConfig(
+    "x86-avx512-vpopcntdq", lanes=8, acc_regs=28, pack_lanes=8, sign_word=sign_word_intrin, float_dot=True
+)
+AVX512 = TileConfig("x86-avx512", lanes=8, acc_regs=24, pack_lanes=8, sign_word=sign_word_intrin, float_dot=True)
+AVX2 = TileConfig("x86-avx2", lanes=4, acc_regs=12, pack_lanes=8, sign_word=sign_word_intrin, float_dot=True)  # 16 ymm
 
 
 def _is_x86(target: Target) -> bool:
