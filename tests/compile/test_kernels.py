@@ -391,6 +391,30 @@ def test_x86_znver4_build_emits_vpopcntq():
     assert "vpopcntq" in asm and "zmm" in asm
 
 
+@pytest.mark.parametrize(
+    "func",
+    [
+        lambda t: primfuncs.dense(DenseParams(28, 512, 64), True, t),
+        lambda t: primfuncs.dense_pack_pool(DenseParams(14, 192, 128), 8, True, t, 64, True, True),
+        lambda t: primfuncs.conv2d(Conv2dParams(**CONVS["g4_d3_c192"]), "NCHW", True, t),
+    ],
+    ids=["dense", "fc1", "conv"],
+)
+def test_x86_forms_dot_products_in_float(func):
+    """x86 converts the int64 popcount sums first and forms K - 2 * t as a float multiply-add: no int64 subtract is
+    left (exact either way: the reference tests compare the outputs)."""
+    asm = _asm(func(ZNVER4), ZNVER4)
+    assert "vcvtqq2ps" in asm and "vpsubq" not in asm
+
+
+def test_a76_forms_dot_products_in_integers():
+    """The A76 keeps K - 2 * sums on its int32 sums (shorter there): a dense without bias or activation has no float
+    add or subtract at all (the float form added 8 of each)."""
+    asm = _asm(primfuncs.dense(DenseParams(28, 512, 64), False, A76), A76)
+    ops = re.findall(r"^\s+(\w+)", asm, re.M)
+    assert "scvtf" in ops and not {"fadd", "fsub"} & set(ops)
+
+
 def test_aarch64_build_emits_cnt_and_udot():
     asm = _asm(primfuncs.dense(DenseParams(28, 512, 64), True, A76), A76)
     assert "\tcnt\t" in asm and "\tudot\t" in asm  # the NEON micro-kernel: test_neon_kernels.py
