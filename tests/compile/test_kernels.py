@@ -13,6 +13,7 @@ import pytest
 tvm = pytest.importorskip("tvm")
 from bhvit.compile.kernels import packing, primfuncs, relax_emit  # noqa: E402
 from bhvit.compile.kernels import reference as ref  # noqa: E402
+from bhvit.compile.kernels.compute import bdense  # noqa: E402
 from bhvit.compile.kernels.params import AttentionParams, Conv2dParams, DenseParams  # noqa: E402
 from bhvit.compile.kernels.schedule import select  # noqa: E402
 from tvm import relax  # noqa: E402
@@ -233,7 +234,8 @@ def test_dense_pack_pool_takes_more_rows_than_the_stack_holds_rather_than_one(ta
 )
 def test_dense_pack_pool_pools_rows_by_a_shuffle_tree(target, pool_op, pack_op):
     """Each tile row's group means come from whole-row shuffles and adds, and on x86 its sign word from one
-    compare mask (the sign-word intrinsic took the pack); the float tile is written in row-wide vectors."""
+    compare mask (the sign-word intrinsic took the pack); a stack tile (48 rows: 2 or 3 per tile) is written in
+    row-wide vectors. (A 49-row fc1 takes a 7-row workspace tile instead, written in its NR x lanes vectors.)"""
     func = primfuncs.dense_pack_pool(DenseParams(48, 192, 256), 8, True, target, 32, True, True)
     script, asm = func.script(), _asm(func, target)
     assert "T.Shuffle" in script and pool_op in asm
@@ -405,6 +407,12 @@ def test_x86_forms_dot_products_in_float(func):
     left (exact either way: the reference tests compare the outputs)."""
     asm = _asm(func(ZNVER4), ZNVER4)
     assert "vcvtqq2ps" in asm and "vpsubq" not in asm
+
+
+def test_float_dot_products_refuse_sums_float32_cannot_hold_exactly():
+    with pytest.raises(ValueError, match="not exact in float32"):
+        bdense.bdense(DenseParams(1, 2**24, 64), float_dot=True)
+    bdense.bdense(DenseParams(1, 2**24, 64))  # the integer form is exact
 
 
 def test_a76_forms_dot_products_in_integers():

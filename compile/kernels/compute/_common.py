@@ -13,15 +13,21 @@ def popcount(word: PrimExpr, acc_dtype: str = ACC_DTYPE) -> PrimExpr:
     return tirx.popcount(word).astype(acc_dtype)
 
 
+EXACT_FLOAT_INT = 2**24  # float32 holds every integer of smaller magnitude exactly
+
+
 def signed_dot(total: PrimExpr | int, sums: PrimExpr, in_float: bool = False) -> PrimExpr:
     """``float32(total - 2 * sums)``: the +-1 dot product from a popcount sum, formed in the sums' integer type or,
-    ``in_float``, in float32 (exact: every term is an integer below 2^24). Which is shorter depends on the target
+    ``in_float``, in float32, exact while ``|total|`` and the sums stay below :data:`EXACT_FLOAT_INT` (an int
+    ``total`` is checked; an expression's bound is the caller's). Which form is shorter depends on the target
     (:attr:`~..schedule.generic.TileConfig.float_dot`)."""
+    if not isinstance(total, PrimExpr):
+        if in_float and abs(int(total)) >= EXACT_FLOAT_INT:
+            raise ValueError(f"a dot product over {total} inputs is not exact in float32")
+        total = tirx.const(int(total), "float32" if in_float else sums.dtype)
     if in_float:
-        total = tirx.const(total, "float32") if isinstance(total, int) else total.astype("float32")
-        return total - tirx.const(2, "float32") * sums.astype("float32")
-    total = tirx.const(total, sums.dtype) if isinstance(total, int) else total.astype(sums.dtype)
-    return (total - 2 * sums).astype("float32")
+        return total.astype("float32") - tirx.const(2, "float32") * sums.astype("float32")
+    return (total.astype(sums.dtype) - 2 * sums).astype("float32")
 
 
 def affine(dot: PrimExpr, scale: PrimExpr, bias: PrimExpr | None) -> PrimExpr:

@@ -31,7 +31,7 @@ from tvm import te, tirx
 from ..blocks import ACC, GATHER, OUT, PAD, WORD_AXIS_ATTR, tile_axes
 from ..packing import BORDER_DTYPE
 from ..params import WORD_BITS, Conv2dParams, words
-from ._common import ACC_DTYPE, affine, placeholder, popcount, signed_dot
+from ._common import ACC_DTYPE, EXACT_FLOAT_INT, affine, placeholder, popcount, signed_dot
 
 __all__ = ["bconv2d", "tap_pieces"]
 
@@ -122,6 +122,8 @@ def bconv2d(
     scale = placeholder((g_, og_), "float32", "scale")
     bias = placeholder((g_, og_), "float32", "bias") if with_bias else None
     padded = p.reads_padding
+    if float_dot and 2 * p.taps >= EXACT_FLOAT_INT:
+        raise ValueError(f"{p}: a dot product over {p.taps} taps is not exact in float32")
     rows = p.tiles_rows(layout)
     if padded:
         row_class = placeholder((ho_,), "int32", "row_class")
@@ -147,7 +149,7 @@ def bconv2d(
 
     def value(b, g, y, xo, o):
         total = p.taps
-        if padded:
+        if padded:  # |border| <= taps, so |total| <= 2 * taps: checked below
             rc = row_class[y]
             total = (border[rc, g, o, xo] if rows else border[rc, xo, g, o]).astype("int32") + p.taps
         dot = signed_dot(total, acc[b, g, y, o, xo] if rows else acc[b, g, y, xo, o], float_dot)

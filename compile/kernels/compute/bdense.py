@@ -35,7 +35,7 @@ def bdense(
 
     ``residual_width`` R (a divisor of N) adds ``residual[m, n % R]``; ``with_act`` applies the RPReLU after it.
     ``acc_dtype``: the popcount sums' integer type (int32 holds any K below 2^31 bits); ``float_dot``: form the dot
-    products in float32 (:func:`._common.signed_dot`).
+    products in float32 (:func:`._common.signed_dot`: exact for K below 2^24, refused above).
     """
     if residual_width is not None and p.n % residual_width:
         raise ValueError(f"residual width {residual_width} does not divide N = {p.n}")

@@ -343,7 +343,7 @@ def _schedule_gemm_pack_pool(sch: Schedule, cfg: TileConfig) -> str | None:
     tile = choose_tile(_extent(sch, m), WORD_BITS, replace(cfg, max_rows=min(cfg.max_rows, stack_rows)))
     if tile.mr == 1:
         # one row loads a weight vector per popcount; more rows pay for their tile's workspace allocation (w=3
-        # stage-3 fc1, 49 rows: 7 x 32 instead of 1 x 64, 0.81 -> 0.57 ms; stage 0 as 7 x 32: 1.8 -> 2.3 ms)
+        # stage-3 fc1, 49 rows: 7 x 16 instead of 1 x 64, 0.81 -> 0.57 ms; stage 0 as 7 x 16: 1.8 -> 2.3 ms)
         tile = choose_tile(_extent(sch, m), WORD_BITS, cfg)
     mo, mi = sch.split(m, [None, tile.mr])
     no, nc, nv, nl = sch.split(n, [None, WORD_BITS // (tile.nr * tile.vl), tile.nr, tile.vl])
