@@ -52,13 +52,14 @@ def conv_border(p: Conv2dParams, weight_signs: np.ndarray, layout: str = "NCHW")
     """Zero-padding correction: ``row_class`` (Ho,) and ``border`` (RC, G, Og, Wo) where the conv tiles rows
     (:meth:`~.params.Conv2dParams.tiles_rows`), else (RC, Wo, G, Og).
 
-    ``border[r, ..., x]`` is the sum of an output channel's weights over the taps that fall in the
-    padding for outputs of row class r in column x (see ``compute.bconv2d``).
+    ``border[r, ..., x]`` is ``p.taps`` plus the sum of an output channel's weights over the taps that fall in the
+    padding for outputs of row class r in column x: the whole constant term of the dot product there (see
+    ``compute.bconv2d``), added here once instead of per output at run time.
     """
     (row_class, row_ok), (col_class, col_ok) = (p.border_classes(axis) for axis in (0, 1))
     padded = ~(np.array(row_ok)[:, None, :, None] & np.array(col_ok)[None, :, None, :])  # (RC, CC, KH, KW)
     tap_sums = np.asarray(weight_signs, dtype=np.int64).sum(axis=1)  # (O, KH, KW)
-    border = np.einsum("rcij,oij->rco", padded.astype(np.int64), tap_sums)[:, col_class]  # (RC, Wo, O)
+    border = p.taps + np.einsum("rcij,oij->rco", padded.astype(np.int64), tap_sums)[:, col_class]  # (RC, Wo, O)
     border = border.reshape(*border.shape[:2], p.groups, p.out_per_group)
     if p.tiles_rows(layout):
         border = border.transpose(0, 2, 3, 1)

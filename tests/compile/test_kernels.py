@@ -343,10 +343,11 @@ def test_conv2d_matches_reference(case, layout, target):
 def test_conv_border_corrections_are_int16_and_refuse_overflow():
     p = Conv2dParams(1, 8, 8, 6, 6, (3, 3), padding=(1, 1))
     row_class, border = packing.conv_border(p, np.ones((8, 8, 3, 3)))
-    assert border.dtype == np.int16 and border.max() == 8 * 5  # a corner output: 5 of its 9 taps are padding
-    wide = Conv2dParams(1, 4200, 1, 1, 1, (3, 3), padding=(1, 1))  # 8 of 9 taps padded: 4200 * 8 > 32767
+    # the constant term: 8 * 9 taps (inside), plus 8 * 5 added back at a corner output (5 of its 9 taps padded)
+    assert border.dtype == np.int16 and border.min() == 8 * 9 and border.max() == 8 * 9 + 8 * 5
+    wide = Conv2dParams(1, 2000, 1, 1, 1, (3, 3), padding=(1, 1))  # 2000 * 9 + 2000 * 8 (8 of 9 padded) > 32767
     with pytest.raises(ValueError, match="do not fit int16"):
-        packing.conv_border(wide, np.ones((1, 4200, 3, 3)))
+        packing.conv_border(wide, np.ones((1, 2000, 3, 3)))
 
 
 @TARGETS

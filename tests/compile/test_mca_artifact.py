@@ -22,38 +22,47 @@ def m():
     return mca_artifact
 
 
-def test_an_adrp_page_pairs_only_with_an_add_before_its_register_is_rewritten(m):
-    """``adrp`` + ``add`` name a code address; once the register is rewritten (or a call clobbers it), a later
-    ``add`` on it does not (a false reference cut a kernel's loop in two)."""
-    code = [
-        m.Insn(0x100, "adrp", "x0, 69000 <__tvm_ffi_k+0x10>"),
-        m.Insn(0x104, "add", "x0, x0, #0x80"),
-        m.Insn(0x108, "adrp", "x1, 6a000 <__tvm_ffi_k+0x20>"),
-        m.Insn(0x10C, "bl", "5000 <__tvm_ffi_k+0x30>"),
-        m.Insn(0x110, "add", "x1, x1, #0x40"),
-        m.Insn(0x114, "adrp", "x2, 6b000 <__tvm_ffi_k+0x40>"),
-        m.Insn(0x118, "ldr", "x2, [x3]"),
-        m.Insn(0x11C, "add", "x2, x2, #0x8"),
-    ]
-    assert m._references(code) == {0x69080, 0x5000}
+# (case, instructions as (op, args), the code addresses ``_references`` must find)
+_ADRP_CASES = {
+    # a rewritten register (or one a call clobbers) no longer holds its page: a later ``add`` on it names nothing
+    # (such a false reference once cut a kernel's loop in two)
+    "rewritten-or-clobbered": (
+        [
+            ("adrp", "x0, 69000 <__tvm_ffi_k+0x10>"),
+            ("add", "x0, x0, #0x80"),
+            ("adrp", "x1, 6a000 <__tvm_ffi_k+0x20>"),
+            ("bl", "5000 <__tvm_ffi_k+0x30>"),
+            ("add", "x1, x1, #0x40"),
+            ("adrp", "x2, 6b000 <__tvm_ffi_k+0x40>"),
+            ("ldr", "x2, [x3]"),
+            ("add", "x2, x2, #0x8"),
+        ],
+        {0x69080, 0x5000},
+    ),
+    # a store or compare only reads its first register, a call keeps x19-x28, and writing ``wN`` rewrites ``xN``
+    "kept-or-w-written": (
+        [
+            ("adrp", "x0, 69000 <__tvm_ffi_k+0x10>"),
+            ("str", "x0, [sp, #8]"),
+            ("cmp", "x0, #0x1"),
+            ("add", "x0, x0, #0x80"),
+            ("adrp", "x19, 6a000 <__tvm_ffi_k+0x20>"),
+            ("bl", "5000 <__tvm_ffi_k+0x30>"),
+            ("add", "x19, x19, #0x40"),
+            ("adrp", "x8, 6b000 <__tvm_ffi_k+0x40>"),
+            ("mov", "w8, #0x1"),
+            ("add", "x8, x8, #0x8"),
+        ],
+        {0x69080, 0x6A040, 0x5000},
+    ),
+}
 
 
-def test_an_adrp_page_survives_stores_compares_and_callee_saved_registers_but_not_a_w_write(m):
-    """A store or compare only reads its first register, a call keeps x19-x28, and writing ``wN`` rewrites
-    ``xN``."""
-    code = [
-        m.Insn(0x100, "adrp", "x0, 69000 <__tvm_ffi_k+0x10>"),
-        m.Insn(0x104, "str", "x0, [sp, #8]"),
-        m.Insn(0x108, "cmp", "x0, #0x1"),
-        m.Insn(0x10C, "add", "x0, x0, #0x80"),
-        m.Insn(0x110, "adrp", "x19, 6a000 <__tvm_ffi_k+0x20>"),
-        m.Insn(0x114, "bl", "5000 <__tvm_ffi_k+0x30>"),
-        m.Insn(0x118, "add", "x19, x19, #0x40"),
-        m.Insn(0x11C, "adrp", "x8, 6b000 <__tvm_ffi_k+0x40>"),
-        m.Insn(0x120, "mov", "w8, #0x1"),
-        m.Insn(0x124, "add", "x8, x8, #0x8"),
-    ]
-    assert m._references(code) == {0x69080, 0x6A040, 0x5000}
+@pytest.mark.parametrize("case", list(_ADRP_CASES))
+def test_an_adrp_page_pairs_with_an_add_only_while_its_register_holds_it(m, case):
+    ops, expected = _ADRP_CASES[case]
+    code = [m.Insn(0x100 + 4 * i, op, args) for i, (op, args) in enumerate(ops)]
+    assert m._references(code) == expected
 
 
 @pytest.mark.skipif(

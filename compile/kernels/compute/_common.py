@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from numbers import Integral
+
 from tvm import te, tirx
 from tvm.ir.expr import Expr as PrimExpr
 
@@ -21,7 +23,7 @@ def signed_dot(total: PrimExpr | int, sums: PrimExpr, in_float: bool = False) ->
     ``in_float``, in float32, exact while ``|total|`` and the sums stay below :data:`EXACT_FLOAT_INT` (an int
     ``total`` is checked; an expression's bound is the caller's). Which form is shorter depends on the target
     (:attr:`~..schedule.generic.TileConfig.float_dot`)."""
-    if not isinstance(total, PrimExpr):
+    if isinstance(total, Integral):
         if in_float and abs(int(total)) >= EXACT_FLOAT_INT:
             raise ValueError(f"a dot product over {total} inputs is not exact in float32")
         total = tirx.const(int(total), "float32" if in_float else sums.dtype)

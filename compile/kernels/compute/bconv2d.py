@@ -11,9 +11,10 @@ Inputs:
 
 Blocks:
 * ``"pad"`` (only with padding): ``x`` copied into a zero-bordered buffer, so later stages read
-  without bounds checks. A zero word acts as -1 on every channel; ``border[row_class[y], ..., x]``
-  adds back the sum of the weights over the taps that fell in the padding at output (y, x), so
-  ``y = (Cg * KH * KW - 2 * popcount_sum + border) * scale + bias`` is exact (zero padding after the sign).
+  without bounds checks. A zero word acts as -1 on every channel; ``border[row_class[y], ..., x]`` is
+  ``Cg * KH * KW`` plus the sum of the weights over the taps that fell in the padding at output (y, x), which
+  adds them back, so ``y = (border - 2 * popcount_sum) * scale + bias`` is exact (zero padding after the sign);
+  without padding the constant term is ``Cg * KH * KW``.
 * ``"gather"`` (im2col in bits): per output pixel and group, the taps' Cg bits concatenated into
   dense words, bit ``t * Cg + c`` = channel c of tap t = ky * KW + kx, built with shifts and ORs
   from the per-pixel words. Layout (N, G, Ho, Kw, Wo) for row vectors, else (N, G, Ho, Wo, Kw);
@@ -148,10 +149,10 @@ def bconv2d(
         )
 
     def value(b, g, y, xo, o):
-        total = p.taps
-        if padded:  # |border| <= taps, so |total| <= 2 * taps: checked below
+        total = p.taps  # with padding, the table's entry: at most 2 * taps (checked above)
+        if padded:
             rc = row_class[y]
-            total = (border[rc, g, o, xo] if rows else border[rc, xo, g, o]).astype("int32") + p.taps
+            total = border[rc, g, o, xo] if rows else border[rc, xo, g, o]
         dot = signed_dot(total, acc[b, g, y, o, xo] if rows else acc[b, g, y, xo, o], float_dot)
         return affine(dot, scale[g, o], None if bias is None else bias[g, o])
 

@@ -7,6 +7,8 @@ table plus vpsadbw (about 3x slower), which still vectorises over 512 or 256 bit
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from tvm.target import Target, codegen
 
 from .epilogue import sign_word_intrin
@@ -19,8 +21,8 @@ __all__ = ["AVX512_VPOPCNT", "AVX512", "AVX2", "config"]
 AVX512_VPOPCNT = TileConfig(
     "x86-avx512-vpopcntdq", lanes=8, acc_regs=28, pack_lanes=8, sign_word=sign_word_intrin, float_dot=True
 )
-AVX512 = TileConfig("x86-avx512", lanes=8, acc_regs=24, pack_lanes=8, sign_word=sign_word_intrin, float_dot=True)
-AVX2 = TileConfig("x86-avx2", lanes=4, acc_regs=12, pack_lanes=8, sign_word=sign_word_intrin, float_dot=True)  # 16 ymm
+AVX512 = replace(AVX512_VPOPCNT, name="x86-avx512", acc_regs=24)
+AVX2 = replace(AVX512_VPOPCNT, name="x86-avx2", lanes=4, acc_regs=12)  # 16 ymm
 
 
 def _is_x86(target: Target) -> bool:
