@@ -7,7 +7,9 @@ MetaSchedule database (``--tune-db``), :class:`~bhvit.compile.schedule.GenericCp
 unscheduled (kernels from the kernels helper arrive scheduled and opaque and are left alone), and the merging of
 common subexpressions: the importer reshapes a tensor once per consumer, and each reshape left is a VM builtin call
 on every run (at w=1 the merge takes 953 builtin calls per inference to 809).
-The lowered ``main`` gets its weights as parameters (:func:`~bhvit.compile.weights.lift_weights`).
+The lowered ``main`` gets its weights as parameters (:func:`~bhvit.compile.weights.lift_weights`). The TIR
+functions are lowered by TVM's default TIR pipeline followed by the register-transpose pass
+(:mod:`~bhvit.compile.kernels.schedule.register_transpose`, registered as TIR pipeline ``"bhvit"``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .batchnorm import BatchNormAffine
 from .fastmath import fast_math_passes
 from .fold import NumpyFoldConstant
 from .kernels.relax_emit import BIT_MACS_ATTR, OP_ATTR
+from .kernels.schedule.register_transpose import PIPELINE as TIR_PIPELINE
 from .schedule import GenericCpuSchedule, cpu_schedule_cfg, needs_schedule
 from .targets import TargetSpec
 from .weights import lift_weights
@@ -76,7 +79,8 @@ def build(mod: tvm.IRModule, spec: TargetSpec, tune_db: Path | None = None) -> B
     with target:
         lowered = tvm.transform.Sequential(passes(target, tune_db))(mod)
     lowered, weights = lift_weights(lowered)
-    return Built(tvm.compile(lowered, target=target, relax_pipeline=None), weights, kernel_table(lowered))
+    executable = tvm.compile(lowered, target=target, relax_pipeline=None, tir_pipeline=TIR_PIPELINE)
+    return Built(executable, weights, kernel_table(lowered))
 
 
 # names legalized PrimFuncs take from TOPI where they differ from the Relax operator's

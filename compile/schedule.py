@@ -10,7 +10,9 @@ vectors. This pass schedules every PrimFunc that is not marked scheduled (``tirx
    width where it divides; first partitioned where a selection in the block flips along it, as at the wrap of a
    circular shift); where the innermost axis reads an input across its rows (a transpose, as from token-major
    ``(H*W, C)`` into a ``(C, H, W)`` map), the axis along the input's rows is first tiled by a cache line and the
-   tile moved next to the innermost loop;
+   tile moved next to the innermost loop; where that axis lies right outside the innermost one and a power of two
+   up to the lanes divides it (a map read into tokens), the tile is that many rows x one vector instead, which the
+   TIR pass :mod:`~.kernels.schedule.register_transpose` turns into contiguous loads and register shuffles;
 3. reduction blocks whose innermost output axis is also contiguous in an input (matmul, conv, token mean):
    register-tile it (``MR`` rows x ``NR`` vector lanes, local accumulators, the reduction loops outside the
    tile), parallelise the outer tiles and vectorise the lanes;
@@ -42,7 +44,8 @@ from tvm.s_tir import Schedule
 
 from .kernels.relax_emit import OPAQUE
 from .kernels.schedule import select
-from .kernels.schedule.generic import partition
+from .kernels.schedule.generic import partition, pow2_divisor
+from .kernels.schedule.register_transpose import ANNOTATION
 
 __all__ = ["CpuScheduleCfg", "cpu_schedule_cfg", "schedule_primfunc", "needs_schedule", "GenericCpuSchedule"]
 
@@ -164,6 +167,9 @@ def _tile_transposed_read(sch: Schedule, block, cfg: CpuScheduleCfg, split_inner
     if size == 1:
         return untiled
     width = next((w for w in (4 * cfg.lanes, 2 * cfg.lanes, cfg.lanes) if extents[-1] % w == 0), extents[-1])
+    rows = pow2_divisor(extents[k], cfg.lanes)
+    if split_inner and math.prod(extents[k + 1 : -1]) == 1 and rows > 1 and extents[-1] % cfg.lanes == 0:
+        return _register_transposed_tile(sch, loops, k, rows, line, width, cfg)
     if math.prod(extents[k + 1 : -1]) > 1:
         ko, ki = sch.split(loops[k], [None, size])
         outer, inner = [*loops[:k], ko, *loops[k + 1 : -1]], loops[-1]
@@ -175,6 +181,23 @@ def _tile_transposed_read(sch: Schedule, block, cfg: CpuScheduleCfg, split_inner
         return untiled
     sch.reorder(*outer, ki, inner)
     return outer, [ki], inner
+
+
+def _register_transposed_tile(
+    sch: Schedule, loops: list, k: int, rows: int, line: int, width: int, cfg: CpuScheduleCfg
+) -> tuple[list, list, object]:
+    """The transposed read as tiles of ``rows`` (a power of two up to the lanes) x one vector, each a register
+    transpose of contiguous loads (:mod:`~.kernels.schedule.register_transpose` takes the loop marked here):
+    ``(k / (g * rows), inner / width, g, width / lanes, rows (marked), lanes (vector))``, where the ``g`` tiles
+    of one cache line (at most ``line / rows``, a divisor of the tile count) run one after another."""
+    tiles = _extent(sch, loops[k]) // rows
+    per_line = max(d for d in range(1, max(1, line // rows) + 1) if tiles % d == 0)
+    ko, kq, ki = sch.split(loops[k], [None, per_line, rows])
+    io, iv, inner = sch.split(loops[-1], [None, width // cfg.lanes, cfg.lanes])
+    outer = [*loops[:k], ko, io]
+    sch.reorder(*outer, kq, iv, ki, inner)
+    sch.annotate(ki, ANNOTATION, 1)
+    return outer, [kq, iv, ki], inner
 
 
 def _transposed_axis(sch: Schedule, block, cfg: CpuScheduleCfg) -> tuple[int, int] | None:

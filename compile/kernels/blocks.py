@@ -17,6 +17,7 @@ __all__ = [
     "GATHER",
     "ROWSUM",
     "ROW",
+    "TOKEN_TERM",
     "WORD_AXIS_ATTR",
     "TILE_AXES_ATTR",
     "tile_axes",
@@ -31,6 +32,7 @@ TRANSPOSE = "transpose"  # an operand copied with its word axis first, so the GE
 GATHER = "gather"  # bit-level im2col
 ROWSUM = "rowsum"  # popcount of the attention masks
 ROW = "row"  # a map row with its circular border (the stencil add)
+TOKEN_TERM = "token_term"  # the stencil add's scaled tokens plus bias, channel-major
 
 WORD_AXIS_ATTR = "bhvit.word_axis"  # block annotation: position of the packed word axis
 TILE_AXES_ATTR = "bhvit.tile_axes"  # block annotation: positions of the tile's row (m) and column (n) axes

@@ -322,16 +322,39 @@ def test_tokens_read_from_a_map_with_many_channels_are_tiled_in_both_axes():
 
 def test_reads_along_the_output_rows_are_not_tiled():
     from bhvit.compile.schedule import CpuScheduleCfg, schedule_primfunc
-    from tvm import relax
 
-    # map -> tokens: the innermost axis (channels) strides through the map, but no loop lies between the token axis
-    # and it, so the lines are reused already; an elementwise add reads along its rows
-    m = relax.Var("m", relax.TensorType((1, 32, 6, 6), "float32"))
-    to_tokens = _fused(lambda bb, m: relax.op.permute_dims(relax.op.reshape(m, (32, 36)), [1, 0]), m)
     add = _legalized(CASES["add"])
     cfg = CpuScheduleCfg(lanes=16, min_parallel=1)
-    assert _loop_nests(schedule_primfunc(to_tokens, cfg)) == [[("PARALLEL", 36), ("SERIAL", 2), ("VECTORIZED", 16)]]
     assert _loop_nests(schedule_primfunc(add, cfg)) == [[("PARALLEL", 64 * 56), ("VECTORIZED", 56)]]
+
+
+@pytest.mark.parametrize("tokens, rows, per_line", [(64, 16, 1), (36, 4, 3), (196, 4, 1)])
+def test_tokens_read_from_a_map_are_transposed_in_registers(tokens, rows, per_line):
+    """Map -> tokens with as many tokens as a power of two up to the lanes divides: tiles of that many tokens x one
+    vector of channels, the token loop marked for the register transpose (see test_register_transpose), the tiles
+    of one cache line of the map consecutive; bit-identical once built with the pass."""
+    from bhvit.compile.kernels.schedule.register_transpose import ANNOTATION, PIPELINE
+    from bhvit.compile.schedule import CpuScheduleCfg, schedule_primfunc
+    from tvm import relax
+
+    m = relax.Var("m", relax.TensorType((1, 32, tokens), "float32"))
+    to_tokens = _fused(lambda bb, m: relax.op.permute_dims(relax.op.reshape(m, (32, tokens)), [1, 0]), m)
+    scheduled = schedule_primfunc(to_tokens, CpuScheduleCfg(lanes=16, min_parallel=1))
+    assert _loop_nests(scheduled) == [
+        [
+            ("PARALLEL", tokens // (rows * per_line)),
+            ("SERIAL", per_line),
+            ("SERIAL", 2),
+            ("SERIAL", rows),
+            ("VECTORIZED", 16),
+        ]
+    ]
+    assert ANNOTATION in scheduled.script()
+    a = np.random.default_rng(tokens).standard_normal((1, 32, tokens)).astype("float32")
+    lib = tvm.tirx.build(tvm.IRModule({"main": scheduled.with_attr("global_symbol", "main")}), "llvm", PIPELINE)
+    out = tvm.runtime.empty((tokens, 32), "float32")
+    lib["main"](tvm.runtime.tensor(a), out)
+    np.testing.assert_array_equal(out.numpy(), a[0].T)
 
 
 @pytest.mark.parametrize("rows, nest", [(16, [("PARALLEL", 16), ("SERIAL", 3)]), (2, [("PARALLEL", 2 * 3)])])

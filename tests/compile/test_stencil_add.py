@@ -9,7 +9,8 @@ tvm = pytest.importorskip("tvm")
 import torch  # noqa: E402
 from bhvit.compile.kernels import relax_emit  # noqa: E402
 from bhvit.compile.kernels.params import StencilParams  # noqa: E402
-from bhvit.compile.kernels.schedule.stencil_add import row_vector  # noqa: E402
+from bhvit.compile.kernels.schedule.register_transpose import PIPELINE  # noqa: E402
+from bhvit.compile.kernels.schedule.stencil_add import row_vector, token_tile  # noqa: E402
 from bhvit.compile.targets import resolve_target  # noqa: E402
 from bhvit.models.layers.deploy_ops import stencil_add_eager  # noqa: E402
 from tvm import relax  # noqa: E402
@@ -34,7 +35,7 @@ def _run(x, tokens, taps, token_scale, bias, target):
             y = relax_emit.emit_stencil_add(bb, xv, tv, taps=taps, token_scale=token_scale, bias=bias, target=target)
             y = bb.emit_output(y)
         bb.emit_func_output(y)
-    vm = relax.VirtualMachine(tvm.compile(bb.get(), target=target), tvm.cpu())
+    vm = relax.VirtualMachine(tvm.compile(bb.get(), target=target, tir_pipeline=PIPELINE), tvm.cpu())
     return vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(tokens)).numpy()
 
 
@@ -98,11 +99,34 @@ def test_neon_build_vectorises_the_rows():
 @pytest.mark.parametrize("name", list(TARGETS))
 @pytest.mark.parametrize("size, fused, tasks", [(7, "b_c", 32), (28, "b_c_h", 32 * 28)])
 def test_threads_split_the_map_by_channels(name, size, fused, tasks):
-    """The parallel loop runs over channels (a 7x7 map with its borders fits the stack buffer) or over (channel, row)
-    with channels outer, so each thread writes a range of channels, as the NCHW kernels after it read them (split by
-    rows, half of their input was in the other core's cache). TVM names a fused loop after its loops, in order."""
+    """The sum's parallel loop runs over channels (a 7x7 map with its borders fits the stack buffer) or over (channel,
+    row) with channels outer, so each thread writes a range of channels, as the NCHW kernels after it read them (split
+    by rows, half of their input was in the other core's cache); the token term, where it has a tile, is a parallel
+    pass of its own before it. TVM names a fused loop after its loops, in order."""
     from bhvit.compile.kernels import primfuncs
 
     text = primfuncs.stencil_add(StencilParams(1, 32, size, size, 2), TARGETS[name]).script()
     assert f"for {fused}_fused in T.parallel({tasks}):" in text
-    assert text.count("T.parallel(") == 1
+    assert text.count("T.parallel(") == 1 + (token_tile(StencilParams(1, 32, size, size, 2), TARGETS[name]) is not None)
+
+
+@pytest.mark.parametrize("size, tile", [(56, (16, 16)), (28, (16, 16)), (14, (4, 4)), (7, None)])
+def test_the_token_term_is_transposed_in_registers(size, tile):
+    """The token term runs first, as a pass of its own over tiles of channels x positions (a power of two dividing
+    the positions, up to a vector: 196 = 4 x 49), transposed in registers by the TIR pass: with AVX-512 no lane is
+    inserted one by one, as the same kernel does built without the pass. 7x7 (49 positions) has no such tile: its
+    tokens are gathered in the sum."""
+    from bhvit.compile.kernels import primfuncs
+
+    p = StencilParams(1, 192, size, size, 2)
+    assert token_tile(p, TARGETS["avx512"]) == tile
+    if tile is None:
+        return
+    func = primfuncs.stencil_add(p, TARGETS["avx512"])
+    assert func.script().count("T.parallel(") == 2  # the token term's pass, then the sum's
+    plain, shuffled = (
+        tvm.tirx.build(tvm.IRModule({"main": func}), target=TARGETS["avx512"], pipeline=pipeline).inspect_source("asm")
+        for pipeline in ("default", PIPELINE)
+    )
+    assert "vinsertps" in plain
+    assert "vinsertps" not in shuffled

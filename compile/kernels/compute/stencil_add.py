@@ -4,7 +4,8 @@ Inputs: ``x`` (B, C, H, W), ``tokens`` (B, H * W, C) token-major, ``taps`` (C, 4
 ``bias`` (C,), all float32. ``out[b, c, h, w] = bias[c] + token_scale[c] * tokens[b, h * W + w, c] + sum_t taps[c, t]
 * x[b, c, (h + dh_t) mod H, (w + dw_t) mod W]`` over the cross of :func:`bhvit.models.layers.shift.stencil_offsets`.
 Block ``"row"`` copies each map row with ``R`` wrapped columns on both sides (so the horizontal taps read it at
-plain offsets, no modulo per element); block ``"out"`` is the sum.
+plain offsets, no modulo per element); block ``"token_term"`` is ``bias + token_scale * tokens`` in the map's
+layout (the transposing read); block ``"out"`` is the sum.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from bhvit.models.layers.shift import stencil_offsets
 from tvm import te, tirx
 
-from ..blocks import OUT, ROW
+from ..blocks import OUT, ROW, TOKEN_TERM
 from ..params import StencilParams
 from ._common import placeholder
 
@@ -33,9 +34,12 @@ def stencil_add(p: StencilParams) -> list[te.Tensor]:
         return tirx.if_then_else(inside, x[b, c, h, j - r], x[b, c, h, tirx.floormod(j - r, w_)])
 
     row = te.compute((b_, c_, h_, w_ + 2 * r), wrapped, name=ROW)
+    term = te.compute(
+        (b_, c_, h_, w_), lambda b, c, h, w: bias[c] + token_scale[c] * tokens[b, h * w_ + w, c], name=TOKEN_TERM
+    )
 
     def out(b, c, h, w):
-        y = bias[c] + token_scale[c] * tokens[b, h * w_ + w, c]
+        y = term[b, c, h, w]
         for t, (dh, dw) in enumerate(stencil_offsets(r)):
             read = x[b, c, tirx.floormod(h + dh, h_), w] if dh else row[b, c, h, w + r + dw]
             y = y + taps[c, t] * read

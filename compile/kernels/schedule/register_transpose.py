@@ -1,0 +1,193 @@
+"""A TIR lowering pass: the strided vector loads of a transposing tile become contiguous loads and a register
+transpose.
+
+A transposed read (a map ``(C, H*W)`` read into tokens ``(H*W, C)``) vectorised along the output's contiguous axis
+loads each vector's ``L`` lanes from ``L`` different rows of the input: LLVM emits that as ``L`` scalar loads and
+inserts per vector (about 60 instructions for 16 floats with AVX-512). The schedules (:mod:`bhvit.compile.schedule`
+for the FP functions, :mod:`.stencil_add` for the stencil's tokens) tile such a read as ``R`` x ``L`` (``R`` a
+power of two up to ``L``) and mark the tile's loop over ``R`` with :data:`ANNOTATION`. After TVM's TIR pipeline,
+this pass replaces each marked loop whose body reads ``x[Ramp(base + k, stride, L)]`` (``k`` the loop variable) by
+``L`` contiguous loads of ``R`` elements ``x[Ramp(base + j * stride, 1, R)]``, their transpose in registers
+(:func:`transpose_vectors`: with AVX-512 one ``vpermt2ps`` per vector and round, 64 for 16 x 16) and the loop
+body unrolled, iteration ``k`` reading the transpose's vector ``k``. Pure data movement: the results are
+bit-identical.
+
+A marked loop is left as it is where the pattern does not hold: a strided load under a condition (a concatenation's
+``if_then_else``, whose untaken side may be out of bounds), a body that writes the buffer it reads, or an address
+that depends on a variable the body defines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tvm
+import tvm.sym
+import tvm_ffi
+from tvm import tirx
+from tvm.ir.expr import TensorLoad
+from tvm.tirx.compilation_pipeline import get_tir_pipeline, register_tir_pipeline
+
+__all__ = ["ANNOTATION", "PIPELINE", "transpose_vectors", "register_transpose"]
+
+ANNOTATION = "bhvit.register_transpose"  # on the loop over the R rows of an R x L transposing tile
+PIPELINE = "bhvit"  # TVM's TIR pipeline followed by :func:`register_transpose`
+
+
+def transpose_vectors(rows: list, bind: Callable[[tirx.PrimExpr], tirx.PrimExpr] = lambda v: v) -> list:
+    """``L`` vectors of ``R`` lanes (``R`` | ``L``, both powers of two, ``R`` > 1) -> ``R`` vectors of ``L`` lanes,
+    lane ``j`` of result ``k`` = lane ``k`` of ``rows[j]``. The rows are first concatenated ``L / R`` at a time
+    into ``R`` full vectors; then each of log2 L rounds maps vectors ``i`` and ``i + R/2`` to the interleaving of
+    their low halves (result ``2i``) and of their high halves (``2i + 1``). A round rotates the bits of (vector,
+    lane) left by one, so log2 L rounds turn (row, element) into (element, row). ``bind`` names each new vector
+    (a variable, so that later rounds do not repeat the shuffles)."""
+    lanes, per = len(rows), len(rows) // _lanes(rows[0])
+    vectors = [
+        bind(tirx.Shuffle(rows[v * per : (v + 1) * per], list(range(lanes)))) if per > 1 else rows[v]
+        for v in range(lanes // per)
+    ]
+    for _ in range(lanes.bit_length() - 1):
+        vectors = [bind(v) for v in _interleave(vectors)]
+    return vectors
+
+
+def _lanes(vector: tirx.PrimExpr) -> int:
+    return int(vector.ty.dtype.lanes)
+
+
+def _interleave(vectors: list) -> list[tirx.PrimExpr]:
+    """One round of :func:`transpose_vectors`."""
+    n, width = len(vectors), _lanes(vectors[0])
+    half, lane_half = n // 2, width // 2
+    return [
+        tirx.Shuffle(
+            [vectors[i], vectors[i + half]], [s * width + h * lane_half + t for t in range(lane_half) for s in (0, 1)]
+        )
+        for i in range(half)
+        for h in (0, 1)
+    ]
+
+
+def _strided_loads(body: tirx.Stmt, k: tirx.Var, rows: int) -> list[TensorLoad] | None:
+    """The loads of ``body`` whose index is ``Ramp(base, stride, lanes)`` with ``base`` moving by one per step of
+    ``k``, ``|stride| > 1`` and ``lanes`` a power-of-two multiple of ``rows``; None if any such load sits under a
+    condition, or the body writes a loaded buffer or defines a variable an address uses."""
+    analyzer = tvm.sym.Analyzer()
+    found: list[TensorLoad] = []
+    conditional: list[TensorLoad] = []
+    written, defined = set(), set()
+    guarded = tirx.op.if_then_else(tirx.Var("c", "bool"), 0.0, 0.0).op
+
+    def visit(node):
+        if isinstance(node, tirx.BufferStore):
+            written.add(node.buffer)
+        elif isinstance(node, (tirx.LetStmt, tirx.Let)):  # LetStmt: TVM's Bind statement
+            defined.add(node.var)
+        elif isinstance(node, tirx.For):
+            defined.add(node.loop_var)
+        elif isinstance(node, tirx.IfThenElse) or (isinstance(node, tvm.ir.Call) and node.op.same_as(guarded)):
+            tvm_ffi.structural_walk(node, lambda inner: collect(inner, conditional))
+        collect(node, found)
+
+    def collect(node, into):
+        if not isinstance(node, TensorLoad) or len(node.indices) != 1:
+            return
+        ramp = node.indices[0]
+        if not isinstance(ramp, tirx.Ramp) or not _power_multiple(int(ramp.lanes), rows):
+            return
+        if not isinstance(ramp.stride, tirx.IntImm):
+            return
+        if abs(int(ramp.stride.value)) <= 1:
+            return
+        coef = tvm.sym.detect_linear_equation(analyzer.simplify(ramp.base), [k])
+        if len(coef) == 2 and isinstance(coef[0], (int, tirx.IntImm)) and int(coef[0]) == 1:
+            into.append(node)
+
+    tvm_ffi.structural_walk(body, visit)
+    if not found or conditional:
+        return None
+    for load in found:
+        used = tirx.analysis.undefined_vars(load.indices[0], [])
+        if load.source in written or any(v in defined for v in used):
+            return None
+    return found
+
+
+def _power_multiple(lanes: int, rows: int) -> bool:
+    return lanes % rows == 0 and (lanes & (lanes - 1)) == 0 and rows > 1
+
+
+def _substitute(node, mapping: dict):
+    """``node`` with each variable of ``mapping`` (keyed by variable) replaced."""
+    return tvm_ffi.structural_map(node, (tirx.Var, lambda v: mapping.get(v, v)))
+
+
+def _inline_binds(body: tirx.Stmt) -> tirx.Stmt:
+    """``body`` with the bindings at its top level (TIR's common-subexpression pass puts the address terms there)
+    substituted into the statements after them."""
+    if not isinstance(body, tirx.SeqStmt):
+        return body
+    values, stmts = {}, []
+    for stmt in body.seq:
+        if isinstance(stmt, tirx.LetStmt):
+            values[stmt.var] = _substitute(stmt.value, values)
+        else:
+            stmts.append(_substitute(stmt, values))
+    return stmts[0] if len(stmts) == 1 else tirx.SeqStmt(stmts)
+
+
+def _unrolled_transpose(loop: tirx.For) -> tirx.Stmt:
+    k, rows = loop.loop_var, int(loop.extent)
+    body = _inline_binds(loop.body)
+    loads = _strided_loads(body, k, rows)
+    if loads is None:
+        return loop
+    groups: dict = {}  # (buffer, base at k = 0, stride, lanes) -> (a load, its base at k = 0, its stand-in variable)
+    stand_in = {}
+    for load in loads:
+        ramp = load.indices[0]
+        base0 = tvm.sym.Analyzer().simplify(_substitute(ramp.base, {k: tirx.const(0, k.ty)}))
+        key = (load.source, tvm_ffi.structural_hash(base0), int(ramp.stride.value), int(ramp.lanes))
+        if key not in groups:
+            groups[key] = (load, base0, tirx.Var(f"transposed{len(groups)}", load.ty))
+        stand_in[load] = groups[key][2]
+    body = tvm_ffi.structural_map(body, (TensorLoad, lambda node: stand_in.get(node, node)))
+    lets: list[tuple[tirx.Var, tirx.PrimExpr]] = []
+
+    def bind(value):
+        var = tirx.Var(f"transpose{len(lets)}", value.ty)
+        lets.append((var, value))
+        return var
+
+    columns = {}
+    for load, base0, var in groups.values():
+        ramp = load.indices[0]
+        lines = [
+            tirx.BufferLoad(load.source, [tirx.Ramp(base0 + j * ramp.stride, 1, rows)]) for j in range(int(ramp.lanes))
+        ]
+        columns[var] = transpose_vectors(lines, bind)
+    iterations = [
+        _substitute(body, {k: tirx.const(i, k.ty), **{var: cols[i] for var, cols in columns.items()}})
+        for i in range(rows)
+    ]
+    return tirx.SeqStmt([*(tirx.LetStmt(var, value) for var, value in lets), *iterations])
+
+
+@tirx.transform.prim_func_pass(opt_level=0, name="bhvit.RegisterTranspose")
+def register_transpose(func: tirx.PrimFunc, _mod, _ctx) -> tirx.PrimFunc:
+    """Rewrite every loop marked :data:`ANNOTATION` whose body matches (see the module docstring)."""
+
+    def rewrite(loop):
+        if ANNOTATION in loop.annotations and isinstance(loop.extent, tirx.IntImm):
+            return _unrolled_transpose(loop)
+        return loop
+
+    return func.with_body(tvm_ffi.structural_map(func.body, (tirx.For, rewrite)))
+
+
+def _pipeline():
+    lower, finalize_host, finalize_device = get_tir_pipeline("default")
+    return tvm.transform.Sequential([lower, register_transpose]), finalize_host, finalize_device
+
+
+register_tir_pipeline(PIPELINE, _pipeline)
