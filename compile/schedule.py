@@ -45,7 +45,7 @@ from tvm.s_tir import Schedule
 from .kernels.relax_emit import OPAQUE
 from .kernels.schedule import select
 from .kernels.schedule.generic import partition, pow2_divisor
-from .kernels.schedule.register_transpose import ANNOTATION
+from .kernels.schedule.register_transpose import ANNOTATION, CACHE_LINE_BYTES
 
 __all__ = ["CpuScheduleCfg", "cpu_schedule_cfg", "schedule_primfunc", "needs_schedule", "GenericCpuSchedule"]
 
@@ -64,7 +64,7 @@ class CpuScheduleCfg:
     tile_rows: tuple[int, ...] = (6, 4, 7, 3, 2)  # preferred MR, first divisor of the row extent wins
     tile_vectors: int = 2  # NR: vector registers per accumulator row
     min_parallel: int = 1024  # do not parallelise elementwise blocks with fewer elements
-    line_bytes: int = 64  # cache line: the tile of a transposed read
+    line_bytes: int = CACHE_LINE_BYTES  # the tile of a transposed read
     min_parallel_tasks: int = 16  # parallelise the vectors of a row too when the outer loops have fewer iterations
 
 
@@ -153,8 +153,10 @@ def _tile_transposed_read(sch: Schedule, block, cfg: CpuScheduleCfg, split_inner
     its extent below that) and moving the inner part next to the innermost loop (``C/16, H, 16, W``) uses each line
     for all of them within the next ``W`` lines. For tokens ``(H*W, C)`` read from a map (``k`` = H*W) the lines in
     use between two uses are C, one per channel, and at stage 0 their addresses fall into few cache sets, so they
-    evict each other: the innermost loop is tiled too (``H*W/16, C/64, 16, 64``) when ``split_inner`` allows it.
-    Only the loop order changes.
+    evict each other: the innermost loop is tiled too (``H*W/16, C/64, 16, 64``) when ``split_inner`` allows it;
+    where a power of two up to the lanes divides H*W and the lanes divide C, the tile is instead one of rows x one
+    vector, marked for the register transpose (:func:`_register_transposed_tile`). Otherwise only the loop order
+    changes.
     """
     loops = sch.get_loops(block)
     extents = [_extent(sch, loop) or 1 for loop in loops]

@@ -54,6 +54,7 @@ import tvm  # noqa: E402
 from bhvit.compile.kernels import packing, primfuncs  # noqa: E402
 from bhvit.compile.kernels import reference as ref  # noqa: E402
 from bhvit.compile.kernels.params import AttentionParams, Conv2dParams, DenseParams  # noqa: E402
+from bhvit.compile.kernels.schedule.register_transpose import PIPELINE  # noqa: E402
 from tvm.target import Target  # noqa: E402
 
 A76 = Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76", "mattr": ["+neon"], "num-cores": 4})
@@ -165,7 +166,7 @@ def bhvit_cases(widths: list[int], rng) -> list[Case]:
 
 
 def _timer(builder, args, out, target, number):
-    lib = tvm.tirx.build(tvm.IRModule({"main": builder(target)}), target=target)
+    lib = tvm.tirx.build(tvm.IRModule({"main": builder(target)}), target=target, pipeline=PIPELINE)
     dev = tvm.cpu()
     tensors = [tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in args] + [
         tvm.runtime.empty(out[0], out[1], dev)
@@ -249,7 +250,7 @@ def mca(body: list[str]) -> dict:
 def run_a76(cases: list[Case]) -> list[dict]:
     rows = []
     for case in cases:
-        asm = tvm.tirx.build(tvm.IRModule({"main": case.kernel[0](A76)}), target=A76).inspect_source("asm")
+        asm = tvm.tirx.build(tvm.IRModule({"main": case.kernel[0](A76)}), A76, PIPELINE).inspect_source("asm")
         rows.append({"name": case.name, **mca(hot_loop(asm))})
     return rows
 

@@ -355,6 +355,11 @@ def test_tokens_read_from_a_map_are_transposed_in_registers(tokens, rows, per_li
     out = tvm.runtime.empty((tokens, 32), "float32")
     lib["main"](tvm.runtime.tensor(a), out)
     np.testing.assert_array_equal(out.numpy(), a[0].T)
+    # built for AVX-512 without the pass, the same function inserts each vector's lanes one by one
+    znver4 = tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})
+    module = tvm.IRModule({"main": scheduled.with_attr("global_symbol", "main")})
+    plain, shuffled = (tvm.tirx.build(module, znver4, p).inspect_source("asm") for p in ("default", PIPELINE))
+    assert "vinsertps" in plain and "vinsertps" not in shuffled
 
 
 @pytest.mark.parametrize("rows, nest", [(16, [("PARALLEL", 16), ("SERIAL", 3)]), (2, [("PARALLEL", 2 * 3)])])

@@ -8,7 +8,7 @@ for the FP functions, :mod:`.stencil_add` for the stencil's tokens) tile such a 
 power of two up to ``L``) and mark the tile's loop over ``R`` with :data:`ANNOTATION`. After TVM's TIR pipeline,
 this pass replaces each marked loop whose body reads ``x[Ramp(base + k, stride, L)]`` (``k`` the loop variable) by
 ``L`` contiguous loads of ``R`` elements ``x[Ramp(base + j * stride, 1, R)]``, their transpose in registers
-(:func:`transpose_vectors`: with AVX-512 one ``vpermt2ps`` per vector and round, 64 for 16 x 16) and the loop
+(:func:`_transpose`: with AVX-512 one ``vpermt2ps`` per vector and round, 64 for 16 x 16) and the loop
 body unrolled, iteration ``k`` reading the transpose's vector ``k``. Pure data movement: the results are
 bit-identical.
 
@@ -28,25 +28,26 @@ from tvm import tirx
 from tvm.ir.expr import TensorLoad
 from tvm.tirx.compilation_pipeline import get_tir_pipeline, register_tir_pipeline
 
-__all__ = ["ANNOTATION", "PIPELINE", "transpose_vectors", "register_transpose"]
+__all__ = ["ANNOTATION", "PIPELINE", "CACHE_LINE_BYTES", "register_transpose"]
 
 ANNOTATION = "bhvit.register_transpose"  # on the loop over the R rows of an R x L transposing tile
-PIPELINE = "bhvit"  # TVM's TIR pipeline followed by :func:`register_transpose`
+PIPELINE = "bhvit"  # TVM's TIR pipeline followed by :func:`register_transpose` (registered on import)
+CACHE_LINE_BYTES = 64  # the schedules group the tiles that share a line of the transposed input
 
 
-def transpose_vectors(rows: list, bind: Callable[[tirx.PrimExpr], tirx.PrimExpr] = lambda v: v) -> list:
+def _transpose(runs: list, bind: Callable[[tirx.PrimExpr], tirx.PrimExpr]) -> list:
     """``L`` vectors of ``R`` lanes (``R`` | ``L``, both powers of two, ``R`` > 1) -> ``R`` vectors of ``L`` lanes,
-    lane ``j`` of result ``k`` = lane ``k`` of ``rows[j]``. The rows are first concatenated ``L / R`` at a time
+    lane ``j`` of result ``k`` = lane ``k`` of ``runs[j]``. The runs are first concatenated ``L / R`` at a time
     into ``R`` full vectors; then each of log2 L rounds maps vectors ``i`` and ``i + R/2`` to the interleaving of
     their low halves (result ``2i``) and of their high halves (``2i + 1``). A round rotates the bits of (vector,
-    lane) left by one, so log2 L rounds turn (row, element) into (element, row). ``bind`` names each new vector
+    lane) left by one, so log2 L rounds turn (run, element) into (element, run). ``bind`` names each new vector
     (a variable, so that later rounds do not repeat the shuffles)."""
-    lanes, per = len(rows), len(rows) // _lanes(rows[0])
+    count, per = len(runs), len(runs) // _lanes(runs[0])
     vectors = [
-        bind(tirx.Shuffle(rows[v * per : (v + 1) * per], list(range(lanes)))) if per > 1 else rows[v]
-        for v in range(lanes // per)
+        bind(tirx.Shuffle(runs[v * per : (v + 1) * per], list(range(count)))) if per > 1 else runs[v]
+        for v in range(count // per)
     ]
-    for _ in range(lanes.bit_length() - 1):
+    for _ in range(count.bit_length() - 1):
         vectors = [bind(v) for v in _interleave(vectors)]
     return vectors
 
@@ -56,7 +57,7 @@ def _lanes(vector: tirx.PrimExpr) -> int:
 
 
 def _interleave(vectors: list) -> list[tirx.PrimExpr]:
-    """One round of :func:`transpose_vectors`."""
+    """One round of :func:`_transpose`."""
     n, width = len(vectors), _lanes(vectors[0])
     half, lane_half = n // 2, width // 2
     return [
@@ -71,7 +72,7 @@ def _interleave(vectors: list) -> list[tirx.PrimExpr]:
 def _strided_loads(body: tirx.Stmt, k: tirx.Var, rows: int) -> list[TensorLoad] | None:
     """The loads of ``body`` whose index is ``Ramp(base, stride, lanes)`` with ``base`` moving by one per step of
     ``k``, ``|stride| > 1`` and ``lanes`` a power-of-two multiple of ``rows``; None if any such load sits under a
-    condition, or the body writes a loaded buffer or defines a variable an address uses."""
+    condition, or the body writes a loaded buffer or defines a variable (a loop, a binding)."""
     analyzer = tvm.sym.Analyzer()
     found: list[TensorLoad] = []
     conditional: list[TensorLoad] = []
@@ -104,13 +105,9 @@ def _strided_loads(body: tirx.Stmt, k: tirx.Var, rows: int) -> list[TensorLoad] 
             into.append(node)
 
     tvm_ffi.structural_walk(body, visit)
-    if not found or conditional:
+    if not found or conditional or defined:  # unrolled, a definition in the body would be repeated
         return None
-    for load in found:
-        used = tirx.analysis.undefined_vars(load.indices[0], [])
-        if load.source in written or any(v in defined for v in used):
-            return None
-    return found
+    return None if any(load.source in written for load in found) else found
 
 
 def _power_multiple(lanes: int, rows: int) -> bool:
@@ -124,16 +121,35 @@ def _substitute(node, mapping: dict):
 
 def _inline_binds(body: tirx.Stmt) -> tirx.Stmt:
     """``body`` with the bindings at its top level (TIR's common-subexpression pass puts the address terms there)
-    substituted into the statements after them."""
+    substituted into the statements after them; unchanged where a binding reads memory (moved past a store, the
+    read could see another value)."""
     if not isinstance(body, tirx.SeqStmt):
         return body
     values, stmts = {}, []
     for stmt in body.seq:
+        if isinstance(stmt, tirx.LetStmt) and _reads_memory(stmt.value):
+            return body
         if isinstance(stmt, tirx.LetStmt):
             values[stmt.var] = _substitute(stmt.value, values)
         else:
             stmts.append(_substitute(stmt, values))
     return stmts[0] if len(stmts) == 1 else tirx.SeqStmt(stmts)
+
+
+def _same_tile(load: TensorLoad, base0, other: TensorLoad, other_base0) -> bool:
+    a, b = load.indices[0], other.indices[0]
+    return (
+        load.source.same_as(other.source)
+        and int(a.stride.value) == int(b.stride.value)
+        and int(a.lanes) == int(b.lanes)
+        and tvm_ffi.structural_equal(base0, other_base0)
+    )
+
+
+def _reads_memory(expr) -> bool:
+    found = []
+    tvm_ffi.structural_walk(expr, lambda node: found.append(node) if isinstance(node, TensorLoad) else None)
+    return bool(found)
 
 
 def _unrolled_transpose(loop: tirx.For) -> tirx.Stmt:
@@ -142,15 +158,16 @@ def _unrolled_transpose(loop: tirx.For) -> tirx.Stmt:
     loads = _strided_loads(body, k, rows)
     if loads is None:
         return loop
-    groups: dict = {}  # (buffer, base at k = 0, stride, lanes) -> (a load, its base at k = 0, its stand-in variable)
+    groups: list[tuple[TensorLoad, tirx.PrimExpr, tirx.Var]] = []  # (a load, its base at k = 0, its stand-in)
     stand_in = {}
     for load in loads:
         ramp = load.indices[0]
         base0 = tvm.sym.Analyzer().simplify(_substitute(ramp.base, {k: tirx.const(0, k.ty)}))
-        key = (load.source, tvm_ffi.structural_hash(base0), int(ramp.stride.value), int(ramp.lanes))
-        if key not in groups:
-            groups[key] = (load, base0, tirx.Var(f"transposed{len(groups)}", load.ty))
-        stand_in[load] = groups[key][2]
+        group = next((g for g in groups if _same_tile(g[0], g[1], load, base0)), None)
+        if group is None:
+            group = (load, base0, tirx.Var(f"transposed{len(groups)}", load.ty))
+            groups.append(group)
+        stand_in[load] = group[2]
     body = tvm_ffi.structural_map(body, (TensorLoad, lambda node: stand_in.get(node, node)))
     lets: list[tuple[tirx.Var, tirx.PrimExpr]] = []
 
@@ -160,12 +177,12 @@ def _unrolled_transpose(loop: tirx.For) -> tirx.Stmt:
         return var
 
     columns = {}
-    for load, base0, var in groups.values():
+    for load, base0, var in groups:
         ramp = load.indices[0]
         lines = [
             tirx.BufferLoad(load.source, [tirx.Ramp(base0 + j * ramp.stride, 1, rows)]) for j in range(int(ramp.lanes))
         ]
-        columns[var] = transpose_vectors(lines, bind)
+        columns[var] = _transpose(lines, bind)
     iterations = [
         _substitute(body, {k: tirx.const(i, k.ty), **{var: cols[i] for var, cols in columns.items()}})
         for i in range(rows)
@@ -178,7 +195,8 @@ def register_transpose(func: tirx.PrimFunc, _mod, _ctx) -> tirx.PrimFunc:
     """Rewrite every loop marked :data:`ANNOTATION` whose body matches (see the module docstring)."""
 
     def rewrite(loop):
-        if ANNOTATION in loop.annotations and isinstance(loop.extent, tirx.IntImm):
+        const = all(isinstance(e, tirx.IntImm) for e in (loop.min, loop.extent))
+        if ANNOTATION in loop.annotations and const and int(loop.min) == 0:
             return _unrolled_transpose(loop)
         return loop
 

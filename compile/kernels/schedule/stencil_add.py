@@ -31,13 +31,12 @@ from ..blocks import OUT, ROW, TOKEN_TERM
 from ..params import StencilParams
 from . import select
 from .generic import FLOAT_BYTES, STACK_ALLOCA_BYTES, partition, pow2_divisor, vectorize_unroll
-from .register_transpose import ANNOTATION
+from .register_transpose import ANNOTATION, CACHE_LINE_BYTES
 
 __all__ = ["row_vector", "token_tile", "schedule"]
 
 # the row (W + 2R floats) or map buffer is a stack array while under TVM's stack-allocation limit
 MAX_BUFFER_FLOATS = STACK_ALLOCA_BYTES // FLOAT_BYTES
-LINE_FLOATS = 64 // FLOAT_BYTES  # floats per cache line
 
 
 def row_vector(p: StencilParams, target: Target) -> int:
@@ -90,7 +89,7 @@ def _schedule_token_term(sch: Schedule, term, tile: TokenTile) -> None:
     :mod:`.register_transpose`); the tiles that share a cache line of tokens run one after another."""
     b, c, h, w = sch.get_loops(term)
     channels = int(sch.get(c).extent)
-    per_line = pow2_divisor(channels // tile.rows, max(1, LINE_FLOATS // tile.rows))
+    per_line = pow2_divisor(channels // tile.rows, max(1, CACHE_LINE_BYTES // FLOAT_BYTES // tile.rows))
     lines, group, rows = sch.split(c, [None, per_line, tile.rows])
     positions, lanes = sch.split(sch.fuse(h, w), [None, tile.lanes])
     sch.reorder(b, lines, positions, group, rows, lanes)
