@@ -16,6 +16,7 @@ from bhvit.compile.kernels import reference as ref  # noqa: E402
 from bhvit.compile.kernels.compute import bdense  # noqa: E402
 from bhvit.compile.kernels.params import AttentionParams, Conv2dParams, DenseParams  # noqa: E402
 from bhvit.compile.kernels.schedule import select  # noqa: E402
+from bhvit.compile.kernels.schedule.register_transpose import PIPELINE  # noqa: E402
 from tvm import relax  # noqa: E402
 from tvm.target import Target, codegen  # noqa: E402
 
@@ -35,7 +36,7 @@ def has_aarch64_cc() -> bool:
 
 
 def _run(func, args, out_shape, out_dtype, target):
-    lib = tvm.tirx.build(tvm.IRModule({"main": func}), target=target)
+    lib = tvm.tirx.build(tvm.IRModule({"main": func}), target=target, pipeline=PIPELINE)
     dev = tvm.cpu()
     out = tvm.runtime.empty(tuple(out_shape), out_dtype, dev)
     lib["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in args], out)
@@ -282,6 +283,11 @@ CONVS = {
         groups=4,
     ),
     "down_2x2_s2": dict(batch=2, in_channels=12, out_channels=8, height=8, width=10, kernel=(2, 2), stride=(2, 2)),
+    # NCHW, rows not whole vectors: tiles of pixels x channels, 4 pixels (a power of two) on AVX-512, whose stores
+    # along the rows go through a register transpose
+    "g4_w12": dict(
+        batch=1, in_channels=64, out_channels=64, height=6, width=12, kernel=(3, 3), padding=(1, 1), groups=4
+    ),
     "rows_g4_d3_c192": dict(
         batch=1,
         in_channels=192,
@@ -338,6 +344,24 @@ def test_conv2d_matches_reference(case, layout, target):
     out5 = (p.batch, g, og, ho, wo) if layout == "NCHW" else (p.batch, ho, wo, g, og)
     out = _run(primfuncs.conv2d(p, layout, False, target), args, out5, "float32", target)
     np.testing.assert_array_equal(out.reshape(expected.shape), expected)
+
+
+def test_x86_nchw_conv_tile_stores_its_rows_through_a_register_transpose():
+    """An NCHW conv whose rows are not whole vectors tiles pixels x channels: its output rows are the tile's rows.
+    With AVX-512 the tile takes 4 pixels (a power of two) and writes them transposed (contiguous runs of 4 floats
+    per channel); built without the pass, the same tile stores its vectors lane by lane (scalar ``vmovss``)."""
+    from bhvit.compile.kernels.schedule.generic import choose_tile
+    from bhvit.compile.kernels.schedule.x86 import AVX512_VPOPCNT
+
+    p = Conv2dParams(**CONVS["g4_w12"])
+    assert choose_tile(12, 16, AVX512_VPOPCNT, pow2_rows=True).mr == 4
+    func = primfuncs.conv2d(p, "NCHW", False, ZNVER4)
+    plain, transposed = (
+        tvm.tirx.build(tvm.IRModule({"main": func}), target=ZNVER4, pipeline=pipeline).inspect_source("asm")
+        for pipeline in ("default", PIPELINE)
+    )
+    assert re.search(r"\tvmovss\t%xmm\d+, ", plain)
+    assert not re.search(r"\tvmovss\t%xmm\d+, ", transposed)
 
 
 def test_conv_border_corrections_are_int16_and_refuse_overflow():

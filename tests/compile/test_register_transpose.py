@@ -103,6 +103,32 @@ def test_tiles_of_two_inputs_at_an_offset_are_each_transposed_once():
     np.testing.assert_array_equal(b.numpy().reshape(rows, lanes), columns + c_columns + c_columns)
 
 
+def _store_tile(rows: int, lanes: int) -> tvm.IRModule:
+    """``b[:, i] = 2 * a[i, :]``: each iteration of the marked loop stores one vector across ``lanes`` rows of
+    ``b`` (an NCHW conv's tile epilogue)."""
+
+    @T.prim_func
+    def tile(a: T.handle, b: T.handle):
+        T.func_attr({"global_symbol": "main"})
+        A = T.match_buffer(a, (rows * lanes,), "float32")
+        B = T.match_buffer(b, (rows * lanes,), "float32")
+        for i in T.serial(rows, annotations={ANNOTATION: 1}):
+            B[T.Ramp(i, rows, lanes)] = A[T.Ramp(i * lanes, 1, lanes)] * T.float32(2)
+
+    return tvm.IRModule({"main": tile})
+
+
+@pytest.mark.parametrize("rows, lanes", [(2, 8), (4, 8), (4, 16), (8, 8), (16, 16)])
+def test_a_marked_tile_stored_across_rows_is_transposed_in_registers(rows, lanes):
+    mod = _store_tile(rows, lanes)
+    assert all(s == 1 for s in _strides(register_transpose(mod)["main"]))
+    lib = tvm.tirx.build(mod, target="llvm", pipeline=PIPELINE)
+    a = np.random.default_rng(rows + lanes).standard_normal(rows * lanes).astype("float32")
+    b = tvm.runtime.empty((rows * lanes,), "float32")
+    lib["main"](tvm.runtime.tensor(a), b)
+    np.testing.assert_array_equal(b.numpy().reshape(lanes, rows), (a.reshape(rows, lanes) * 2).T)
+
+
 @pytest.mark.parametrize("case", ["guarded", "in_place", "inner_loop"])
 def test_a_tile_it_cannot_prove_safe_is_left_alone(case):
     """A strided load under ``if_then_else`` (its untaken side may lie outside the buffer), from a buffer the loop

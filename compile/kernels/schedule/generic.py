@@ -38,6 +38,7 @@ from tvm.s_tir import Schedule, ScheduleError
 from ..blocks import ACC, GATHER, OUT, PACK, PAD, POOL, ROWSUM, TILE_AXES_ATTR, TRANSPOSE, WORD_AXIS_ATTR
 from ..params import WORD_BITS
 from .epilogue import pool_tree_intrin
+from .register_transpose import ANNOTATION
 
 __all__ = [
     "TileConfig",
@@ -80,6 +81,9 @@ class TileConfig:
     # optional tensor intrinsic packing 64 contiguous floats into their sign word, by whether a threshold is added
     # (every whole-word pack of rows, the fused MLP fc1's included); None: the rfactored pack
     sign_word: Callable[[bool], str] | None = None
+    # a tile whose rows are the output's contiguous axis (NCHW convs tiled pixels x channels) takes a power-of-two
+    # MR and writes its rows through a register transpose (.register_transpose), not lane by lane
+    transposed_stores: bool = False
 
     @property
     def float_lanes(self) -> int:
@@ -102,6 +106,7 @@ MICRO_KERNEL_ATTR = "bhvit.micro_kernel"  # PrimFunc attribute: the tensor intri
 # TVMBackendAllocWorkspace call per tile, and the accumulators then live in memory.
 STACK_ALLOCA_BYTES = 1024
 ACC_BYTES = 8  # int64 accumulators
+MIN_TRANSPOSED_ROWS = 4  # a tile stored through a register transpose
 FLOAT_BYTES = 4
 
 
@@ -113,17 +118,19 @@ def pow2_divisor(n: int, cap: int) -> int:
     return v
 
 
-def choose_tile(m: int, n: int, cfg: TileConfig, acc_bytes: int = ACC_BYTES) -> Tile:
+def choose_tile(m: int, n: int, cfg: TileConfig, acc_bytes: int = ACC_BYTES, pow2_rows: bool = False) -> Tile:
     """Largest MR x NR accumulator tile (MR | m, NR * VL | n) within the register budget.
 
     VL is the largest power-of-two divisor of n up to ``lanes``. The tile (``acc_bytes`` per accumulator) also
     stays under TVM's stack-allocation limit. Ties prefer the larger MR (fewer weight loads per broadcast); MR is
-    at least ``min_rows`` where a divisor of m allows it.
+    at least ``min_rows`` where a divisor of m allows it; ``pow2_rows``: MR is a power of two up to VL.
     """
     vl = pow2_divisor(n, cfg.lanes)
     max_vectors = min(cfg.acc_regs, (STACK_ALLOCA_BYTES - 1) // (vl * acc_bytes))
     best = (0, 0, 1, 1)
     divisors = [mr for mr in range(1, min(m, cfg.max_rows) + 1) if m % mr == 0]
+    if pow2_rows:
+        divisors = [mr for mr in divisors if mr <= vl and mr & (mr - 1) == 0]
     for mr in [d for d in divisors if d >= cfg.min_rows] or divisors:
         for nr in range(1, max_vectors // mr + 1):
             if (n // vl) % nr == 0:
@@ -242,6 +249,10 @@ def _schedule_gemm(sch: Schedule, cfg: TileConfig) -> str | None:
         _schedule_gemm_rows(sch, cfg, n_ax)
         return None
     tile = choose_tile(extents[m_ax], extents[n_ax], cfg)
+    across = cfg.transposed_stores and _stores_along(sch, out, m_ax)
+    if across:  # worth its narrower tile only with 4 rows or more (14x14 maps: 2 rows instead of 7 was slower)
+        rows = choose_tile(extents[m_ax], extents[n_ax], cfg, pow2_rows=True)
+        tile, across = (rows, True) if rows.mr >= MIN_TRANSPOSED_ROWS else (tile, False)
     # 2. tile the output: outer loops, then MR x NR x lanes
     loops = sch.get_loops(out)
     mo, mi = sch.split(loops[m_ax], [None, tile.mr])
@@ -249,10 +260,22 @@ def _schedule_gemm(sch: Schedule, cfg: TileConfig) -> str | None:
     outer = [loop for i, loop in enumerate(loops) if i not in (m_ax, n_ax)]
     sch.reorder(*outer, mo, no, mi, nv, nl)
     steps = _accumulate(sch, acc, no, tile, cfg)
-    # 4. epilogue: vectorised over n, unrolled over the tile
-    _vectorize_epilogue(sch, mi, nv, nl, cfg.wide_epilogue)
+    # 4. epilogue: vectorised over n, unrolled over the tile (or its rows transposed, where they are contiguous)
+    if across and tile.mr > 1:
+        sch.reorder(nv, mi, nl)
+        sch.annotate(mi, ANNOTATION, 1)
+        vectorize_unroll(sch, [nv, nl])
+    else:
+        _vectorize_epilogue(sch, mi, nv, nl, cfg.wide_epilogue)
     sch.parallel(sch.fuse(*outer, mo, no))
     return _split_init(sch, acc, steps)
+
+
+def _stores_along(sch: Schedule, out, axis: int) -> bool:
+    """Whether the block's output is contiguous along block axis ``axis`` (its write's last index uses it)."""
+    var = sch.get(out).iter_vars[axis].var
+    last = sch.get(out).writes[0].region[-1].min
+    return any(v.same_as(var) for v in tirx.analysis.undefined_vars(last, []))
 
 
 def _schedule_gemm_rows(sch: Schedule, cfg: TileConfig, n_ax: int) -> None:

@@ -12,6 +12,10 @@ this pass replaces each marked loop whose body reads ``x[Ramp(base + k, stride, 
 body unrolled, iteration ``k`` reading the transpose's vector ``k``. Pure data movement: the results are
 bit-identical.
 
+The mirror case, a marked loop whose body is one strided vector store ``y[Ramp(base + k, stride, L)] = value``
+(an NCHW conv tile whose rows are the output's rows), becomes the ``R`` values, log2 R rounds of the same
+interleave and ``L`` contiguous stores of ``R`` elements (:func:`_transposed_store`).
+
 A marked loop is left as it is where the pattern does not hold: a strided load under a condition (a concatenation's
 ``if_then_else``, whose untaken side may be out of bounds), a body that writes the buffer it reads, or an address
 that depends on a variable the body defines.
@@ -157,7 +161,7 @@ def _unrolled_transpose(loop: tirx.For) -> tirx.Stmt:
     body = _inline_binds(loop.body)
     loads = _strided_loads(body, k, rows)
     if loads is None:
-        return loop
+        return _transposed_store(loop, body)
     groups: list[tuple[TensorLoad, tirx.PrimExpr, tirx.Var]] = []  # (a load, its base at k = 0, its stand-in)
     stand_in = {}
     for load in loads:
@@ -188,6 +192,53 @@ def _unrolled_transpose(loop: tirx.For) -> tirx.Stmt:
         for i in range(rows)
     ]
     return tirx.SeqStmt([*(tirx.LetStmt(var, value) for var, value in lets), *iterations])
+
+
+def _transposed_store(loop: tirx.For, body: tirx.Stmt) -> tirx.Stmt:
+    """A loop whose body is one strided vector store ``y[Ramp(base + k, stride, L)] = value`` (a tile written
+    across the output's rows: an NCHW conv epilogue) as its ``R`` values, their transpose in registers and ``L``
+    contiguous stores of ``R`` elements; the loop itself where the body is anything else or reads ``y``."""
+    k, rows = loop.loop_var, int(loop.extent)
+    if not isinstance(body, tirx.BufferStore) or len(body.indices) != 1:
+        return loop
+    ramp = body.indices[0]
+    if not isinstance(ramp, tirx.Ramp) or not isinstance(ramp.stride, tirx.IntImm) or abs(int(ramp.stride)) <= 1:
+        return loop
+    if not _power_multiple(int(ramp.lanes), rows) or _reads(body.value, body.buffer):
+        return loop
+    coef = tvm.sym.detect_linear_equation(tvm.sym.Analyzer().simplify(ramp.base), [k])
+    if len(coef) != 2 or not isinstance(coef[0], (int, tirx.IntImm)) or int(coef[0]) != 1:
+        return loop
+    lets: list[tuple[tirx.Var, tirx.PrimExpr]] = []
+
+    def bind(value):
+        var = tirx.Var(f"transpose{len(lets)}", value.ty)
+        lets.append((var, value))
+        return var
+
+    values = [bind(_substitute(body.value, {k: tirx.const(i, k.ty)})) for i in range(rows)]
+    for _ in range(rows.bit_length() - 1):
+        values = [bind(v) for v in _interleave(values)]
+    lanes = int(ramp.lanes)
+    base0 = tvm.sym.Analyzer().simplify(_substitute(ramp.base, {k: tirx.const(0, k.ty)}))
+    stores = [
+        tirx.BufferStore(
+            body.buffer,
+            tirx.Shuffle([vector], list(range(p * rows, (p + 1) * rows))),
+            [tirx.Ramp(base0 + (v * (lanes // rows) + p) * ramp.stride, 1, rows)],
+        )
+        for v, vector in enumerate(values)
+        for p in range(lanes // rows)
+    ]
+    return tirx.SeqStmt([*(tirx.LetStmt(var, value) for var, value in lets), *stores])
+
+
+def _reads(expr, buffer) -> bool:
+    found = []
+    tvm_ffi.structural_walk(
+        expr, lambda node: found.append(node) if isinstance(node, TensorLoad) and node.source.same_as(buffer) else None
+    )
+    return bool(found)
 
 
 @tirx.transform.prim_func_pass(opt_level=0, name="bhvit.RegisterTranspose")

@@ -19,7 +19,13 @@ __all__ = ["AVX512_VPOPCNT", "AVX512", "AVX2", "config"]
 # 32 zmm: 28 int64x8 accumulators (MR=7, NR=4) + NR weight vectors; activations are
 # broadcast memory operands.
 AVX512_VPOPCNT = TileConfig(
-    "x86-avx512-vpopcntdq", lanes=8, acc_regs=28, pack_lanes=8, sign_word=sign_word_intrin, float_dot=True
+    "x86-avx512-vpopcntdq",
+    lanes=8,
+    acc_regs=28,
+    pack_lanes=8,
+    sign_word=sign_word_intrin,
+    float_dot=True,
+    transposed_stores=True,
 )
 AVX512 = replace(AVX512_VPOPCNT, name="x86-avx512", acc_regs=24)
 AVX2 = replace(AVX512_VPOPCNT, name="x86-avx2", lanes=4, acc_regs=12)  # 16 ymm
