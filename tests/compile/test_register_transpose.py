@@ -19,9 +19,11 @@ from tvm import tirx  # noqa: E402
 from tvm.script import tirx as T  # noqa: E402
 
 
-def _tile(rows: int, lanes: int, guarded: bool = False, in_place: bool = False, inner_loop: bool = False):
+def _tile(rows: int, lanes: int, guarded=False, in_place=False, inner_loop=False, store_across=False):
     """``b[i, :] = a[:, i]`` for an ``a`` of ``lanes`` rows of ``rows`` floats, as the lowered loop the schedules
-    mark: row loop ``i`` over ``rows``, each iteration one strided vector load of ``lanes`` lanes."""
+    mark: row loop ``i`` over ``rows``, each iteration one strided vector load of ``lanes`` lanes. ``store_across``:
+    ``b[:, i] = 2 * a[i, :]`` instead, each iteration storing one vector across ``lanes`` rows of ``b`` (an NCHW
+    conv's tile epilogue)."""
 
     @T.prim_func
     def tile(a: T.handle, b: T.handle):
@@ -38,6 +40,8 @@ def _tile(rows: int, lanes: int, guarded: bool = False, in_place: bool = False, 
             elif inner_loop:
                 for j in range(2):
                     B[T.Ramp(i * lanes, 1, lanes)] = A[T.Ramp(i, rows, lanes)] * T.Cast("float32", j)
+            elif store_across:
+                B[T.Ramp(i, rows, lanes)] = A[T.Ramp(i * lanes, 1, lanes)] * T.float32(2)
             else:
                 B[T.Ramp(i * lanes, 1, lanes)] = A[T.Ramp(i, rows, lanes)]
 
@@ -103,24 +107,9 @@ def test_tiles_of_two_inputs_at_an_offset_are_each_transposed_once():
     np.testing.assert_array_equal(b.numpy().reshape(rows, lanes), columns + c_columns + c_columns)
 
 
-def _store_tile(rows: int, lanes: int) -> tvm.IRModule:
-    """``b[:, i] = 2 * a[i, :]``: each iteration of the marked loop stores one vector across ``lanes`` rows of
-    ``b`` (an NCHW conv's tile epilogue)."""
-
-    @T.prim_func
-    def tile(a: T.handle, b: T.handle):
-        T.func_attr({"global_symbol": "main"})
-        A = T.match_buffer(a, (rows * lanes,), "float32")
-        B = T.match_buffer(b, (rows * lanes,), "float32")
-        for i in T.serial(rows, annotations={ANNOTATION: 1}):
-            B[T.Ramp(i, rows, lanes)] = A[T.Ramp(i * lanes, 1, lanes)] * T.float32(2)
-
-    return tvm.IRModule({"main": tile})
-
-
 @pytest.mark.parametrize("rows, lanes", [(2, 8), (4, 8), (4, 16), (8, 8), (16, 16)])
 def test_a_marked_tile_stored_across_rows_is_transposed_in_registers(rows, lanes):
-    mod = _store_tile(rows, lanes)
+    mod = _tile(rows, lanes, store_across=True)
     assert all(s == 1 for s in _strides(register_transpose(mod)["main"]))
     lib = tvm.tirx.build(mod, target="llvm", pipeline=PIPELINE)
     a = np.random.default_rng(rows + lanes).standard_normal(rows * lanes).astype("float32")

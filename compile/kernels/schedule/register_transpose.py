@@ -156,6 +156,22 @@ def _reads_memory(expr) -> bool:
     return bool(found)
 
 
+class _Bindings:
+    """Calling it binds a value to a new variable (so that each shuffle is computed once); :meth:`before` puts the
+    bindings, in order, ahead of the statements that use them."""
+
+    def __init__(self):
+        self.pairs: list[tuple[tirx.Var, tirx.PrimExpr]] = []
+
+    def __call__(self, value: tirx.PrimExpr) -> tirx.Var:
+        var = tirx.Var(f"transpose{len(self.pairs)}", value.ty)
+        self.pairs.append((var, value))
+        return var
+
+    def before(self, stmts: list[tirx.Stmt]) -> tirx.Stmt:
+        return tirx.SeqStmt([*(tirx.LetStmt(var, value) for var, value in self.pairs), *stmts])
+
+
 def _unrolled_transpose(loop: tirx.For) -> tirx.Stmt:
     k, rows = loop.loop_var, int(loop.extent)
     body = _inline_binds(loop.body)
@@ -173,12 +189,7 @@ def _unrolled_transpose(loop: tirx.For) -> tirx.Stmt:
             groups.append(group)
         stand_in[load] = group[2]
     body = tvm_ffi.structural_map(body, (TensorLoad, lambda node: stand_in.get(node, node)))
-    lets: list[tuple[tirx.Var, tirx.PrimExpr]] = []
-
-    def bind(value):
-        var = tirx.Var(f"transpose{len(lets)}", value.ty)
-        lets.append((var, value))
-        return var
+    bind = _Bindings()
 
     columns = {}
     for load, base0, var in groups:
@@ -191,7 +202,7 @@ def _unrolled_transpose(loop: tirx.For) -> tirx.Stmt:
         _substitute(body, {k: tirx.const(i, k.ty), **{var: cols[i] for var, cols in columns.items()}})
         for i in range(rows)
     ]
-    return tirx.SeqStmt([*(tirx.LetStmt(var, value) for var, value in lets), *iterations])
+    return bind.before(iterations)
 
 
 def _transposed_store(loop: tirx.For, body: tirx.Stmt) -> tirx.Stmt:
@@ -209,12 +220,7 @@ def _transposed_store(loop: tirx.For, body: tirx.Stmt) -> tirx.Stmt:
     coef = tvm.sym.detect_linear_equation(tvm.sym.Analyzer().simplify(ramp.base), [k])
     if len(coef) != 2 or not isinstance(coef[0], (int, tirx.IntImm)) or int(coef[0]) != 1:
         return loop
-    lets: list[tuple[tirx.Var, tirx.PrimExpr]] = []
-
-    def bind(value):
-        var = tirx.Var(f"transpose{len(lets)}", value.ty)
-        lets.append((var, value))
-        return var
+    bind = _Bindings()
 
     values = [bind(_substitute(body.value, {k: tirx.const(i, k.ty)})) for i in range(rows)]
     for _ in range(rows.bit_length() - 1):
@@ -230,7 +236,7 @@ def _transposed_store(loop: tirx.For, body: tirx.Stmt) -> tirx.Stmt:
         for v, vector in enumerate(values)
         for p in range(lanes // rows)
     ]
-    return tirx.SeqStmt([*(tirx.LetStmt(var, value) for var, value in lets), *stores])
+    return bind.before(stores)
 
 
 def _reads(expr, buffer) -> bool:
