@@ -45,7 +45,7 @@ from tvm.s_tir import Schedule
 from .kernels.relax_emit import OPAQUE
 from .kernels.schedule import select
 from .kernels.schedule.generic import partition, pow2_divisor
-from .kernels.schedule.register_transpose import ANNOTATION, CACHE_LINE_BYTES
+from .kernels.schedule.register_transpose import ANNOTATION, CACHE_LINE_BYTES, tiles_per_line
 
 __all__ = ["CpuScheduleCfg", "cpu_schedule_cfg", "schedule_primfunc", "needs_schedule", "GenericCpuSchedule"]
 
@@ -192,8 +192,7 @@ def _register_transposed_tile(
     transpose of contiguous loads (:mod:`~.kernels.schedule.register_transpose` takes the loop marked here):
     ``(k / (g * rows), inner / width, g, width / lanes, rows (marked), lanes (vector))``, where the ``g`` tiles
     of one cache line (at most ``line / rows``, a divisor of the tile count) run one after another."""
-    tiles = _extent(sch, loops[k]) // rows
-    per_line = max(d for d in range(1, max(1, line // rows) + 1) if tiles % d == 0)
+    per_line = tiles_per_line(_extent(sch, loops[k]) // rows, rows, line)
     ko, kq, ki = sch.split(loops[k], [None, per_line, rows])
     io, iv, inner = sch.split(loops[-1], [None, width // cfg.lanes, cfg.lanes])
     outer = [*loops[:k], ko, io]

@@ -261,7 +261,7 @@ def _schedule_gemm(sch: Schedule, cfg: TileConfig) -> str | None:
     sch.reorder(*outer, mo, no, mi, nv, nl)
     steps = _accumulate(sch, acc, no, tile, cfg)
     # 4. epilogue: vectorised over n, unrolled over the tile (or its rows transposed, where they are contiguous)
-    if across and tile.mr > 1:
+    if across:
         sch.reorder(nv, mi, nl)
         sch.annotate(mi, ANNOTATION, 1)
         vectorize_unroll(sch, [nv, nl])

@@ -17,8 +17,9 @@ The mirror case, a marked loop whose body is one strided vector store ``y[Ramp(b
 interleave and ``L`` contiguous stores of ``R`` elements (:func:`_transposed_store`).
 
 A marked loop is left as it is where the pattern does not hold: a strided load under a condition (a concatenation's
-``if_then_else``, whose untaken side may be out of bounds), a body that writes the buffer it reads, or an address
-that depends on a variable the body defines.
+``if_then_else``, whose untaken side may be out of bounds), a body that writes the buffer it reads or defines a
+variable (unrolled, the definition would repeat), a store whose value reads the buffer it writes, or a loop that
+does not start at 0.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from tvm import tirx
 from tvm.ir.expr import TensorLoad
 from tvm.tirx.compilation_pipeline import get_tir_pipeline, register_tir_pipeline
 
-__all__ = ["ANNOTATION", "PIPELINE", "CACHE_LINE_BYTES", "register_transpose"]
+__all__ = ["ANNOTATION", "PIPELINE", "CACHE_LINE_BYTES", "tiles_per_line", "register_transpose"]
 
 ANNOTATION = "bhvit.register_transpose"  # on the loop over the R rows of an R x L transposing tile
 PIPELINE = "bhvit"  # TVM's TIR pipeline followed by :func:`register_transpose` (registered on import)
@@ -77,7 +78,6 @@ def _strided_loads(body: tirx.Stmt, k: tirx.Var, rows: int) -> list[TensorLoad] 
     """The loads of ``body`` whose index is ``Ramp(base, stride, lanes)`` with ``base`` moving by one per step of
     ``k``, ``|stride| > 1`` and ``lanes`` a power-of-two multiple of ``rows``; None if any such load sits under a
     condition, or the body writes a loaded buffer or defines a variable (a loop, a binding)."""
-    analyzer = tvm.sym.Analyzer()
     found: list[TensorLoad] = []
     conditional: list[TensorLoad] = []
     written, defined = set(), set()
@@ -95,17 +95,7 @@ def _strided_loads(body: tirx.Stmt, k: tirx.Var, rows: int) -> list[TensorLoad] 
         collect(node, found)
 
     def collect(node, into):
-        if not isinstance(node, TensorLoad) or len(node.indices) != 1:
-            return
-        ramp = node.indices[0]
-        if not isinstance(ramp, tirx.Ramp) or not _power_multiple(int(ramp.lanes), rows):
-            return
-        if not isinstance(ramp.stride, tirx.IntImm):
-            return
-        if abs(int(ramp.stride.value)) <= 1:
-            return
-        coef = tvm.sym.detect_linear_equation(analyzer.simplify(ramp.base), [k])
-        if len(coef) == 2 and isinstance(coef[0], (int, tirx.IntImm)) and int(coef[0]) == 1:
+        if isinstance(node, TensorLoad) and _tile_index(node.indices, k, rows):
             into.append(node)
 
     tvm_ffi.structural_walk(body, visit)
@@ -114,8 +104,30 @@ def _strided_loads(body: tirx.Stmt, k: tirx.Var, rows: int) -> list[TensorLoad] 
     return None if any(load.source in written for load in found) else found
 
 
-def _power_multiple(lanes: int, rows: int) -> bool:
-    return lanes % rows == 0 and (lanes & (lanes - 1)) == 0 and rows > 1
+def _tile_index(indices, k: tirx.Var, rows: int) -> bool:
+    """Whether ``indices`` is one ``Ramp(base, stride, lanes)`` of a tile's row ``k``: ``base`` moving by one per
+    step of ``k``, a constant ``|stride| > 1`` and ``lanes`` a power-of-two multiple of ``rows`` (> 1)."""
+    if len(indices) != 1 or not isinstance(ramp := indices[0], tirx.Ramp):
+        return False
+    lanes = int(ramp.lanes)
+    if rows < 2 or lanes % rows or lanes & (lanes - 1):
+        return False
+    if not isinstance(ramp.stride, tirx.IntImm) or abs(int(ramp.stride)) <= 1:
+        return False
+    coef = tvm.sym.detect_linear_equation(tvm.sym.Analyzer().simplify(ramp.base), [k])
+    return len(coef) == 2 and isinstance(coef[0], (int, tirx.IntImm)) and int(coef[0]) == 1
+
+
+def _at_zero(expr, k: tirx.Var):
+    """``expr`` at ``k = 0``, simplified."""
+    return tvm.sym.Analyzer().simplify(_substitute(expr, {k: tirx.const(0, k.ty)}))
+
+
+def tiles_per_line(tiles: int, rows: int, line_elements: int) -> int:
+    """How many consecutive tiles of ``rows`` rows share the cache lines of their input (``line_elements`` per
+    line): the largest divisor of ``tiles`` up to ``line_elements / rows``. The schedules run them one after
+    another, so each line is read once."""
+    return max(d for d in range(1, max(1, line_elements // rows) + 1) if tiles % d == 0)
 
 
 def _substitute(node, mapping: dict):
@@ -131,7 +143,7 @@ def _inline_binds(body: tirx.Stmt) -> tirx.Stmt:
         return body
     values, stmts = {}, []
     for stmt in body.seq:
-        if isinstance(stmt, tirx.LetStmt) and _reads_memory(stmt.value):
+        if isinstance(stmt, tirx.LetStmt) and _reads(stmt.value):
             return body
         if isinstance(stmt, tirx.LetStmt):
             values[stmt.var] = _substitute(stmt.value, values)
@@ -150,9 +162,15 @@ def _same_tile(load: TensorLoad, base0, other: TensorLoad, other_base0) -> bool:
     )
 
 
-def _reads_memory(expr) -> bool:
+def _reads(expr, buffer=None) -> bool:
+    """Whether ``expr`` loads from ``buffer`` (from any buffer when None)."""
     found = []
-    tvm_ffi.structural_walk(expr, lambda node: found.append(node) if isinstance(node, TensorLoad) else None)
+
+    def visit(node):
+        if isinstance(node, TensorLoad) and (buffer is None or node.source.same_as(buffer)):
+            found.append(node)
+
+    tvm_ffi.structural_walk(expr, visit)
     return bool(found)
 
 
@@ -182,16 +200,14 @@ def _unrolled_transpose(loop: tirx.For) -> tirx.Stmt:
     stand_in = {}
     for load in loads:
         ramp = load.indices[0]
-        base0 = tvm.sym.Analyzer().simplify(_substitute(ramp.base, {k: tirx.const(0, k.ty)}))
+        base0 = _at_zero(ramp.base, k)
         group = next((g for g in groups if _same_tile(g[0], g[1], load, base0)), None)
         if group is None:
             group = (load, base0, tirx.Var(f"transposed{len(groups)}", load.ty))
             groups.append(group)
         stand_in[load] = group[2]
     body = tvm_ffi.structural_map(body, (TensorLoad, lambda node: stand_in.get(node, node)))
-    bind = _Bindings()
-
-    columns = {}
+    bind, columns = _Bindings(), {}
     for load, base0, var in groups:
         ramp = load.indices[0]
         lines = [
@@ -210,23 +226,15 @@ def _transposed_store(loop: tirx.For, body: tirx.Stmt) -> tirx.Stmt:
     across the output's rows: an NCHW conv epilogue) as its ``R`` values, their transpose in registers and ``L``
     contiguous stores of ``R`` elements; the loop itself where the body is anything else or reads ``y``."""
     k, rows = loop.loop_var, int(loop.extent)
-    if not isinstance(body, tirx.BufferStore) or len(body.indices) != 1:
+    if not isinstance(body, tirx.BufferStore) or not _tile_index(body.indices, k, rows):
         return loop
-    ramp = body.indices[0]
-    if not isinstance(ramp, tirx.Ramp) or not isinstance(ramp.stride, tirx.IntImm) or abs(int(ramp.stride)) <= 1:
+    if _reads(body.value, body.buffer):
         return loop
-    if not _power_multiple(int(ramp.lanes), rows) or _reads(body.value, body.buffer):
-        return loop
-    coef = tvm.sym.detect_linear_equation(tvm.sym.Analyzer().simplify(ramp.base), [k])
-    if len(coef) != 2 or not isinstance(coef[0], (int, tirx.IntImm)) or int(coef[0]) != 1:
-        return loop
-    bind = _Bindings()
-
+    ramp, bind = body.indices[0], _Bindings()
     values = [bind(_substitute(body.value, {k: tirx.const(i, k.ty)})) for i in range(rows)]
     for _ in range(rows.bit_length() - 1):
         values = [bind(v) for v in _interleave(values)]
-    lanes = int(ramp.lanes)
-    base0 = tvm.sym.Analyzer().simplify(_substitute(ramp.base, {k: tirx.const(0, k.ty)}))
+    lanes, base0 = int(ramp.lanes), _at_zero(ramp.base, k)
     stores = [
         tirx.BufferStore(
             body.buffer,
@@ -237,14 +245,6 @@ def _transposed_store(loop: tirx.For, body: tirx.Stmt) -> tirx.Stmt:
         for p in range(lanes // rows)
     ]
     return bind.before(stores)
-
-
-def _reads(expr, buffer) -> bool:
-    found = []
-    tvm_ffi.structural_walk(
-        expr, lambda node: found.append(node) if isinstance(node, TensorLoad) and node.source.same_as(buffer) else None
-    )
-    return bool(found)
 
 
 @tirx.transform.prim_func_pass(opt_level=0, name="bhvit.RegisterTranspose")

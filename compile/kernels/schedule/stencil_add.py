@@ -31,7 +31,7 @@ from ..blocks import OUT, ROW, TOKEN_TERM
 from ..params import StencilParams
 from . import select
 from .generic import FLOAT_BYTES, STACK_ALLOCA_BYTES, partition, pow2_divisor, vectorize_unroll
-from .register_transpose import ANNOTATION, CACHE_LINE_BYTES
+from .register_transpose import ANNOTATION, CACHE_LINE_BYTES, tiles_per_line
 
 __all__ = ["row_vector", "token_tile", "schedule"]
 
@@ -88,8 +88,7 @@ def _schedule_token_term(sch: Schedule, term, tile: TokenTile) -> None:
     contiguous channel runs and transposed in registers (the loop over the rows marked for
     :mod:`.register_transpose`); the tiles that share a cache line of tokens run one after another."""
     b, c, h, w = sch.get_loops(term)
-    channels = int(sch.get(c).extent)
-    per_line = pow2_divisor(channels // tile.rows, max(1, CACHE_LINE_BYTES // FLOAT_BYTES // tile.rows))
+    per_line = tiles_per_line(int(sch.get(c).extent) // tile.rows, tile.rows, CACHE_LINE_BYTES // FLOAT_BYTES)
     lines, group, rows = sch.split(c, [None, per_line, tile.rows])
     positions, lanes = sch.split(sch.fuse(h, w), [None, tile.lanes])
     sch.reorder(b, lines, positions, group, rows, lanes)
