@@ -169,6 +169,7 @@ def test_dense_residual_and_act_match_reference(m, k, n, r, with_act, target):
         (7, 30, 64, 16, 2, True),
         (9, 40, 128, 128, 1, True),  # pool = a copy
         (5, 70, 128, 2, 64, True),  # one group per word
+        (28, 300, 128, 64, 4, True),  # 5 words: a 7-row workspace tile, allocated once per task
     ],
 )
 def test_dense_pack_pool_matches_reference(m, k, n, r, ratio, with_bias, target):
@@ -183,7 +184,7 @@ def test_dense_pack_pool_matches_reference(m, k, n, r, ratio, with_bias, target)
     residual = (rng.standard_normal((m, r)) * 8).astype(np.float32)
     act = np.stack([rng.standard_normal(n), rng.random(n), rng.standard_normal(n)]).astype(np.float32)
     func = primfuncs.dense_pack_pool(DenseParams(m, k, n), ratio, with_bias, target, r, True, True)
-    lib = tvm.tirx.build(tvm.IRModule({"main": func}), target=target)
+    lib = tvm.tirx.build(tvm.IRModule({"main": func}), target=target, pipeline=PIPELINE)
     dev = tvm.cpu()
     packed, pooled = tvm.runtime.empty((m, n // 64), "uint64", dev), tvm.runtime.empty((m, n // ratio), "float32", dev)
     args = [
@@ -226,6 +227,24 @@ def test_dense_pack_pool_keeps_its_float_output_in_a_stack_tile():
 def test_dense_pack_pool_takes_more_rows_than_the_stack_holds_rather_than_one(target):
     """49 tokens: no divisor of 49 fits the stack but 1, so the tile takes 7 rows (a workspace) instead."""
     assert _float_tile(49, 1536, 6144, target) == (7, 64)
+
+
+def test_dense_pack_pool_with_a_long_reduction_takes_a_workspace_tile_allocated_once_per_task():
+    """x86, 12 reduction words (w=3 stage-2 fc1): 7 rows per tile though the float tile (1792 bytes) is then a
+    workspace, which TVM allocates in the parallel loop's body: the loop runs over tasks of several tiles, so the
+    allocation is once per task, ahead of the task's serial loop over its tiles. The A76 keeps its stack tile."""
+    assert _float_tile(196, 768, 3072, ZNVER4) == (7, 64)
+    rows, _ = _float_tile(196, 768, 3072, A76)
+    assert rows * 64 * 4 < 1024
+    func = primfuncs.dense_pack_pool(DenseParams(196, 768, 3072), 4, True, ZNVER4, 768, True, True)
+    lower, _, _ = tvm.tirx.get_tir_pipeline(PIPELINE)
+    llvm = Target({"kind": "llvm", "mcpu": "znver4"}, host="llvm")
+    lowered = lower(tvm.tirx.transform.BindTarget(llvm)(tvm.IRModule({"main": func})))["main"].script()
+    tasks = re.search(r"for \w+ in T\.parallel\((\d+)\):", lowered)
+    tile = lowered.index("out = T.alloc_buffer((448,))")
+    serial = re.compile(r"for \w+ in range\(").search(lowered, tile)
+    assert tasks is not None and 64 <= int(tasks.group(1)) < 28 * 48  # tasks of several of the 28 x 48 tiles
+    assert tasks.end() < tile < serial.start()  # allocated in the task, before its loop over tiles
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,9 @@ The PrimFuncs are recognised by their block names (:mod:`..blocks`), and a GEMM'
 * ``"transpose"`` (a small operand copy before a GEMM): left serial, innermost loop whole.
 * ``"acc"`` + ``"out"`` + ``"pack"`` + ``"pool"`` (GEMM whose float output is internal): each parallel
   tile covers ``MR`` rows by one word (64 columns) of ``out``, computed as above into a stack tile
-  (``MR`` is capped so it fits, unless that leaves one row: then the tile is a workspace), then each tile row
-  packed (as above) and pooled by a shuffle tree (:mod:`.epilogue`).
+  (``MR`` is capped so it fits, except where that leaves one row or the reduction has 4 words or more: then the
+  tile is a workspace, allocated once per parallel task of a few tiles), then each tile row packed (as above) and
+  pooled by a shuffle tree (:mod:`.epilogue`).
 
 This module's :data:`GENERIC` config is correct on every LLVM target; x86 and rpi5 tune it.
 """
@@ -84,6 +85,9 @@ class TileConfig:
     # a tile whose rows are the output's contiguous axis (NCHW convs tiled pixels x channels) takes a power-of-two
     # MR and writes its rows through a register transpose (.register_transpose), not lane by lane
     transposed_stores: bool = False
+    # the fused MLP fc1 takes a tile of more rows than the stack holds (a workspace per parallel task) from this many
+    # reduction words on; None: only where the stack would hold one row
+    workspace_tile_words: int | None = None
 
     @property
     def float_lanes(self) -> int:
@@ -107,6 +111,7 @@ MICRO_KERNEL_ATTR = "bhvit.micro_kernel"  # PrimFunc attribute: the tensor intri
 STACK_ALLOCA_BYTES = 1024
 ACC_BYTES = 8  # int64 accumulators
 MIN_TRANSPOSED_ROWS = 4  # a tile stored through a register transpose
+MIN_TASKS = 64  # parallel tasks of a loop split into tasks (a few per thread keeps the threads' loads even)
 FLOAT_BYTES = 4
 
 
@@ -358,15 +363,16 @@ def _split_init(sch: Schedule, acc, steps: _Accumulation) -> str | None:
 
 
 def _schedule_gemm_pack_pool(sch: Schedule, cfg: TileConfig) -> str | None:
-    """Per parallel tile of MR rows x one word: the GEMM tile into a stack buffer (a workspace where the stack holds
-    only one row), then its pack and pool."""
+    """Per tile of MR rows x one word: the GEMM tile into a stack buffer (a workspace per task of tiles where the
+    stack holds only one row or the reduction is long), then its pack and pool."""
     out, acc = sch.get_sblock(OUT), sch.get_sblock(ACC)
     m, n = sch.get_loops(out)
     stack_rows = (STACK_ALLOCA_BYTES - 1) // (WORD_BITS * FLOAT_BYTES)
     tile = choose_tile(_extent(sch, m), WORD_BITS, replace(cfg, max_rows=min(cfg.max_rows, stack_rows)))
-    if tile.mr == 1:
-        # one row loads a weight vector per popcount; more rows pay for their tile's workspace allocation (w=3
-        # stage-3 fc1, 49 rows: 7 x 16 instead of 1 x 64, 0.81 -> 0.57 ms; stage 0 as 7 x 16: 1.8 -> 2.3 ms)
+    long = cfg.workspace_tile_words is not None and _reduction_extent(sch, acc) >= cfg.workspace_tile_words
+    if tile.mr == 1 or long:
+        # one row loads a weight vector per popcount; more rows than the stack holds make the tile a workspace,
+        # allocated once per parallel task (below)
         tile = choose_tile(_extent(sch, m), WORD_BITS, cfg)
     mo, mi = sch.split(m, [None, tile.mr])
     no, nc, nv, nl = sch.split(n, [None, WORD_BITS // (tile.nr * tile.vl), tile.nr, tile.vl])
@@ -375,8 +381,16 @@ def _schedule_gemm_pack_pool(sch: Schedule, cfg: TileConfig) -> str | None:
     # wide on every target: the pack and pool read the tile back in whole-row vectors, which only stores as wide
     # forward to (x86, 8-lane stores: stage-0 fc1 1.2x slower, w=1's stage-1 fc1 1.3-1.5x)
     _vectorize_epilogue(sch, mi, nv, nl, True)
-    word = sch.fuse(mo, no)
-    sch.parallel(word)
+    if tile.mr > stack_rows:
+        # parallel tasks of a few words each: TVM allocates a workspace in the innermost parallel loop's body, so
+        # once per task, not once per tile (w=3 stage-1 fc1: 5376 tiles per call)
+        words, tiles = _extent(sch, no), _extent(sch, mo) * _extent(sch, no)
+        per_task = max((d for d in range(1, words + 1) if words % d == 0 and tiles // d >= MIN_TASKS), default=1)
+        no, word = sch.split(no, [None, per_task])
+        sch.parallel(sch.fuse(mo, no))
+    else:
+        word = sch.fuse(mo, no)
+        sch.parallel(word)
     pack, pool = sch.get_sblock(PACK), sch.get_sblock(POOL)
     rf = None
     if cfg.sign_word is None:  # before the move: rfactor needs the block first under its outer loop
@@ -387,13 +401,24 @@ def _schedule_gemm_pack_pool(sch: Schedule, cfg: TileConfig) -> str | None:
     if rf is not None:
         if tile.mr > 1:  # the rfactor put the lane loop first: rows outermost again
             for block in (rf, pack):
-                lane, row = sch.get_loops(block)[1:3]
+                loops = sch.get_loops(block)
+                at = next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(word)))
+                lane, row = loops[at + 1 : at + 3]
                 sch.reorder(row, lane)
         _vectorize_lanes(sch, pack, rf)
     else:
         _sign_word(sch, pack, cfg)
     _pool_tile(sch, pool)
     return _split_init(sch, acc, steps)
+
+
+def _reduction_extent(sch: Schedule, block) -> int:
+    """The product of a block's reduction extents (the words a GEMM's popcount sums run over)."""
+    extent = 1
+    for iv in sch.get(block).iter_vars:
+        if iv.iter_type == tirx.IterVar.CommReduce:
+            extent *= int(iv.dom.extent)
+    return extent
 
 
 def _has_threshold(sch: Schedule, pack) -> bool:
