@@ -102,14 +102,43 @@ class BinaryConverters:
             target=self.target,
         )
 
+    def head_split(self, node: fx.Node, importer) -> _kernels.HeadSplit | None:
+        """Where an attention operand is ``permute(view(x [+ view(shift)], (B, n, H, d)), (0, 2, 1, 3))`` (the
+        exported deploy form's head split of the shifted q, k or v tokens), its source: the packs then read ``x`` and
+        add ``shift`` (a lifted parameter) themselves. None for any other producer."""
+        if node.target != torch.ops.aten.permute.default or list(node.args[1]) != [0, 2, 1, 3]:
+            return None
+        split = node.args[0]
+        if split.target != torch.ops.aten.view.default:
+            return None
+        x, shift = split.args[0], None
+        b, n, h, d = (int(s) for s in split.args[1])
+        if [int(s) for s in importer.env[x].ty.shape] != [b, n, h * d]:
+            return None
+        if x.target == torch.ops.aten.add.Tensor and isinstance(x.args[1], fx.Node):
+            view = x.args[1]
+            if view.target == torch.ops.aten.view.default and view.args[0].name in self._values:
+                x, shift = x.args[0], self.const(view.args[0]).reshape(-1)
+        return _kernels.HeadSplit(importer.env[x], shift)
+
     def qk(self, node: fx.Node, importer):
         q, k = node.args
-        return _kernels.emit_binary_qk(importer.block_builder, importer.env[q], importer.env[k], target=self.target)
+        return _kernels.emit_binary_qk(
+            importer.block_builder,
+            importer.env[q],
+            importer.env[k],
+            target=self.target,
+            sources=(self.head_split(q, importer), self.head_split(k, importer)),
+        )
 
     def av(self, node: fx.Node, importer):
         levels, v = node.args
         return _kernels.emit_binary_av(
-            importer.block_builder, importer.env[levels], importer.env[v], target=self.target
+            importer.block_builder,
+            importer.env[levels],
+            importer.env[v],
+            target=self.target,
+            source=self.head_split(v, importer),
         )
 
     def patch_conv(self, node: fx.Node, importer):

@@ -77,6 +77,16 @@ def pack_tokens(p: AttentionParams, target: Target) -> tirx.PrimFunc:
     return _scheduled([v, battention.pack_tokens(v)], target)
 
 
+def pack_heads(p: AttentionParams, with_shift: bool, along_tokens: bool, target: Target) -> tirx.PrimFunc:
+    """Token-major x (B, n, H*d) float32 [, shift (H*d,)] -> q/k words (B, H, n, dw) or, ``along_tokens``, v words
+    (B, H, nw, d) of the split heads."""
+    x = _float_input((p.batch, p.tokens, p.heads * p.dim))
+    shift = _float_input((p.heads * p.dim,), "shift") if with_shift else None
+    return _scheduled(
+        [x, *([shift] if shift is not None else []), battention.pack_heads(x, p.heads, shift, along_tokens)], target
+    )
+
+
 def pack_levels(p: AttentionParams, target: Target) -> tirx.PrimFunc:
     levels = _float_input((p.batch, p.heads, p.tokens, p.tokens), "levels")
     return _scheduled([levels, battention.pack_levels(levels)], target)

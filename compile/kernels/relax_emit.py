@@ -49,6 +49,7 @@ __all__ = [
     "emit_binary_dense",
     "emit_binary_mlp",
     "emit_binary_conv2d",
+    "HeadSplit",
     "emit_binary_qk",
     "emit_binary_av",
     "emit_patch_conv",
@@ -337,21 +338,57 @@ def _attention_params(shape: Sequence[int]) -> AttentionParams:
     return AttentionParams(*shape)
 
 
-def emit_binary_qk(bb: relax.BlockBuilder, q: relax.Expr, k: relax.Expr, *, target) -> relax.Expr:
-    """(B, H, n, d) float32 q, k -> (B, H, n, n) float32 scores sign(q) @ sign(k)^T."""
+class HeadSplit(NamedTuple):
+    """The source of a (B, H, n, d) attention operand that is the head split ``(B, n, H, d) -> (B, H, n, d)`` of a
+    token-major tensor ``tokens`` (B, n, H*d) plus an optional per-channel ``shift`` (H*d,): its packs read
+    ``tokens`` and add ``shift`` themselves, so the shifted, transposed copy is never made."""
+
+    tokens: relax.Expr
+    shift: np.ndarray | None = None
+
+
+def _pack_heads(
+    bb: relax.BlockBuilder, t: relax.Expr, source: HeadSplit | None, p: AttentionParams, along_tokens: bool, target
+) -> relax.Expr:
+    """The words of an attention operand ``t`` (B, H, n, d), q and k along ``d``, v (``along_tokens``) along the
+    tokens: from its token-major ``source`` where it has one, else from ``t``."""
+    key = "x".join(map(str, _shape(t)))
+    shape = (p.batch, p.heads, p.token_words, p.dim) if along_tokens else (p.batch, p.heads, p.tokens, p.dim_words)
+    kind = "tokens" if along_tokens else "rows"
+    if source is None:
+        func = primfuncs.pack_tokens(p, target) if along_tokens else primfuncs.pack_rows(_shape(t), False, target)
+        return _call(bb, func, f"bpack_{kind}_{key}", [t], shape, "uint64")
+    if _shape(source.tokens) != [p.batch, p.tokens, p.heads * p.dim]:
+        raise ValueError(f"head split: tokens {source.tokens.ty.shape} do not split into {_shape(t)}")
+    func = primfuncs.pack_heads(p, source.shift is not None, along_tokens, target)
+    name = f"bpack_heads_{kind}_{key}{_suffix(source.shift, None)}"
+    return _call(bb, func, name, [source.tokens, *_opt(source.shift)], shape, "uint64")
+
+
+def emit_binary_qk(
+    bb: relax.BlockBuilder,
+    q: relax.Expr,
+    k: relax.Expr,
+    *,
+    target,
+    sources: tuple[HeadSplit | None, HeadSplit | None] = (None, None),
+) -> relax.Expr:
+    """(B, H, n, d) float32 q, k -> (B, H, n, n) float32 scores sign(q) @ sign(k)^T; ``sources``: the token-major
+    tensors q and k are the head splits of, where known (:class:`HeadSplit`)."""
     target = _target(target)
     p = _attention_params(_shape(q))
     key = "x".join(map(str, _shape(q)))
-    pack = primfuncs.pack_rows(_shape(q), False, target)
-    packed = (p.batch, p.heads, p.tokens, p.dim_words)
-    qp, kp = (_call(bb, pack, f"bpack_rows_{key}", [t], packed, "uint64") for t in (q, k))
+    qp, kp = (_pack_heads(bb, t, source, p, False, target) for t, source in zip((q, k), sources))
     kernel = Kernel("binary attention sign(q)·sign(k)ᵀ", p.batch * p.heads * p.tokens * p.tokens * p.dim)
     scores = (p.batch, p.heads, p.tokens, p.tokens)
     return _call(bb, primfuncs.qk(p, target), f"bqk_{key}", [qp, kp], scores, "float32", kernel)
 
 
-def emit_binary_av(bb: relax.BlockBuilder, levels: relax.Expr, v: relax.Expr, *, target) -> relax.Expr:
-    """levels (B, H, n, n) float32 integers 0..3, v (B, H, n, d) -> levels @ sign(v), (B, H, n, d) float32."""
+def emit_binary_av(
+    bb: relax.BlockBuilder, levels: relax.Expr, v: relax.Expr, *, target, source: HeadSplit | None = None
+) -> relax.Expr:
+    """levels (B, H, n, n) float32 integers 0..3, v (B, H, n, d) -> levels @ sign(v), (B, H, n, d) float32;
+    ``source``: the token-major tensor v is the head split of, where known (:class:`HeadSplit`)."""
     target = _target(target)
     p = _attention_params(_shape(v))
     key = "x".join(map(str, _shape(v)))
@@ -363,14 +400,7 @@ def emit_binary_av(bb: relax.BlockBuilder, levels: relax.Expr, v: relax.Expr, *,
         (p.batch, p.heads, p.tokens, LEVELS, words(p.tokens)),
         "uint64",
     )
-    vp = _call(
-        bb,
-        primfuncs.pack_tokens(p, target),
-        f"bpack_tokens_{key}",
-        [v],
-        (p.batch, p.heads, p.token_words, p.dim),
-        "uint64",
-    )
+    vp = _pack_heads(bb, v, source, p, True, target)
     kernel = Kernel(
         "binary attention levels·sign(v) (3 masks)", p.batch * p.heads * p.tokens * p.tokens * p.dim * LEVELS
     )

@@ -413,6 +413,23 @@ def test_attention_matches_reference(shape, target):
     )
 
 
+@TARGETS
+@pytest.mark.parametrize("along_tokens", [False, True], ids=["q_k", "v"])
+@pytest.mark.parametrize("shifted", [True, False], ids=["shift", "plain"])
+def test_head_split_packs_read_the_token_major_tensor(along_tokens, shifted, target):
+    """q/k (along the head dim) and v (along the tokens) packed straight from the (B, n, H*d) tokens, with the
+    shift added in the pack: the words of ``(x + shift)`` split into heads and transposed."""
+    p = AttentionParams(2, 3, 53, 128)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((p.batch, p.tokens, p.heads * p.dim)).astype(np.float32)
+    shift = rng.standard_normal(p.heads * p.dim).astype(np.float32)
+    heads = (x + shift if shifted else x).reshape(p.batch, p.tokens, p.heads, p.dim).transpose(0, 2, 1, 3)
+    expected = ref.pack_tokens(heads) if along_tokens else ref.pack_rows(heads)
+    func = primfuncs.pack_heads(p, shifted, along_tokens, target)
+    got = _run(func, [x, *([shift] if shifted else [])], expected.shape, "uint64", target)
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_x86_gemm_off_the_vector_width_tiles_whole_rows():
     """53 keys: each row is 6 whole int64x8 vectors and one 5-lane vector (not 53 scalar columns)."""
     func = primfuncs.qk(AttentionParams(1, 2, 53, 128), ZNVER4)

@@ -17,11 +17,11 @@ from __future__ import annotations
 from tvm import te, tirx
 
 from ..blocks import ACC, OUT, ROWSUM, TRANSPOSE, tile_axes
-from ..params import LEVELS, AttentionParams
+from ..params import LEVELS, AttentionParams, words
 from ._common import placeholder, popcount, signed_dot
-from .bitpack import pack
+from .bitpack import pack, sign_bit
 
-__all__ = ["pack_levels", "pack_tokens", "bqk", "bav"]
+__all__ = ["pack_levels", "pack_tokens", "pack_heads", "bqk", "bav"]
 
 
 def pack_levels(levels: te.Tensor) -> te.Tensor:
@@ -35,6 +35,23 @@ def pack_tokens(v: te.Tensor) -> te.Tensor:
     """(B, H, n, d) float32 -> (B, H, Nw, d) uint64, packed along the token axis."""
     b_, h_, n_, d_ = (int(s) for s in v.shape)
     return pack((b_, h_, -(-n_ // 64), d_), 2, n_, lambda i: v[i[0], i[1], i[2], i[3]] >= tirx.const(0.0, "float32"))
+
+
+def pack_heads(x: te.Tensor, heads: int, shift: te.Tensor | None, along_tokens: bool) -> te.Tensor:
+    """The packed q or k (B, H, n, Dw) (``along_tokens`` False, as :func:`.bitpack.pack_rows` of the split heads) or
+    v (B, H, Nw, d) (True, as :func:`pack_tokens`), read from the token-major (B, n, C) tensor before its head
+    split ``(B, n, H, d) -> (B, H, n, d)``, with the bits of ``x + shift`` (``shift`` (C,): the attention's learnable
+    shift, added here instead of in a pass of its own)."""
+    b_, n_, c_ = (int(s) for s in x.shape)
+    d_ = c_ // heads
+
+    def bit(i):  # i = (b, h, token, dim), the packed axis holding its bit position
+        channel = i[1] * d_ + i[3]
+        return sign_bit(x, (i[0], i[2], channel), shift, channel)
+
+    if along_tokens:
+        return pack((b_, heads, words(n_), d_), 2, n_, bit)
+    return pack((b_, heads, n_, words(d_)), 3, d_, bit)
 
 
 def bqk(p: AttentionParams, float_dot: bool = False) -> list[te.Tensor]:

@@ -18,7 +18,7 @@ from tvm.ir.expr import Expr as PrimExpr
 from ..blocks import PACK, WORD_AXIS_ATTR
 from ..params import WORD_BITS, words
 
-__all__ = ["pack", "pack_rows", "pack_channels"]
+__all__ = ["pack", "sign_bit", "pack_rows", "pack_channels"]
 
 BitFn = Callable[[tuple], PrimExpr]
 
@@ -42,7 +42,8 @@ def pack(out_shape: Sequence[int], word_axis: int, count: int, bit: BitFn) -> te
     return te.compute(tuple(out_shape), word, name=PACK, attrs={WORD_AXIS_ATTR: word_axis})
 
 
-def _signed(x: te.Tensor, idx: tuple, threshold: te.Tensor | None, channel) -> PrimExpr:
+def sign_bit(x: te.Tensor, idx: tuple, threshold: te.Tensor | None, channel) -> PrimExpr:
+    """Whether ``x[idx]`` (plus ``threshold[channel]``, when given) is >= 0: the bit it packs to."""
     value = x[idx] if threshold is None else x[idx] + threshold[channel]
     return value >= tirx.const(0.0, x.dtype)
 
@@ -50,7 +51,7 @@ def _signed(x: te.Tensor, idx: tuple, threshold: te.Tensor | None, channel) -> P
 def pack_rows(x: te.Tensor, threshold: te.Tensor | None = None) -> te.Tensor:
     """Pack the last axis: (..., K) float32 -> (..., ceil(K/64)) uint64; threshold shape (K,)."""
     *lead, k = (int(s) for s in x.shape)
-    return pack((*lead, words(k)), len(lead), k, lambda i: _signed(x, i, threshold, i[-1]))
+    return pack((*lead, words(k)), len(lead), k, lambda i: sign_bit(x, i, threshold, i[-1]))
 
 
 def pack_channels(x: te.Tensor, threshold: te.Tensor | None, groups: int, layout: str) -> te.Tensor:
@@ -65,7 +66,7 @@ def pack_channels(x: te.Tensor, threshold: te.Tensor | None, groups: int, layout
 
         def bit(i):
             ch = i[1] * cg + i[2]
-            return _signed(x, (i[0], ch, i[3], i[4]), threshold, ch)
+            return sign_bit(x, (i[0], ch, i[3], i[4]), threshold, ch)
 
         return pack((n, groups, words(cg), h, w), 2, cg, bit)
     if layout == "NHWC":
@@ -74,7 +75,7 @@ def pack_channels(x: te.Tensor, threshold: te.Tensor | None, groups: int, layout
 
         def bit(i):
             ch = i[3] * cg + i[4]
-            return _signed(x, (i[0], i[1], i[2], ch), threshold, ch)
+            return sign_bit(x, (i[0], i[1], i[2], ch), threshold, ch)
 
         return pack((n, h, w, groups, words(cg)), 4, cg, bit)
     raise ValueError(f"unsupported layout {layout!r}")
