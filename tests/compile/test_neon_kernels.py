@@ -22,7 +22,7 @@ import pytest
 tvm = pytest.importorskip("tvm")
 from bhvit.compile.kernels import packing, primfuncs  # noqa: E402
 from bhvit.compile.kernels import reference as ref  # noqa: E402
-from bhvit.compile.kernels.params import Conv2dParams, DenseParams  # noqa: E402
+from bhvit.compile.kernels.params import AttentionParams, Conv2dParams, DenseParams  # noqa: E402
 from bhvit.compile.kernels.schedule import select  # noqa: E402
 from bhvit.compile.kernels.schedule.generic import choose_tile, tensorized  # noqa: E402
 from tvm.target import Target  # noqa: E402
@@ -95,6 +95,15 @@ def _conv_case(layout, **kw):
     return primfuncs.conv2d(p, layout, True, A76), args, [expected.reshape(shape)]
 
 
+def _qk_case(p: AttentionParams):
+    rng = _rng()
+    q, k = (rng.standard_normal((p.batch, p.heads, p.tokens, p.dim)).astype(np.float32) for _ in range(2))
+    return primfuncs.qk(p, A76), [ref.pack_rows(q), ref.pack_rows(k)], [ref.qk(q, k)]
+
+
+QK_53_KEYS = AttentionParams(1, 2, 53, 192)  # a row of 26 two-lane vectors and one lane: 2 chunks of 13
+
+
 CONV = dict(in_channels=40, out_channels=24, height=9, width=16, kernel=(3, 3), padding=(1, 1), groups=2)
 CASES = {
     "dense_odd_pairs": lambda: _dense_case(10, 320, 6, 3),  # 5 x 3 pairs tile, 5 words
@@ -103,6 +112,16 @@ CASES = {
     "conv_nchw_rows": lambda: _conv_case("NCHW", **CONV),  # tile rows = output channels: row operand second
     "conv_nhwc": lambda: _conv_case("NHWC", **CONV),
 }
+
+
+def test_a76_attention_scores_sweep_a_long_row_in_register_chunks_of_int32_sums():
+    """53 keys: 27 vectors per row exceed the 16 accumulators, so the row's whole vectors run in 2 chunks of 13 (not
+    one scalar column at a time), each sum an int32 that converts to float a vector at a time."""
+    func = primfuncs.qk(QK_53_KEYS, A76)
+    script = func.script()
+    assert 'T.Cast("int32", T.popcount' in script and re.search(r"T\.vectorized\(2\)", script)
+    asm = tvm.tirx.build(tvm.IRModule({"main": func}), target=A76).inspect_source("asm")
+    assert re.search(r"scvtf\tv\d+\.[24]s", asm) and not re.search(r"scvtf\ts\d+, x", asm)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -172,7 +191,7 @@ def test_a76_kernels_match_the_oracles_under_qemu():
     work = Path(tempfile.mkdtemp(dir=ROOT / "tmp"))
     try:
         arrays, expected = {}, {}
-        for name, build in CASES.items():
+        for name, build in (CASES | {"qk_53_keys": lambda: _qk_case(QK_53_KEYS)}).items():
             func, args, outs = build()
             lib = tvm.tirx.build(tvm.IRModule({"main": func}), target=A76)
             lib.export_library(str(work / f"{name}.so"), cc="aarch64-linux-gnu-gcc")

@@ -18,7 +18,7 @@ from tvm import te, tirx
 
 from ..blocks import ACC, OUT, ROWSUM, TRANSPOSE, tile_axes
 from ..params import LEVELS, AttentionParams, words
-from ._common import placeholder, popcount, signed_dot
+from ._common import ACC_DTYPE, placeholder, popcount, signed_dot
 from .bitpack import pack, sign_bit
 
 __all__ = ["pack_levels", "pack_tokens", "pack_heads", "bqk", "bav"]
@@ -54,16 +54,16 @@ def pack_heads(x: te.Tensor, heads: int, shift: te.Tensor | None, along_tokens: 
     return pack((b_, heads, n_, words(d_)), 3, d_, bit)
 
 
-def bqk(p: AttentionParams, float_dot: bool = False) -> list[te.Tensor]:
-    """Return ``[q, k, out]``: packed (B, H, n, Dw) operands -> (B, H, n, n) float32 scores; ``float_dot`` as in
-    :func:`.bdense.bdense`."""
+def bqk(p: AttentionParams, float_dot: bool = False, acc_dtype: str = ACC_DTYPE) -> list[te.Tensor]:
+    """Return ``[q, k, out]``: packed (B, H, n, Dw) operands -> (B, H, n, n) float32 scores; ``float_dot`` and
+    ``acc_dtype`` as in :func:`.bdense.bdense`."""
     shape = (p.batch, p.heads, p.tokens, p.dim_words)
     q, k = placeholder(shape, "uint64", "q"), placeholder(shape, "uint64", "k")
     kt = te.compute((p.batch, p.heads, p.dim_words, p.tokens), lambda b, h, c, n: k[b, h, n, c], name=TRANSPOSE)
     c = te.reduce_axis((0, p.dim_words), name="c")
     acc = te.compute(
         (p.batch, p.heads, p.tokens, p.tokens),
-        lambda b, h, m, n: te.sum(popcount(q[b, h, m, c] ^ kt[b, h, c, n]), axis=c),
+        lambda b, h, m, n: te.sum(popcount(q[b, h, m, c] ^ kt[b, h, c, n], acc_dtype), axis=c),
         name=ACC,
         attrs=tile_axes(2, 3),
     )

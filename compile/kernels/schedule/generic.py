@@ -144,10 +144,9 @@ def choose_tile(m: int, n: int, cfg: TileConfig, acc_bytes: int = ACC_BYTES, pow
 
 
 def _tiles_whole_rows(n: int, cfg: TileConfig) -> bool:
-    """Whether a GEMM with ``n`` columns, not a multiple of the lanes, is tiled by whole rows: its ``ceil(n / lanes)``
-    accumulator vectors fit the register budget and TVM's stack-allocation limit."""
-    vectors = -(-n // cfg.lanes)
-    return n % cfg.lanes != 0 and n > cfg.lanes and vectors <= cfg.acc_regs and n * ACC_BYTES < STACK_ALLOCA_BYTES
+    """Whether a GEMM with ``n`` columns, not a multiple of the lanes, is tiled by whole rows: a row's accumulators
+    fit TVM's stack-allocation limit (a row of more vectors than the register budget is swept in chunks)."""
+    return n % cfg.lanes != 0 and n > cfg.lanes and n * ACC_BYTES < STACK_ALLOCA_BYTES
 
 
 def schedule(func: tirx.PrimFunc, cfg: TileConfig = GENERIC) -> IRModule:
@@ -285,7 +284,8 @@ def _stores_along(sch: Schedule, out, axis: int) -> bool:
 
 def _schedule_gemm_rows(sch: Schedule, cfg: TileConfig, n_ax: int) -> None:
     """One output row per tile, its columns partitioned into whole vectors and a shorter last vector; each piece
-    accumulates in registers with the reduction outermost."""
+    accumulates in registers with the reduction outermost, the whole vectors in chunks of at most the register
+    budget (the A76's 16 for 26 vectors of 53 keys: 2 chunks of 13)."""
     out, acc = sch.get_sblock(OUT), sch.get_sblock(ACC)
     loops = sch.get_loops(out)
     n = _extent(sch, loops[n_ax])
@@ -297,12 +297,17 @@ def _schedule_gemm_rows(sch: Schedule, cfg: TileConfig, n_ax: int) -> None:
     for piece in sch.loop_partition(cols, [body, None]):
         block = sch.get_child_blocks(piece)[0]
         col, *red = sch.get_loops(block)  # a partition piece is its own block scope: only its loops
+        chunk = []
         if _extent(sch, col) == body:
-            col, *lanes = sch.split(col, [None, cfg.lanes])
-            tile_loops = [col, *lanes]
+            vectors = body // cfg.lanes
+            per_chunk = max(d for d in range(1, min(vectors, cfg.acc_regs) + 1) if vectors % d == 0)
+            *chunk, col, lane = sch.split(
+                col, [None, per_chunk, cfg.lanes] if per_chunk < vectors else [None, cfg.lanes]
+            )
+            tile_loops = [col, lane]
         else:
             tile_loops = [col]
-        sch.reorder(*red, *tile_loops)
+        sch.reorder(*chunk, *red, *tile_loops)
         vectorize_unroll(sch, tile_loops)
         if red:
             init = sch.decompose_reduction(block, red[0])
