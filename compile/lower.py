@@ -115,10 +115,13 @@ class BinaryConverters:
         b, n, h, d = (int(s) for s in split.args[1])
         if [int(s) for s in importer.env[x].ty.shape] != [b, n, h * d]:
             return None
-        if x.target == torch.ops.aten.add.Tensor and isinstance(x.args[1], fx.Node):
-            view = x.args[1]
-            if view.target == torch.ops.aten.view.default and view.args[0].name in self._values:
-                x, shift = x.args[0], self.const(view.args[0]).reshape(-1)
+        if x.target == torch.ops.aten.add.Tensor and isinstance(x.args[1], fx.Node) and x.kwargs.get("alpha", 1) == 1:
+            view, source = x.args[1], x.args[0]
+            per_channel = view.target == torch.ops.aten.view.default and view.args[0].name in self._values
+            if per_channel and [int(s) for s in importer.env[source].ty.shape] == [b, n, h * d]:
+                values = self.const(view.args[0])
+                if values.size == h * d:  # one value per channel, broadcast over the tokens
+                    x, shift = source, values.reshape(-1)
         return _kernels.HeadSplit(importer.env[x], shift)
 
     def qk(self, node: fx.Node, importer):

@@ -24,6 +24,7 @@ __all__ = [
     "pack_rows",
     "pack_channels",
     "pack_tokens",
+    "pack_heads",
     "pack_levels",
     "dense",
     "dense_pack_pool",

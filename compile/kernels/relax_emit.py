@@ -360,6 +360,8 @@ def _pack_heads(
         return _call(bb, func, f"bpack_{kind}_{key}", [t], shape, "uint64")
     if _shape(source.tokens) != [p.batch, p.tokens, p.heads * p.dim]:
         raise ValueError(f"head split: tokens {source.tokens.ty.shape} do not split into {_shape(t)}")
+    if source.shift is not None and source.shift.shape != (p.heads * p.dim,):
+        raise ValueError(f"head split: shift {source.shift.shape} is not one value per channel")
     func = primfuncs.pack_heads(p, source.shift is not None, along_tokens, target)
     name = f"bpack_heads_{kind}_{key}{_suffix(source.shift, None)}"
     return _call(bb, func, name, [source.tokens, *_opt(source.shift)], shape, "uint64")
@@ -378,6 +380,8 @@ def emit_binary_qk(
     target = _target(target)
     p = _attention_params(_shape(q))
     key = "x".join(map(str, _shape(q)))
+    if len(sources) != 2:
+        raise ValueError(f"sources: one entry for q and one for k, got {len(sources)}")
     qp, kp = (_pack_heads(bb, t, source, p, False, target) for t, source in zip((q, k), sources))
     kernel = Kernel("binary attention sign(q)·sign(k)ᵀ", p.batch * p.heads * p.tokens * p.tokens * p.dim)
     scores = (p.batch, p.heads, p.tokens, p.tokens)

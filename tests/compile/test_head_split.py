@@ -20,20 +20,22 @@ B, N, H, D = 2, 53, 3, 64
 
 
 class _Products(torch.nn.Module):
-    """The deploy form's attention products on shifted tokens (q and v shifted, k not), head split as the model
-    writes it (``unflatten(-1, (H, d)).transpose(1, 2)``), plus one operand that is no head split (``levels``)."""
+    """The deploy form's attention products on shifted tokens (q and v shifted per channel), head split as the model
+    writes it (``unflatten(-1, (H, d)).transpose(1, 2)``), plus one operand that is no head split (``levels``); k
+    gets a per-token offset instead (a parameter viewed to (n, C)), which the pack must not take for a shift."""
 
     def __init__(self):
         super().__init__()
         rng = torch.Generator().manual_seed(3)
         self.q_shift = torch.nn.Parameter(torch.randn(H * D, generator=rng))
         self.v_shift = torch.nn.Parameter(torch.randn(H * D, generator=rng))
+        self.k_offset = torch.nn.Parameter(torch.randn(N * H * D, generator=rng))
 
     def forward(self, t: torch.Tensor, levels: torch.Tensor):
         def split(x):
             return x.unflatten(-1, (H, D)).transpose(1, 2)
 
-        scores = binary_qk(split(t + self.q_shift.view(-1)), split(t))
+        scores = binary_qk(split(t + self.q_shift.view(-1)), split(t + self.k_offset.view(N, H * D)))
         return scores, binary_av(levels, split(t + self.v_shift.view(-1)))
 
 
@@ -46,7 +48,8 @@ def test_head_splits_lower_to_packs_of_the_token_major_tensors():
     mod = to_relax(torch.export.export(module, inputs), HOST)
     text = relax.transform.DeadCodeElimination()(mod).script()
     key = f"{B}x{H}x{N}x{D}"
-    assert f"bpack_heads_rows_{key}_t," in text and f"bpack_heads_rows_{key}," in text  # q shifted, k plain
+    # q shifted in its pack; k packed from its sum with the offset, which stays an add of its own
+    assert f"bpack_heads_rows_{key}_t," in text and f"bpack_heads_rows_{key}," in text and "R.add" in text
     assert f"bpack_heads_tokens_{key}_t," in text and "R.permute_dims" not in text  # no transposed copy is left
     vm = relax.VirtualMachine(tvm.compile(mod, target=HOST), tvm.cpu())
     scores, out = vm["main"](*(tvm.runtime.tensor(a) for a in (t, levels)))

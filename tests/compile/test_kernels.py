@@ -170,6 +170,7 @@ def test_dense_residual_and_act_match_reference(m, k, n, r, with_act, target):
         (9, 40, 128, 128, 1, True),  # pool = a copy
         (5, 70, 128, 2, 64, True),  # one group per word
         (28, 300, 128, 64, 4, True),  # 5 words: a 7-row workspace tile, allocated once per task
+        (56, 300, 1024, 64, 8, True),  # 8 x 16 tiles: 64 parallel tasks of 2 tiles each
     ],
 )
 def test_dense_pack_pool_matches_reference(m, k, n, r, ratio, with_bias, target):

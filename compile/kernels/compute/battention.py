@@ -9,6 +9,8 @@
   (B, H, n, 3, Nw) by :func:`pack_levels`; ``v`` is packed along tokens to (B, H, Nw, d) by
   :func:`pack_tokens`. For a mask m and ±1 values s, ``sum_j m_j s_j = 2 popcount(m & s) - popcount(m)``,
   so ``out = 2 * sum popcount(mask & v) - rowsum`` with ``rowsum = sum popcount(mask)``.
+* :func:`pack_heads` packs q, k or v straight from the token-major (B, n, H*d) tensor they are split from, its
+  per-channel shift added in the pack.
 Blocks: ``"acc"`` (tile axes m = query, n = key or dim), ``"out"``, and for A·V ``"rowsum"``.
 """
 
@@ -34,7 +36,7 @@ def pack_levels(levels: te.Tensor) -> te.Tensor:
 def pack_tokens(v: te.Tensor) -> te.Tensor:
     """(B, H, n, d) float32 -> (B, H, Nw, d) uint64, packed along the token axis."""
     b_, h_, n_, d_ = (int(s) for s in v.shape)
-    return pack((b_, h_, -(-n_ // 64), d_), 2, n_, lambda i: v[i[0], i[1], i[2], i[3]] >= tirx.const(0.0, "float32"))
+    return pack((b_, h_, words(n_), d_), 2, n_, lambda i: v[i[0], i[1], i[2], i[3]] >= tirx.const(0.0, "float32"))
 
 
 def pack_heads(x: te.Tensor, heads: int, shift: te.Tensor | None, along_tokens: bool) -> te.Tensor:
@@ -43,6 +45,8 @@ def pack_heads(x: te.Tensor, heads: int, shift: te.Tensor | None, along_tokens: 
     split ``(B, n, H, d) -> (B, H, n, d)``, with the bits of ``x + shift`` (``shift`` (C,): the attention's learnable
     shift, added here instead of in a pass of its own)."""
     b_, n_, c_ = (int(s) for s in x.shape)
+    if c_ % heads:
+        raise ValueError(f"{c_} channels do not split into {heads} heads")
     d_ = c_ // heads
 
     def bit(i):  # i = (b, h, token, dim), the packed axis holding its bit position

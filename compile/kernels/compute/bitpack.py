@@ -42,7 +42,7 @@ def pack(out_shape: Sequence[int], word_axis: int, count: int, bit: BitFn) -> te
     return te.compute(tuple(out_shape), word, name=PACK, attrs={WORD_AXIS_ATTR: word_axis})
 
 
-def sign_bit(x: te.Tensor, idx: tuple, threshold: te.Tensor | None, channel) -> PrimExpr:
+def sign_bit(x: te.Tensor, idx: tuple, threshold: te.Tensor | None, channel: PrimExpr | int) -> PrimExpr:
     """Whether ``x[idx]`` (plus ``threshold[channel]``, when given) is >= 0: the bit it packs to."""
     value = x[idx] if threshold is None else x[idx] + threshold[channel]
     return value >= tirx.const(0.0, x.dtype)

@@ -14,14 +14,15 @@ The PrimFuncs are recognised by their block names (:mod:`..blocks`), and a GEMM'
   ``NR x lanes`` columns (axis ``n``), kept in registers of the config's accumulator type (``acc_dtype``, or the
   config's micro-kernel's own registers where it takes the tile) while the reduction runs; the
   float epilogue writes the tile; the loops outside the tile are fused and run in parallel.
-  When ``n`` is not a multiple of the lanes (attention's 53 keys) but a whole row fits the registers,
-  the tile is one row: its columns are partitioned into whole vectors and one shorter vector.
+  When ``n`` is not a multiple of the lanes (attention's 53 keys) but a row's sums fit the stack, the tile is one
+  row: its columns are partitioned into whole vectors and one shorter vector, the whole vectors swept in chunks
+  of at most the register budget.
 * ``"transpose"`` (a small operand copy before a GEMM): left serial, innermost loop whole.
 * ``"acc"`` + ``"out"`` + ``"pack"`` + ``"pool"`` (GEMM whose float output is internal): each parallel
   tile covers ``MR`` rows by one word (64 columns) of ``out``, computed as above into a stack tile
-  (``MR`` is capped so it fits, except where that leaves one row or the reduction has 4 words or more: then the
-  tile is a workspace, allocated once per parallel task of a few tiles), then each tile row packed (as above) and
-  pooled by a shuffle tree (:mod:`.epilogue`).
+  (``MR`` is capped so it fits, except where that leaves one row or the reduction has the config's
+  ``workspace_tile_words`` or more: then the tile is a workspace, allocated once per parallel task of a few tiles),
+  then each tile row packed (as above) and pooled by a shuffle tree (:mod:`.epilogue`).
 
 This module's :data:`GENERIC` config is correct on every LLVM target; x86 and rpi5 tune it.
 """
@@ -69,7 +70,7 @@ class TileConfig:
     acc_regs: int  # most int64 accumulator vectors a tile may hold (MR * NR)
     pack_lanes: int  # float32 lanes compared per vector op in the pack
     max_rows: int = 8  # MR cap (broadcast operands per reduction step)
-    acc_dtype: str = "int64"  # the popcount sums' type in the dense and conv computes
+    acc_dtype: str = "int64"  # the popcount sums' type in the dense, conv and Q·Kᵀ computes
     # form the dot products K - 2 * sums in float32, not in the sums' type (compute._common.signed_dot): on x86 an
     # int64 vector holds half a float vector's lanes (2 int64 ops per 8 lanes became 1 multiply-add per 16, w=3
     # 0.97x with the 7-row fc1 tile); on the A76 the integer form is shorter (tile epilogues 16 float ops, not 40)

@@ -26,8 +26,9 @@ AVX512_VPOPCNT = TileConfig(
     sign_word=sign_word_intrin,
     float_dot=True,
     transposed_stores=True,
-    # fc1 alone: w=3 stage 2 (12 words) 0.87x, stage 1 (6) 0.8-0.9x, w=1 stage 2 (4) 0.87x; w=3 stage 0 (3)
-    # 1.05-1.075x, w=1 stage 1 (2) 0.98-1.05x
+    # measured with AVX-512 VPOPCNTDQ (znver4) and taken as it is by the other two; fc1 alone: w=3 stage 2 (12
+    # words) 0.87x, stage 1 (6) 0.8-0.9x, w=1 stage 2 (4) 0.87x; w=3 stage 0 (3) 1.05-1.075x, w=1 stage 1 (2)
+    # 0.98-1.05x
     workspace_tile_words=4,
 )
 AVX512 = replace(AVX512_VPOPCNT, name="x86-avx512", acc_regs=24)
