@@ -13,7 +13,16 @@ from .compute import patch_conv as patch_compute
 from .compute import pool as pool_compute
 from .compute import stencil_add as stencil_compute
 from .compute._common import ACC_DTYPE, placeholder
-from .params import AttentionParams, Conv2dParams, DenseParams, PatchConvParams, PoolParams, StencilParams, words
+from .params import (
+    LEVELS,
+    AttentionParams,
+    Conv2dParams,
+    DenseParams,
+    PatchConvParams,
+    PoolParams,
+    StencilParams,
+    words,
+)
 from .schedule import patch_conv as patch_schedule
 from .schedule import pool as pool_schedule
 from .schedule import schedule_for, select
@@ -132,11 +141,14 @@ def qk(p: AttentionParams, target: Target) -> tirx.PrimFunc:
     tiles convert every sum to a float, which int32 sums do a vector at a time (A76, 3 words: 22.5% -> 30.5% of the
     llvm-mca ceiling with int32 instead of int64 sums)."""
     cfg = select(target)
-    return _scheduled(battention.bqk(p, cfg.float_dot, cfg.acc_dtype), target)
+    key_lanes = cfg.lanes if cfg.micro_kernel is not None else 1  # whole vectors of keys for the micro-kernel
+    return _scheduled(battention.bqk(p, cfg.float_dot, cfg.acc_dtype, key_lanes), target)
 
 
 def av(p: AttentionParams, target: Target) -> tirx.PrimFunc:
-    return _scheduled(battention.bav(p), target)
+    """Packed level masks, v -> A·V, through the target's micro-kernel where it takes the tile (A76, one token word:
+    its 3 masks against one word of v)."""
+    return _scheduled_gemm(lambda acc_dtype, _: battention.bav(p, acc_dtype), LEVELS * p.token_words, target)
 
 
 def patch_conv(p: PatchConvParams, tile: Tile, with_bias: bool) -> tirx.PrimFunc:

@@ -2,7 +2,8 @@
 equal the numpy oracles when run under qemu-aarch64 as a Cortex-A76, and their code holds the micro-kernel.
 
 The shapes are odd on purpose: an odd number of column pairs (the last pair reduced alone), a reduction of 3 and
-5 words, conv tiles with the row operand second (NCHW row vectors) and first (NHWC), a GEMM feeding pack/pool.
+5 words, conv tiles with the row operand second (NCHW row vectors) and first (NHWC), a GEMM feeding pack/pool,
+A·V's 3 level masks against one word of v in tiles of one row (53 queries) and of two.
 The assembly checks run wherever TVM does; the emulated run needs the arm64 root of scripts/qemu_setup.sh."""
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from bhvit.compile.kernels import packing, primfuncs  # noqa: E402
 from bhvit.compile.kernels import reference as ref  # noqa: E402
 from bhvit.compile.kernels.params import AttentionParams, Conv2dParams, DenseParams  # noqa: E402
 from bhvit.compile.kernels.schedule import select  # noqa: E402
-from bhvit.compile.kernels.schedule.generic import choose_tile, tensorized  # noqa: E402
+from bhvit.compile.kernels.schedule.generic import MICRO_KERNEL_ATTR, choose_tile, tensorized  # noqa: E402
 from tvm.target import Target  # noqa: E402
 
 pytestmark = pytest.mark.tvm
@@ -101,7 +102,14 @@ def _qk_case(p: AttentionParams):
     return primfuncs.qk(p, A76), [ref.pack_rows(q), ref.pack_rows(k)], [ref.qk(q, k)]
 
 
-QK_53_KEYS = AttentionParams(1, 2, 53, 192)  # a row of 26 two-lane vectors and one lane: 2 chunks of 13
+def _av_case(p: AttentionParams):
+    rng = _rng()
+    levels = rng.integers(0, 4, (p.batch, p.heads, p.tokens, p.tokens)).astype(np.float32)
+    v = rng.standard_normal((p.batch, p.heads, p.tokens, p.dim)).astype(np.float32)
+    return primfuncs.av(p, A76), [ref.pack_levels(levels), ref.pack_tokens(v)], [ref.av(levels, v)]
+
+
+QK_53_KEYS = AttentionParams(1, 2, 53, 192)  # keys padded to 27 two-lane vectors: 3 chunks of 9
 
 
 CONV = dict(in_channels=40, out_channels=24, height=9, width=16, kernel=(3, 3), padding=(1, 1), groups=2)
@@ -111,15 +119,17 @@ CASES = {
     "pack_pool": lambda: _pack_pool_case(8, 200, 128, 4),
     "conv_nchw_rows": lambda: _conv_case("NCHW", **CONV),  # tile rows = output channels: row operand second
     "conv_nhwc": lambda: _conv_case("NHWC", **CONV),
+    "av_one_row": lambda: _av_case(AttentionParams(1, 2, 53, 64)),  # 53 queries, a prime: 1-row tiles
+    "av_two_rows": lambda: _av_case(AttentionParams(1, 2, 50, 64)),
 }
 
 
-def test_a76_attention_scores_sweep_a_long_row_in_register_chunks_of_int32_sums():
-    """53 keys: 27 vectors per row exceed the 16 accumulators, so the row's whole vectors run in 2 chunks of 13 (not
-    one scalar column at a time), each sum an int32 that converts to float a vector at a time."""
+def test_a76_attention_scores_sweep_a_padded_row_in_register_chunks_of_the_micro_kernel():
+    """53 keys are padded to 54: the row's 27 vectors exceed the 16 accumulators, so they run in 3 chunks of 9 through
+    the micro-kernel (not one scalar column at a time), each sum an int32 that converts to float a vector at a
+    time."""
     func = primfuncs.qk(QK_53_KEYS, A76)
-    script = func.script()
-    assert 'T.Cast("int32", T.popcount' in script and re.search(r"T\.vectorized\(2\)", script)
+    assert str(func.attrs[MICRO_KERNEL_ATTR]) == "bhvit_neon_popcount_1x9x3_ab_int32"
     asm = tvm.tirx.build(tvm.IRModule({"main": func}), target=A76).inspect_source("asm")
     assert re.search(r"scvtf\tv\d+\.[24]s", asm) and not re.search(r"scvtf\ts\d+, x", asm)
 
@@ -130,7 +140,8 @@ def test_a76_kernels_use_the_micro_kernel(case):
     assert "llvm.aarch64.neon.udot" in func.script()  # the tile was tensorized
     asm = tvm.tirx.build(tvm.IRModule({"main": func}), target=A76).inspect_source("asm")
     ops = re.findall(r"^\s+(\w+)", asm, re.M)
-    assert ops.count("udot") >= ops.count("cnt") > 0  # every cnt feeds a udot that accumulates
+    # every 128-bit cnt feeds a udot that accumulates (A·V's row sums count single words: cnt .8b)
+    assert ops.count("udot") >= len(re.findall(r"\bcnt\tv\d+\.16b", asm)) > 0
     assert "uadalp" not in ops  # the int64 widening chain of LLVM's popcount is gone
 
 
@@ -143,8 +154,10 @@ def test_a76_tiles_have_rows_for_the_micro_kernel_and_x86_tiles_are_unchanged():
 
 
 def test_a76_gemm_without_the_micro_kernel_sums_in_int64_unless_one_word():
+    one_lane = primfuncs.dense(DenseParams(12, 192, 129), True, A76)  # 129 columns: a tile of one-lane vectors
+    assert not tensorized(one_lane) and 'T.Cast("int64", T.popcount' in one_lane.script()
     one_row = primfuncs.dense_pack_pool(DenseParams(53, 512, 2048), 4, True, A76, 2048, True, True)  # MR = 1
-    assert not tensorized(one_row) and 'T.Cast("int64", T.popcount' in one_row.script()
+    assert tensorized(one_row) and str(one_row.attrs[MICRO_KERNEL_ATTR]).endswith("_int32")
     one_word = primfuncs.dense(DenseParams(12, 64, 32), True, A76)
     assert not tensorized(one_word) and 'T.Cast("int32", T.popcount' in one_word.script()
     assert tensorized(primfuncs.dense(DenseParams(12, 128, 32), True, A76))

@@ -58,21 +58,31 @@ def pack_heads(x: te.Tensor, heads: int, shift: te.Tensor | None, along_tokens: 
     return pack((b_, heads, n_, words(d_)), 3, d_, bit)
 
 
-def bqk(p: AttentionParams, float_dot: bool = False, acc_dtype: str = ACC_DTYPE) -> list[te.Tensor]:
+def bqk(p: AttentionParams, float_dot: bool = False, acc_dtype: str = ACC_DTYPE, key_lanes: int = 1) -> list[te.Tensor]:
     """Return ``[q, k, out]``: packed (B, H, n, Dw) operands -> (B, H, n, n) float32 scores; ``float_dot`` and
-    ``acc_dtype`` as in :func:`.bdense.bdense`."""
+    ``acc_dtype`` as in :func:`.bdense.bdense`. The transposed k and the sums have their keys padded to a multiple
+    of ``key_lanes`` (zero words, whose sums nothing reads), so a row of sums is whole vectors of that many lanes."""
     shape = (p.batch, p.heads, p.tokens, p.dim_words)
     q, k = placeholder(shape, "uint64", "q"), placeholder(shape, "uint64", "k")
-    kt = te.compute((p.batch, p.heads, p.dim_words, p.tokens), lambda b, h, c, n: k[b, h, n, c], name=TRANSPOSE)
+    keys = -(-p.tokens // key_lanes) * key_lanes
+
+    def key_word(b, h, c, n):
+        return (
+            k[b, h, n, c]
+            if keys == p.tokens
+            else tirx.if_then_else(n < p.tokens, k[b, h, n, c], tirx.const(0, "uint64"))
+        )
+
+    kt = te.compute((p.batch, p.heads, p.dim_words, keys), key_word, name=TRANSPOSE)
     c = te.reduce_axis((0, p.dim_words), name="c")
     acc = te.compute(
-        (p.batch, p.heads, p.tokens, p.tokens),
+        (p.batch, p.heads, p.tokens, keys),
         lambda b, h, m, n: te.sum(popcount(q[b, h, m, c] ^ kt[b, h, c, n], acc_dtype), axis=c),
         name=ACC,
         attrs=tile_axes(2, 3),
     )
     out = te.compute(
-        acc.shape,
+        (p.batch, p.heads, p.tokens, p.tokens),
         lambda b, h, m, n: signed_dot(p.dim, acc[b, h, m, n], float_dot),
         name=OUT,
         attrs=tile_axes(2, 3),
@@ -80,21 +90,22 @@ def bqk(p: AttentionParams, float_dot: bool = False, acc_dtype: str = ACC_DTYPE)
     return [q, k, out]
 
 
-def bav(p: AttentionParams) -> list[te.Tensor]:
-    """Return ``[masks, v, out]``: masks (B, H, n, 3, Nw), v (B, H, Nw, d) -> (B, H, n, d) float32."""
+def bav(p: AttentionParams, acc_dtype: str = ACC_DTYPE) -> list[te.Tensor]:
+    """Return ``[masks, v, out]``: masks (B, H, n, 3, Nw), v (B, H, Nw, d) -> (B, H, n, d) float32, the popcounts
+    summed in ``acc_dtype``."""
     masks = placeholder((p.batch, p.heads, p.tokens, LEVELS, p.token_words), "uint64", "masks")
     v = placeholder((p.batch, p.heads, p.token_words, p.dim), "uint64", "v")
     t, c = te.reduce_axis((0, LEVELS), name="t"), te.reduce_axis((0, p.token_words), name="c")
     acc = te.compute(
         (p.batch, p.heads, p.tokens, p.dim),
-        lambda b, h, m, n: te.sum(popcount(masks[b, h, m, t, c] & v[b, h, c, n]), axis=[t, c]),
+        lambda b, h, m, n: te.sum(popcount(masks[b, h, m, t, c] & v[b, h, c, n], acc_dtype), axis=[t, c]),
         name=ACC,
         attrs=tile_axes(2, 3),
     )
     t2, c2 = te.reduce_axis((0, LEVELS), name="t"), te.reduce_axis((0, p.token_words), name="c")
     rowsum = te.compute(
         (p.batch, p.heads, p.tokens),
-        lambda b, h, m: te.sum(popcount(masks[b, h, m, t2, c2]), axis=[t2, c2]),
+        lambda b, h, m: te.sum(popcount(masks[b, h, m, t2, c2], acc_dtype), axis=[t2, c2]),
         name=ROWSUM,
     )
     out = te.compute(

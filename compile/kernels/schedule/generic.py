@@ -251,8 +251,7 @@ def _schedule_gemm(sch: Schedule, cfg: TileConfig) -> str | None:
     extents = [int(iv.dom.extent) for iv in sch.get(out).iter_vars]
     m_ax, n_ax = _tile_axes(sch, out)
     if _tiles_whole_rows(extents[n_ax], cfg):
-        _schedule_gemm_rows(sch, cfg, n_ax)
-        return None
+        return _schedule_gemm_rows(sch, cfg, n_ax)
     tile = choose_tile(extents[m_ax], extents[n_ax], cfg)
     across = cfg.transposed_stores and _stores_along(sch, out, m_ax)
     if across:  # worth its narrower tile only with 4 rows or more (14x14 maps: 2 rows instead of 7 was slower)
@@ -283,29 +282,40 @@ def _stores_along(sch: Schedule, out, axis: int) -> bool:
     return any(v.same_as(var) for v in tirx.analysis.undefined_vars(last, []))
 
 
-def _schedule_gemm_rows(sch: Schedule, cfg: TileConfig, n_ax: int) -> None:
-    """One output row per tile, its columns partitioned into whole vectors and a shorter last vector; each piece
-    accumulates in registers with the reduction outermost, the whole vectors in chunks of at most the register
-    budget (the A76's 16 for 26 vectors of 53 keys: 2 chunks of 13)."""
+def _schedule_gemm_rows(sch: Schedule, cfg: TileConfig, n_ax: int) -> str | None:
+    """One output row per tile. The row of sums accumulates in registers with the reduction outermost: its columns
+    are whole vectors, where the compute padded the sums to whole vectors (as attention's keys on the A76), or
+    else whole vectors and a shorter last one; the whole vectors run in chunks of at most the register budget (the
+    A76's 16 for 27 vectors of 54 padded keys: 3 chunks of 9), each chunk through the config's micro-kernel where
+    it takes it (its name is returned). The float epilogue: whole vectors and a shorter last one."""
     out, acc = sch.get_sblock(OUT), sch.get_sblock(ACC)
     loops = sch.get_loops(out)
     n = _extent(sch, loops[n_ax])
-    body = n - n % cfg.lanes
+    sum_cols = int(sch.get(acc).iter_vars[n_ax].dom.extent)  # more than n where the compute padded the sums
+    whole = sum_cols if sum_cols % cfg.lanes == 0 else n - n % cfg.lanes
     outer = [loop for i, loop in enumerate(loops) if i != n_ax]
     sch.reorder(*outer, loops[n_ax])
     sch.compute_at(acc, outer[-1])
-    cols = sch.get_loops(acc)[len(outer)]  # the acc's column loop (then its reductions)
-    for piece in sch.loop_partition(cols, [body, None]):
+    row = sch.fuse(*outer)
+    sch.parallel(row)  # before a tensorize: its outer block's unit reduction would make the loop not parallel
+    cols = sch.get_loops(acc)[1]  # the acc's column loop (then its reductions)
+    intrin = None
+    # sums padded: the row's last vector reads and writes the padding (no predicate, no partition)
+    pieces = [cols] if whole > n else sch.loop_partition(cols, [whole, None])
+    for piece, vectors in zip(pieces, [whole // cfg.lanes, 0]):
         block = sch.get_child_blocks(piece)[0]
-        col, *red = sch.get_loops(block)  # a partition piece is its own block scope: only its loops
+        loops = sch.get_loops(block)
+        at = next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(piece)))
+        col, red = loops[at], loops[at + 1 :]
         chunk = []
-        if _extent(sch, col) == body:
-            vectors = body // cfg.lanes
+        if vectors:
             per_chunk = max(d for d in range(1, min(vectors, cfg.acc_regs) + 1) if vectors % d == 0)
-            *chunk, col, lane = sch.split(
-                col, [None, per_chunk, cfg.lanes] if per_chunk < vectors else [None, cfg.lanes]
-            )
-            tile_loops = [col, lane]
+            *chunk, col = sch.split(col, [vectors // per_chunk, per_chunk * cfg.lanes], disable_predication=True)
+            sch.reorder(*chunk, *red, col)
+            intrin = _micro_kernel_rows(sch, block, red, Tile(1, per_chunk, cfg.lanes), cfg) or intrin
+            if intrin is not None:
+                continue
+            tile_loops = list(sch.split(col, [None, cfg.lanes]))
         else:
             tile_loops = [col]
         sch.reorder(*chunk, *red, *tile_loops)
@@ -313,9 +323,21 @@ def _schedule_gemm_rows(sch: Schedule, cfg: TileConfig, n_ax: int) -> None:
         if red:
             init = sch.decompose_reduction(block, red[0])
             vectorize_unroll(sch, sch.get_loops(init)[-len(tile_loops) :])
+    body = n - n % cfg.lanes
     for piece in sch.loop_partition(sch.get_loops(out)[-1], [body, None]):
         vectorize_unroll(sch, sch.split(piece, [None, cfg.lanes]) if _extent(sch, piece) == body else [piece])
-    sch.parallel(sch.fuse(*outer))
+    return intrin
+
+
+def _micro_kernel_rows(sch: Schedule, block, red: list, tile: Tile, cfg: TileConfig) -> str | None:
+    """A one-row chunk's reduction (one loop, then the chunk's columns) through the config's micro-kernel, where it
+    takes it; its name, or None (nothing changed)."""
+    intrin = cfg.micro_kernel(sch, block, tile) if cfg.micro_kernel is not None and len(red) == 1 else None
+    if intrin is not None:
+        init = sch.decompose_reduction(block, red[0])
+        vectorize_unroll(sch, sch.get_loops(init)[-1:])
+        sch.tensorize(red[0], intrin)
+    return intrin
 
 
 def _vectorize_epilogue(sch: Schedule, mi, nv, nl, wide: bool) -> None:
@@ -329,7 +351,7 @@ def _vectorize_epilogue(sch: Schedule, mi, nv, nl, wide: bool) -> None:
 
 class _Accumulation(NamedTuple):
     """Step 3's loops for step 5: the reduction loops and the tile's loops, or, where a micro-kernel takes the tile,
-    its one reduction loop and the intrinsic's name."""
+    its one reduction loop, its row (unless one) and column loops and the intrinsic's name."""
 
     reductions: list
     tile_loops: list
@@ -341,11 +363,12 @@ def _accumulate(sch: Schedule, acc, loop, tile: Tile, cfg: TileConfig) -> _Accum
     sch.compute_at(acc, loop)  # global scope: only a small global buffer is a stack alloca (see STACK_ALLOCA_BYTES)
     inner = _tile_loops(sch, acc, tile)
     reductions = [inner[k] for k in inner if k not in _TILE_ROLES]
-    if cfg.micro_kernel is not None and len(reductions) == 1 and len(inner) == 3:  # reduction, rows, cols
-        sch.reorder(reductions[0], inner[_ROWS], inner[_COLS])
+    tile_axes = [inner[k] for k in (_ROWS, _COLS) if k in inner]
+    if cfg.micro_kernel is not None and len(reductions) == 1 and _COLS in inner and len(inner) == 1 + len(tile_axes):
+        sch.reorder(reductions[0], *tile_axes)  # reduction, rows (unless one), cols
         intrin = cfg.micro_kernel(sch, acc, tile)
         if intrin is not None:
-            return _Accumulation(reductions, [], intrin)
+            return _Accumulation(reductions, tile_axes, intrin)
     if _COLS in inner:
         inner[_COLS], inner[_LANES] = sch.split(inner[_COLS], [tile.nr, tile.vl])
     tile_loops = [inner[k] for k in _TILE_ROLES if k in inner]
@@ -359,7 +382,7 @@ def _split_init(sch: Schedule, acc, steps: _Accumulation) -> str | None:
     micro-kernel, if any, tensorizes the reduction; returns the micro-kernel's name."""
     if steps.intrin is not None:
         init = sch.decompose_reduction(acc, steps.reductions[0])
-        vectorize_unroll(sch, sch.get_loops(init)[-2:])
+        vectorize_unroll(sch, sch.get_loops(init)[-len(steps.tile_loops) :])
         sch.tensorize(steps.reductions[0], steps.intrin)
         return steps.intrin
     if steps.reductions or steps.tile_loops:

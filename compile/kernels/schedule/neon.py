@@ -15,14 +15,16 @@ generic schedule to apply.
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, partial
 
 from tvm import tirx
-from tvm.s_tir import Schedule, TensorIntrin
-from tvm.script import tirx as T
+from tvm.s_tir import Schedule
+from tvm.script.ir_builder import IRBuilder
+from tvm.script.ir_builder import tirx as B
 
 from ..blocks import TILE_AXES_ATTR
 from .generic import Tile, tensorizes
+from .intrin import register_intrin, row_view
 
 __all__ = ["popcount_tile_intrin", "tensorize_tile"]
 
@@ -32,117 +34,135 @@ _ADDP, _UADDLP = "llvm.aarch64.neon.addp.v4i32", "llvm.aarch64.neon.uaddlp.v2i64
 
 
 @cache
-def popcount_tile_intrin(mr: int, nr: int, kw: int, row_first: bool, acc_dtype: str) -> str:
+def popcount_tile_intrin(mr: int, nr: int, kw: int, form: str, acc_dtype: str) -> str:
     """Register (once) and name the intrinsic for an ``mr`` x ``2 nr`` tile over ``kw`` words summed into
-    ``acc_dtype`` (int32 or int64). ``row_first``: the block computes ``a[m, k] ^ b[k, n]`` (dense, NHWC and
-    column-tiled convs), else ``b[k, n] ^ a[k, m]`` (NCHW convs tiled over output channels x pixels, whose
-    weights are stored k-major)."""
-    name = f"bhvit_neon_popcount_{mr}x{nr}x{kw}_{'ab' if row_first else 'ba'}_{acc_dtype}"
+    ``acc_dtype`` (int32 or int64). ``form`` (:data:`FORMS`), the block's product: ``"ab"``, ``a[m, k] ^ b[k, n]``
+    (dense, NHWC and column-tiled convs); ``"ba"``, ``b[k, n] ^ a[k, m]`` (NCHW convs tiled over output channels x
+    pixels, whose weights are stored k-major); ``"levels"``, ``a[m, k, 0] & b[0, n]`` (A·V: the 3 level masks of
+    one token word against the same word of v)."""
+    if form not in FORMS:
+        raise ValueError(f"unknown operand form {form!r}, expected one of {FORMS}")
+    name = f"bhvit_neon_popcount_{mr}x{nr}x{kw}_{form}_{acc_dtype}"
+    return register_intrin(name, partial(_tile_func, mr, nr, kw, form, acc_dtype))
+
+
+FORMS = ("ab", "ba", "levels")
+
+
+def _tile_func(mr: int, nr: int, kw: int, form: str, acc_dtype: str, tensorized: bool) -> tirx.PrimFunc:
+    """The intrinsic's description (the block's reduction: k, then the rows where there is more than one, then the
+    columns) or its implementation (``udot`` into uint32x4 half-sums, reduced once after the reduction)."""
     nc = LANES * nr
-    # int32: one addp turns two accumulators into the sums of 4 columns; int64: one uaddlp per accumulator
+    a_shape = {"ab": (mr, kw), "ba": (kw, mr), "levels": (mr, kw, 1)}[form]
+    b_rows = 1 if form == "levels" else kw
+    with IRBuilder() as ib, B.prim_func(s_tir=True):
+        a, b, c = (B.arg(n, B.handle()) for n in "abc")
+        strides = [tirx.Var(f"sa{i}", "int32") for i in range(len(a_shape))]
+        A = B.match_buffer(a, a_shape, "uint64", strides=strides, offset_factor=1)
+        V = row_view(b, b_rows, nc, "uint64")
+        C = row_view(c, mr, nc, acc_dtype)
+
+        def row(i, k):  # the row operand of row i at word k
+            return {"ab": lambda: A[i, k], "ba": lambda: A[k, i], "levels": lambda: A[i, k, 0]}[form]()
+
+        def col(k, j, lanes=1):  # the column operand at word k: column j, or ``lanes`` columns from j
+            index = [0 if form == "levels" else k, j]
+            return V[tuple(index)] if lanes == 1 else V.vload(index, f"uint64x{lanes}")
+
+        def ordered(r, v):  # the two operands in the block's order
+            return (v, r) if form == "ba" else (r, v)
+
+        def product(r, v):
+            x, y = ordered(r, v)
+            return x & y if form == "levels" else x ^ y
+
+        with B.sblock("root"):
+            B.reads(C[0:mr, 0:nc], *ordered(A[tuple(slice(0, e) for e in a_shape)], V[0:b_rows, 0:nc]))
+            B.writes(C[0:mr, 0:nc])
+            if not tensorized:
+                with B.grid(kw, mr, nc) if mr > 1 else B.grid(kw, nc) as loops, B.sblock("update"):
+                    k, *rows, j = loops
+                    if rows:
+                        vi, vj, vk = B.axis.remap("SSR", [rows[0], j, k])
+                    else:
+                        vi, (vj, vk) = 0, B.axis.remap("SR", [j, k])
+                    B.reads(C[vi, vj], *ordered(row(vi, vk), col(vk, vj)))
+                    B.writes(C[vi, vj])
+                    popcount = tirx.Cast(acc_dtype, tirx.popcount(product(row(vi, vk), col(vk, vj))))
+                    B.buffer_store(C, C[vi, vj] + popcount, [vi, vj])
+            else:
+                acc = B.decl_buffer((mr * nr,), "uint32x4")  # a small stack array: LLVM keeps it in registers
+                with B.unroll(mr * nr) as t:
+                    B.buffer_store(acc, B.broadcast(B.uint32(0), 4), [t])
+                with B.serial(kw) as k, B.unroll(mr) as i, B.unroll(nr) as j:
+                    word = product(B.broadcast(row(i, k), LANES), col(k, j * LANES, LANES))
+                    counts = B.call_llvm_pure_intrin("uint8x16", _CTPOP, B.reinterpret("uint8x16", word))
+                    total = B.call_llvm_pure_intrin(
+                        "uint32x4", _UDOT, acc[i * nr + j], B.broadcast(B.uint8(1), 16), counts
+                    )
+                    B.buffer_store(acc, total, [i * nr + j])
+                _reduce_half_sums(C, acc, mr, nr, acc_dtype)
+    return ib.get()
+
+
+def _reduce_half_sums(C: tirx.Buffer, acc: tirx.Buffer, mr: int, nr: int, acc_dtype: str) -> None:
+    """Add the tile's uint32x4 half-sums to ``C``, one sum per column: for int32, ``addp`` of two accumulators gives
+    4 columns (of one, the low 2); for int64, ``uaddlp`` of one gives 2."""
     width, pairs = (4, nr // 2) if acc_dtype == "int32" else (LANES, 0)
 
-    a_shape = (mr, kw) if row_first else (kw, mr)
+    def add(i, first, lanes, value):
+        span = B.ramp(first, 1, lanes)
+        B.buffer_store(C, C[i, span] + value, [i, span])
 
-    def row(a, i, k):  # the row operand of row i at word k
-        return a[i, k] if row_first else a[k, i]
-
-    def xor(a, b):
-        return a ^ b if row_first else b ^ a
-
-    def operands(a, b):  # the read regions in the block's order
-        regions = (a[0 : a_shape[0], 0 : a_shape[1]], b[0:kw, 0:nc])
-        return regions if row_first else regions[::-1]
-
-    def sums(lo, hi):  # uint32x4 half-word sums of columns (0, 1) [and (2, 3)] -> per-column sums
-        if acc_dtype == "int64":  # (never given ``hi``: no pairs)
-            return T.reinterpret("int64x2", T.call_llvm_pure_intrin("uint64x2", _UADDLP, lo))
-        if hi is None:
-            return T.reinterpret(
-                "int32x2", T.vectorlow(T.call_llvm_pure_intrin("uint32x4", _ADDP, lo, lo), dtype="uint32x2")
-            )
-        return T.reinterpret("int32x4", T.call_llvm_pure_intrin("uint32x4", _ADDP, lo, hi))
-
-    @T.prim_func(s_tir=True)
-    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-        sa0, sa1, sb0, sc0 = T.int32(), T.int32(), T.int32(), T.int32()
-        A = T.match_buffer(a, a_shape, "uint64", strides=[sa0, sa1], offset_factor=1)
-        B = T.match_buffer(b, (kw, nc), "uint64", strides=[sb0, 1], offset_factor=1)
-        C = T.match_buffer(c, (mr, nc), acc_dtype, strides=[sc0, 1], offset_factor=1)
-        with T.sblock("root"):
-            T.reads(C[0:mr, 0:nc], *operands(A, B))
-            T.writes(C[0:mr, 0:nc])
-            for k, i, j in T.grid(kw, mr, nc):
-                with T.sblock("update"):
-                    vi, vj, vk = T.axis.remap("SSR", [i, j, k])
-                    C[vi, vj] = C[vi, vj] + T.Cast(acc_dtype, T.popcount(xor(row(A, vi, vk), B[vk, vj])))
-
-    @T.prim_func(s_tir=True)
-    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-        sa0, sa1, sb0, sc0 = T.int32(), T.int32(), T.int32(), T.int32()
-        A = T.match_buffer(a, a_shape, "uint64", strides=[sa0, sa1], offset_factor=1)
-        B = T.match_buffer(b, (kw, nc), "uint64", strides=[sb0, 1], offset_factor=1)
-        C = T.match_buffer(c, (mr, nc), acc_dtype, strides=[sc0, 1], offset_factor=1)
-        with T.sblock("root"):
-            T.reads(C[0:mr, 0:nc], *operands(A, B))
-            T.writes(C[0:mr, 0:nc])
-            acc = T.decl_buffer((mr * nr,), "uint32x4")  # a small stack array: LLVM keeps it in registers
-            for t in T.unroll(mr * nr):
-                acc[t] = T.broadcast(T.uint32(0), 4)
-            for k in T.serial(kw):
-                for i in T.unroll(mr):
-                    for j in T.unroll(nr):
-                        acc[i * nr + j] = T.call_llvm_pure_intrin(
-                            "uint32x4",
-                            _UDOT,
-                            acc[i * nr + j],
-                            T.broadcast(T.uint8(1), 16),
-                            T.call_llvm_pure_intrin(
-                                "uint8x16",
-                                _CTPOP,
-                                T.reinterpret(
-                                    "uint8x16",
-                                    xor(T.broadcast(row(A, i, k), LANES), B.vload([k, j * LANES], "uint64x2")),
-                                ),
-                            ),
-                        )
-            for i in T.unroll(mr):
-                for q in T.unroll(pairs):
-                    C[i, T.ramp(q * width, 1, width)] = C[i, T.ramp(q * width, 1, width)] + sums(
-                        acc[i * nr + 2 * q], acc[i * nr + 2 * q + 1]
-                    )
-                for j in T.unroll(2 * pairs, nr):
-                    C[i, T.ramp(j * LANES, 1, LANES)] = C[i, T.ramp(j * LANES, 1, LANES)] + sums(acc[i * nr + j], None)
-
-    TensorIntrin.register(name, desc, impl, override=True)
-    return name
+    with B.unroll(mr) as i:
+        if pairs:
+            with B.unroll(pairs) as q:
+                both = B.call_llvm_pure_intrin("uint32x4", _ADDP, acc[i * nr + 2 * q], acc[i * nr + 2 * q + 1])
+                add(i, q * width, width, B.reinterpret("int32x4", both))
+        with B.unroll(2 * pairs, nr) as j:
+            if acc_dtype == "int64":
+                add(
+                    i,
+                    j * LANES,
+                    LANES,
+                    B.reinterpret("int64x2", B.call_llvm_pure_intrin("uint64x2", _UADDLP, acc[i * nr + j])),
+                )
+            else:
+                low = B.vectorlow(
+                    B.call_llvm_pure_intrin("uint32x4", _ADDP, acc[i * nr + j], acc[i * nr + j]), dtype="uint32x2"
+                )
+                add(i, j * LANES, LANES, B.reinterpret("int32x2", low))
 
 
 def tensorize_tile(sch: Schedule, acc, tile: Tile) -> str | None:
     """The micro-kernel's name for the acc block's reduction nest (one reduction loop over more than one word,
-    then the tile's rows and columns directly under it), or None where the block does not have that form (one
-    word, one row, another lane count, other operand access patterns). Checked on a copy of the schedule."""
-    if tile.vl != LANES or tile.mr < 2:
+    then the tile's rows, unless it has one, and columns directly under it), or None where the block does not have
+    that form (one word, another lane count, other operand access patterns). Checked on a copy of the schedule."""
+    if tile.vl != LANES:
         return None
     loops = sch.get_loops(acc)
-    if len(loops) < 3:
+    nest = 3 if tile.mr > 1 else 2
+    if len(loops) < nest:
         return None
-    k, rows, cols = loops[-3:]
+    k, *rows, cols = loops[-nest:]
     kw = int(sch.get(k).extent)
-    if kw < 2 or int(sch.get(rows).extent) != tile.mr or int(sch.get(cols).extent) != tile.nr * tile.vl:
+    if kw < 2 or any(int(sch.get(r).extent) != tile.mr for r in rows) or int(sch.get(cols).extent) != tile.nr * tile.vl:
         return None
     block = sch.get(acc)
-    name = popcount_tile_intrin(tile.mr, tile.nr, kw, _row_operand_first(block), str(block.body.buffer.dtype))
+    name = popcount_tile_intrin(tile.mr, tile.nr, kw, _form(block), str(block.body.buffer.dtype))
     return name if tensorizes(sch, acc, k, name) else None
 
 
-def _row_operand_first(block) -> bool:
-    """Whether the block's ``x ^ y`` has the row operand first (``x`` indexed without the tile's column axis)."""
+def _form(block) -> str:
+    """The block's operand form (:data:`FORMS`): ``"levels"`` for an ``&``, else whether its ``x ^ y`` has the row
+    operand first (``x`` indexed without the tile's column axis)."""
+    if any(True for _ in _nodes(block.body.value, tirx.BitwiseAnd)):
+        return "levels"
     xors = list(_nodes(block.body.value, tirx.BitwiseXor))
     if len(xors) != 1 or not hasattr(xors[0].a, "indices"):
-        return True
+        return "ab"
     col = block.iter_vars[int(block.annotations[TILE_AXES_ATTR][1])].var
-    return not any(v.same_as(col) for index in xors[0].a.indices for v in _nodes(index, tirx.Var))
+    return "ba" if any(v.same_as(col) for index in xors[0].a.indices for v in _nodes(index, tirx.Var)) else "ab"
 
 
 def _nodes(expr, kind):
