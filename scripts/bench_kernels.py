@@ -213,11 +213,13 @@ def hot_loop(asm: str) -> list[str]:
     return best
 
 
-def mca(body: list[str]) -> dict:
-    """llvm-mca on a loop body: cycles per iteration and bit-MAC/cycle."""
-    exe = shutil.which("llvm-mca") or next(
-        (shutil.which(f"llvm-mca-{v}") for v in range(22, 13, -1) if shutil.which(f"llvm-mca-{v}")), None
-    )
+MCA_CPU = "cortex-a76"  # llvm-mca's scheduling model (LLVM 14 and 19 give the Cortex-A57's to this name)
+
+
+def mca(body: list[str], cpu: str = MCA_CPU, exe: str | None = None) -> dict:
+    """llvm-mca (``exe``, else ``llvm-mca`` on the PATH, else the newest ``llvm-mca-N``) on a loop body with the
+    scheduling model of ``cpu``: cycles per iteration and bit-MAC/cycle."""
+    exe = exe or shutil.which("llvm-mca") or _newest_llvm_mca()
     counts = {op: sum(ln.split()[0] == op for ln in body) for op in ("cnt", "udot", "eor")}
     # bits counted: 128 per cnt.16b, 64 per cnt.8b (the scalar popcount of one word)
     bits = sum(128 if ".16b" in ln else 64 for ln in body if ln.split()[0] == "cnt")
@@ -229,7 +231,7 @@ def mca(body: list[str]) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".s", delete=False) as f:
         f.write("\n".join(body) + "\n")
     out = subprocess.run(
-        [exe, "-mtriple=aarch64-linux-gnu", "-mcpu=cortex-a76", "-iterations=200", f.name],
+        [exe, "-mtriple=aarch64-linux-gnu", f"-mcpu={cpu}", "-iterations=200", f.name],
         capture_output=True,
         text=True,
     )
@@ -245,6 +247,10 @@ def mca(body: list[str]) -> dict:
         "bit_mac_per_cycle": bits / cycles,
         "pct_of_a76_ceiling": 100 * bits / cycles / A76_CEILING,
     }
+
+
+def _newest_llvm_mca() -> str | None:
+    return next((shutil.which(f"llvm-mca-{v}") for v in range(22, 13, -1) if shutil.which(f"llvm-mca-{v}")), None)
 
 
 def run_a76(cases: list[Case]) -> list[dict]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_kernels import A76_CEILING, mca  # noqa: E402
+from bench_kernels import A76_CEILING, MCA_CPU, mca  # noqa: E402
 
 OBJDUMP = "aarch64-linux-gnu-objdump"
 READELF = "aarch64-linux-gnu-readelf"
@@ -180,7 +180,7 @@ def hot_loop(code: list[Insn]) -> list[str]:
     return [i.text() for i in best if i.target is None]
 
 
-def table(artifact: Path) -> list[dict]:
+def table(artifact: Path, cpu: str = MCA_CPU, exe: str | None = None) -> list[dict]:
     meta = json.loads((artifact / "metadata.json").read_text())
     binary = {name: k for name, k in meta.get("kernels", {}).items() if k.get("bit_macs")}
     if not binary:
@@ -192,7 +192,7 @@ def table(artifact: Path) -> list[dict]:
     for name, info in sorted(binary.items()):
         body = hot_loop(code.get(name, [])) or hot_loop(shared.get(name, []))
         row = {"kernel": name, "op": info["op"]}
-        rows.append(row | (mca(body) if body else {"error": "no loop with cnt found"}))
+        rows.append(row | (mca(body, cpu, exe) if body else {"error": "no loop with cnt found"}))
     return rows
 
 
@@ -200,10 +200,19 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("artifact", type=Path, help="artifact directory of an aarch64 (rpi5) build")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON")
+    ap.add_argument(
+        "--mcpu",
+        default=MCA_CPU,
+        help=f"llvm-mca's scheduling model (default {MCA_CPU}, which LLVM 14 and 19 give the Cortex-A57's model; "
+        "neoverse-n1, the A76's server twin, has a model of its own in LLVM 19, not in 14)",
+    )
+    ap.add_argument("--llvm-mca", help="the llvm-mca to run (default: llvm-mca, else the newest llvm-mca-N)")
     args = ap.parse_args()
     if shutil.which(OBJDUMP) is None:
         ap.error(f"{OBJDUMP} not found: apt-get install binutils-aarch64-linux-gnu")
-    rows = table(args.artifact)
+    if args.llvm_mca and shutil.which(args.llvm_mca) is None:
+        ap.error(f"{args.llvm_mca} not found")
+    rows = table(args.artifact, args.mcpu, args.llvm_mca)
     ceiling = f"% of {A76_CEILING:.0f}"
     print(f"{'kernel':52s} {'instr':>5s} {'cnt':>4s} {'fp':>4s} {'cyc/it':>7s} {'bitMAC/cyc':>10s} {ceiling:>7s}")
     for r in rows:

@@ -191,6 +191,8 @@ def test_mca_counts_128_bits_per_vector_cnt_64_per_scalar_and_the_float_instruct
     ]
     row = bench.mca(body)
     assert (row["instructions"], row["cnt"], row["udot"], row["eor"], row["bits"], row["fp"]) == (6, 2, 1, 1, 192, 2)
+    if "error" not in row:  # llvm-mca installed: the model is the one asked for
+        assert row["cycles_per_iter"] > 0 and "error" in bench.mca(body, cpu="no-such-core")
 
 
 @pytest.mark.qemu
