@@ -180,6 +180,18 @@ def test_a76_hot_loop_is_eor_cnt_udot(bench):
     assert not {"movi", "uadalp", "uaddlp", "str", "stp"} & set(ops)  # no re-zeroing, widening or spills
 
 
+def test_a76_gemm_tasks_sweep_a_row_of_tiles_where_there_are_enough_rows(bench):
+    """A task of the conv's parallel loop sweeps 14 tiles of 4 pixels with affine addresses: the hot loop divides
+    nothing. A GEMM of fewer rows of tiles than MIN_TASKS (49 of 4 rows) runs every tile as a task."""
+    conv = primfuncs.conv2d(Conv2dParams(1, 64, 64, 56, 56, (3, 3), padding=(1, 1), groups=4), "NCHW", True, A76)
+    assert re.search(r"T\.parallel\(448\):\n\s+for n_0 in range\(14\)", conv.script())  # 4 groups x 56 rows x 2
+    asm = tvm.tirx.build(tvm.IRModule({"main": conv}), target=A76).inspect_source("asm")
+    ops = {line.split()[0] for line in bench.hot_loop(asm)}
+    assert "cnt" in ops and not {"mul", "madd", "msub", "smull", "umull", "smulh", "umulh", "sdiv", "udiv"} & ops
+    dense = primfuncs.dense(DenseParams(196, 256, 256), True, A76)
+    assert "T.parallel(1568)" in dense.script()  # 49 x 32 tiles
+
+
 def test_mca_counts_128_bits_per_vector_cnt_64_per_scalar_and_the_float_instructions(bench):
     body = [
         "eor v0.16b, v1.16b, v2.16b",

@@ -86,6 +86,9 @@ class TileConfig:
     # a tile whose rows are the output's contiguous axis (NCHW convs tiled pixels x channels) takes a power-of-two
     # MR and writes its rows through a register transpose (.register_transpose), not lane by lane
     transposed_stores: bool = False
+    # a task of the GEMM's parallel loop sweeps a row of tiles (affine addresses, not a division per tile) where the
+    # rows of tiles are MIN_TASKS or more
+    serial_columns: bool = False
     # the fused MLP fc1 takes a tile of more rows than the stack holds (a workspace per parallel task) from this many
     # reduction words on; None: only where the stack would hold one row
     workspace_tile_words: int | None = None
@@ -271,7 +274,10 @@ def _schedule_gemm(sch: Schedule, cfg: TileConfig) -> str | None:
         vectorize_unroll(sch, [nv, nl])
     else:
         _vectorize_epilogue(sch, mi, nv, nl, cfg.wide_epilogue)
-    sch.parallel(sch.fuse(*outer, mo, no))
+    tasks = sch.fuse(*outer, mo)
+    if not cfg.serial_columns or _extent(sch, tasks) < MIN_TASKS:
+        tasks = sch.fuse(tasks, no)
+    sch.parallel(tasks)
     return _split_init(sch, acc, steps)
 
 

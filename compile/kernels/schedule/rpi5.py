@@ -24,6 +24,7 @@ A76 = TileConfig(
     micro_kernel=tensorize_tile,
     min_rows=2,
     wide_epilogue=True,
+    serial_columns=True,
 )
 
 
