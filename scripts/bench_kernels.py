@@ -225,7 +225,7 @@ def mca(body: list[str], cpu: str = MCA_CPU, exe: str | None = None) -> dict:
     bits = sum(128 if ".16b" in ln else 64 for ln in body if ln.split()[0] == "cnt")
     # float instructions: the loop holds (part of) the float epilogue, not the reduction alone
     fp = sum(ln.split()[0].startswith(("f", "scvtf", "ucvtf", "bif", "bsl", "bit")) for ln in body)
-    info = {"instructions": len(body), **counts, "bits": bits, "fp": fp}
+    info = {"instructions": len(body), **counts, "bits": bits, "fp": fp, "cpu": cpu}
     if exe is None:
         return {**info, "error": "llvm-mca not found"}
     with tempfile.NamedTemporaryFile("w", suffix=".s", delete=False) as f:

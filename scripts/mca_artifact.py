@@ -12,7 +12,7 @@ per ``cnt.8b``), against the A76 ceiling of 85 (3 SIMD uops per 128 bit-MACs on 
 loop's float instructions. 0: the loop is the reduction alone (the float epilogue runs after it, outside the
 measure); more: LLVM unrolled a short reduction and the loop is a whole output tile, its epilogue included.
 
-    python3 scripts/mca_artifact.py artifacts/w3-rpi5 [--json table.json]
+    python3 scripts/mca_artifact.py artifacts/w3-rpi5 [--json table.json] [--mcpu neoverse-n1 --llvm-mca llvm-mca-19]
 
 Needs ``aarch64-linux-gnu-objdump`` (binutils-aarch64-linux-gnu) and ``llvm-mca`` (package ``llvm``); with
 ``aarch64-linux-gnu-readelf`` (same package) each function's extent comes from the unwind table, else it ends at
@@ -214,6 +214,8 @@ def main() -> int:
         ap.error(f"{args.llvm_mca} not found")
     rows = table(args.artifact, args.mcpu, args.llvm_mca)
     ceiling = f"% of {A76_CEILING:.0f}"
+    tool = next((r["tool"] for r in rows if "tool" in r), args.llvm_mca or "llvm-mca")
+    print(f"{tool} -mcpu={args.mcpu}")
     print(f"{'kernel':52s} {'instr':>5s} {'cnt':>4s} {'fp':>4s} {'cyc/it':>7s} {'bitMAC/cyc':>10s} {ceiling:>7s}")
     for r in rows:
         if "error" in r:

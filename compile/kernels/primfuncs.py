@@ -139,9 +139,11 @@ def conv2d(p: Conv2dParams, layout: str, with_bias: bool, target: Target) -> tir
 def qk(p: AttentionParams, target: Target) -> tirx.PrimFunc:
     """Packed q, k -> scores, summed in the target's accumulator type whatever the dot products' words: its one-row
     tiles convert every sum to a float, which int32 sums do a vector at a time (A76, 3 words: 22.5% -> 30.5% of the
-    llvm-mca ceiling with int32 instead of int64 sums)."""
+    llvm-mca ceiling with int32 instead of int64 sums). Where the target has a micro-kernel (A76), the keys are
+    padded to whole vectors: a row's sums have no shorter vector, and its chunks take the micro-kernel where the
+    dot products are 2 words or more (one-word rows are vectorised, without a scalar tail)."""
     cfg = select(target)
-    key_lanes = cfg.lanes if cfg.micro_kernel is not None else 1  # whole vectors of keys for the micro-kernel
+    key_lanes = cfg.lanes if cfg.micro_kernel is not None else 1
     return _scheduled(battention.bqk(p, cfg.float_dot, cfg.acc_dtype, key_lanes), target)
 
 

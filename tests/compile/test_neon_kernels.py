@@ -147,17 +147,32 @@ def test_a76_kernels_use_the_micro_kernel(case):
 
 def test_a76_tiles_have_rows_for_the_micro_kernel_and_x86_tiles_are_unchanged():
     cfg = select(A76)
-    assert choose_tile(49, 512, cfg).mr == 7  # not 1 x 16: the micro-kernel needs MR >= 2
+    assert choose_tile(49, 512, cfg).mr == 7  # not 1 x 16: rows share the column operand's loads
     assert choose_tile(53, 512, cfg).mr == 1  # a prime: no choice
     x86 = select(Target({"kind": "llvm", "mcpu": "znver4"}))
     assert x86.micro_kernel is None and x86.acc_dtype == "int64" and x86.min_rows == 1
 
 
+@pytest.mark.parametrize(
+    "case, intrinsic",
+    [
+        ("av_one_row", "bhvit_neon_popcount_1x16x3_levels_int32"),  # 53 queries x 64 dims: one row of 16 vectors
+        ("av_two_rows", "bhvit_neon_popcount_2x8x3_levels_int32"),
+        ("pack_pool_one_row", "bhvit_neon_popcount_1x16x8_ab_int32"),
+    ],
+)
+def test_a76_tiles_of_one_row_and_attention_levels_take_the_micro_kernel(case, intrinsic):
+    builds = CASES | {
+        "pack_pool_one_row": lambda: (
+            primfuncs.dense_pack_pool(DenseParams(53, 512, 2048), 4, True, A76, 2048, True, True),
+        )
+    }
+    assert str(builds[case]()[0].attrs[MICRO_KERNEL_ATTR]) == intrinsic
+
+
 def test_a76_gemm_without_the_micro_kernel_sums_in_int64_unless_one_word():
     one_lane = primfuncs.dense(DenseParams(12, 192, 129), True, A76)  # 129 columns: a tile of one-lane vectors
     assert not tensorized(one_lane) and 'T.Cast("int64", T.popcount' in one_lane.script()
-    one_row = primfuncs.dense_pack_pool(DenseParams(53, 512, 2048), 4, True, A76, 2048, True, True)  # MR = 1
-    assert tensorized(one_row) and str(one_row.attrs[MICRO_KERNEL_ATTR]).endswith("_int32")
     one_word = primfuncs.dense(DenseParams(12, 64, 32), True, A76)
     assert not tensorized(one_word) and 'T.Cast("int32", T.popcount' in one_word.script()
     assert tensorized(primfuncs.dense(DenseParams(12, 128, 32), True, A76))

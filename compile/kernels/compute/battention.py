@@ -2,8 +2,8 @@
 
 * Q·Kᵀ: ``q``, ``k`` are packed along dim with :func:`bitpack.pack_rows` to (B, H, n, Dw) uint64
   (bit 1 = value >= 0, pad bits 0), and ``scores = d - 2 * sum popcount(q ^ k)`` (float32 of an
-  exact integer). ``k`` is first copied to (B, H, Dw, n) (block ``"transpose"``), so the key axis, the
-  vectorised one, is contiguous.
+  exact integer). ``k`` is first copied to (B, H, Dw, n') (block ``"transpose"``), so the key axis, the
+  vectorised one, is contiguous; ``n'`` is n, or n padded with zero words to whole vectors (``key_lanes``).
 * A·V with 2-bit levels (quantisation decomposition): ``levels`` (B, H, n, n) float32 holding
   0..3 become three {0,1} masks ``level >= t`` (t = 1, 2, 3), packed along keys to
   (B, H, n, 3, Nw) by :func:`pack_levels`; ``v`` is packed along tokens to (B, H, Nw, d) by

@@ -13,10 +13,11 @@ The PrimFuncs are recognised by their block names (:mod:`..blocks`), and a GEMM'
 * ``"acc"`` + ``"out"`` (popcount GEMM): the output tile is ``MR`` rows (axis ``m``) by
   ``NR x lanes`` columns (axis ``n``), kept in registers of the config's accumulator type (``acc_dtype``, or the
   config's micro-kernel's own registers where it takes the tile) while the reduction runs; the
-  float epilogue writes the tile; the loops outside the tile are fused and run in parallel.
+  float epilogue writes the tile; the loops outside the tile are fused and run in parallel (with the config's
+  ``serial_columns``, the loops outside a row of tiles, each task sweeping its row).
   When ``n`` is not a multiple of the lanes (attention's 53 keys) but a row's sums fit the stack, the tile is one
-  row: its columns are partitioned into whole vectors and one shorter vector, the whole vectors swept in chunks
-  of at most the register budget.
+  row: its sums are whole vectors where the compute padded them (the A76's keys), else whole vectors and one
+  shorter vector, the whole vectors swept in chunks of at most the register budget.
 * ``"transpose"`` (a small operand copy before a GEMM): left serial, innermost loop whole.
 * ``"acc"`` + ``"out"`` + ``"pack"`` + ``"pool"`` (GEMM whose float output is internal): each parallel
   tile covers ``MR`` rows by one word (64 columns) of ``out``, computed as above into a stack tile
@@ -76,7 +77,7 @@ class TileConfig:
     # 0.97x with the 7-row fc1 tile); on the A76 the integer form is shorter (tile epilogues 16 float ops, not 40)
     float_dot: bool = False
     wide_epilogue: bool = False  # plain GEMMs: vectorise the float epilogue over a tile row (NR x lanes), not lanes
-    min_rows: int = 1  # MR floor where some divisor of the rows allows it (a micro-kernel that needs rows)
+    min_rows: int = 1  # MR floor where some divisor of the rows allows it (rows share a column operand's loads)
     # optional micro-kernel for a GEMM tile: (schedule, acc block with its reduction loop outermost, tile) -> the
     # name of a tensor intrinsic that takes the whole tile and reduction, or None (the vectorised accumulate)
     micro_kernel: Callable[[Schedule, object, Tile], str | None] | None = None
@@ -86,8 +87,8 @@ class TileConfig:
     # a tile whose rows are the output's contiguous axis (NCHW convs tiled pixels x channels) takes a power-of-two
     # MR and writes its rows through a register transpose (.register_transpose), not lane by lane
     transposed_stores: bool = False
-    # a task of the GEMM's parallel loop sweeps a row of tiles (affine addresses, not a division per tile) where the
-    # rows of tiles are MIN_TASKS or more
+    # a task of a tiled GEMM's parallel loop (not the fused fc1's or a one-row tile's) sweeps a row of tiles (affine
+    # addresses, not a division per tile) where the rows of tiles are MIN_TASKS or more
     serial_columns: bool = False
     # the fused MLP fc1 takes a tile of more rows than the stack holds (a workspace per parallel task) from this many
     # reduction words on; None: only where the stack would hold one row
@@ -295,12 +296,12 @@ def _schedule_gemm_rows(sch: Schedule, cfg: TileConfig, n_ax: int) -> str | None
     A76's 16 for 27 vectors of 54 padded keys: 3 chunks of 9), each chunk through the config's micro-kernel where
     it takes it (its name is returned). The float epilogue: whole vectors and a shorter last one."""
     out, acc = sch.get_sblock(OUT), sch.get_sblock(ACC)
-    loops = sch.get_loops(out)
-    n = _extent(sch, loops[n_ax])
+    out_loops = sch.get_loops(out)
+    n = _extent(sch, out_loops[n_ax])
     sum_cols = int(sch.get(acc).iter_vars[n_ax].dom.extent)  # more than n where the compute padded the sums
     whole = sum_cols if sum_cols % cfg.lanes == 0 else n - n % cfg.lanes
-    outer = [loop for i, loop in enumerate(loops) if i != n_ax]
-    sch.reorder(*outer, loops[n_ax])
+    outer = [loop for i, loop in enumerate(out_loops) if i != n_ax]
+    sch.reorder(*outer, out_loops[n_ax])
     sch.compute_at(acc, outer[-1])
     row = sch.fuse(*outer)
     sch.parallel(row)  # before a tensorize: its outer block's unit reduction would make the loop not parallel
@@ -318,8 +319,9 @@ def _schedule_gemm_rows(sch: Schedule, cfg: TileConfig, n_ax: int) -> str | None
             per_chunk = max(d for d in range(1, min(vectors, cfg.acc_regs) + 1) if vectors % d == 0)
             *chunk, col = sch.split(col, [vectors // per_chunk, per_chunk * cfg.lanes], disable_predication=True)
             sch.reorder(*chunk, *red, col)
-            intrin = _micro_kernel_rows(sch, block, red, Tile(1, per_chunk, cfg.lanes), cfg) or intrin
-            if intrin is not None:
+            taken = cfg.micro_kernel(sch, block, Tile(1, per_chunk, cfg.lanes)) if _one_reduction(cfg, red) else None
+            if taken is not None:
+                intrin = _split_init(sch, block, _Accumulation(red, [col], taken))
                 continue
             tile_loops = list(sch.split(col, [None, cfg.lanes]))
         else:
@@ -335,15 +337,9 @@ def _schedule_gemm_rows(sch: Schedule, cfg: TileConfig, n_ax: int) -> str | None
     return intrin
 
 
-def _micro_kernel_rows(sch: Schedule, block, red: list, tile: Tile, cfg: TileConfig) -> str | None:
-    """A one-row chunk's reduction (one loop, then the chunk's columns) through the config's micro-kernel, where it
-    takes it; its name, or None (nothing changed)."""
-    intrin = cfg.micro_kernel(sch, block, tile) if cfg.micro_kernel is not None and len(red) == 1 else None
-    if intrin is not None:
-        init = sch.decompose_reduction(block, red[0])
-        vectorize_unroll(sch, sch.get_loops(init)[-1:])
-        sch.tensorize(red[0], intrin)
-    return intrin
+def _one_reduction(cfg: TileConfig, reductions: list) -> bool:
+    """Whether the config's micro-kernel may try a tile: it has one, and the tile one reduction loop."""
+    return cfg.micro_kernel is not None and len(reductions) == 1
 
 
 def _vectorize_epilogue(sch: Schedule, mi, nv, nl, wide: bool) -> None:
@@ -370,7 +366,7 @@ def _accumulate(sch: Schedule, acc, loop, tile: Tile, cfg: TileConfig) -> _Accum
     inner = _tile_loops(sch, acc, tile)
     reductions = [inner[k] for k in inner if k not in _TILE_ROLES]
     tile_axes = [inner[k] for k in (_ROWS, _COLS) if k in inner]
-    if cfg.micro_kernel is not None and len(reductions) == 1 and _COLS in inner and len(inner) == 1 + len(tile_axes):
+    if _one_reduction(cfg, reductions) and _COLS in inner and len(inner) == 1 + len(tile_axes):
         sch.reorder(reductions[0], *tile_axes)  # reduction, rows (unless one), cols
         intrin = cfg.micro_kernel(sch, acc, tile)
         if intrin is not None:

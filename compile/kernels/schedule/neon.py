@@ -1,4 +1,4 @@
-"""AArch64 NEON micro-kernel for a popcount GEMM tile: ``eor``, ``cnt``, ``udot`` per 128 bit-MACs.
+"""AArch64 NEON micro-kernel for a popcount GEMM tile: ``eor`` (or ``and``), ``cnt``, ``udot`` per 128 bit-MACs.
 
 LLVM lowers ``popcount(<2 x i64>)`` to ``cnt.16b`` plus a widening chain (``movi`` + ``udot`` against ones, then
 ``uadalp.2d`` into the int64 accumulator): five SIMD instructions per 128 bits. This tensor intrinsic keeps the
@@ -7,14 +7,16 @@ so ``udot`` accumulates the byte counts directly, and reduces them to one sum pe
 reduction (``addp`` for int32 sums, ``uaddlp`` for int64). A lane gains at most 32 per word: no overflow below
 2^32 bits.
 
-The intrinsic covers one tile: ``MR`` rows x ``2 NR`` uint64 columns over ``KW`` reduction words, the row operand
-broadcast (``a[m, k]``), the column operand read as contiguous pairs (``b[k, n:n+2]``); it is registered per shape
-on first use. :func:`tensorize_tile` names it where an acc block has that form (dense and conv tiles) for the
-generic schedule to apply.
+The intrinsic covers one tile: ``MR`` rows (one or more) x ``2 NR`` uint64 columns over ``KW`` reduction words, the
+row operand broadcast, the column operand read as contiguous pairs, combined as one of :data:`FORMS`: with xor in
+dense, conv and Q·Kᵀ tiles (there a chunk of a row of keys), with and in A·V's (its 3 level masks of one token word
+against one word of v). It is registered per shape on first use. :func:`tensorize_tile` names it where an acc block
+has such a form, for the generic schedule to apply.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache, partial
 
 from tvm import tirx
@@ -26,83 +28,104 @@ from ..blocks import TILE_AXES_ATTR
 from .generic import Tile, tensorizes
 from .intrin import register_intrin, row_view
 
-__all__ = ["popcount_tile_intrin", "tensorize_tile"]
+__all__ = ["FORMS", "popcount_tile_intrin", "tensorize_tile"]
 
 LANES = 2  # uint64 columns per 128-bit register
 _UDOT, _CTPOP = "llvm.aarch64.neon.udot.v4i32.v16i8", "llvm.ctpop.v16i8"
 _ADDP, _UADDLP = "llvm.aarch64.neon.addp.v4i32", "llvm.aarch64.neon.uaddlp.v2i64.v4i32"
+# the block's product: "ab" a[m, k] ^ b[k, n] (dense, NHWC and column-tiled convs, Q·Kᵀ); "ba" b[k, n] ^ a[k, m]
+# (NCHW convs tiled over output channels x pixels, whose weights are stored k-major); "levels" a[m, k, 0] & b[0, n]
+# (A·V: the level masks of one token word against the same word of v)
+FORMS = ("ab", "ba", "levels")
 
 
 @cache
 def popcount_tile_intrin(mr: int, nr: int, kw: int, form: str, acc_dtype: str) -> str:
-    """Register (once) and name the intrinsic for an ``mr`` x ``2 nr`` tile over ``kw`` words summed into
-    ``acc_dtype`` (int32 or int64). ``form`` (:data:`FORMS`), the block's product: ``"ab"``, ``a[m, k] ^ b[k, n]``
-    (dense, NHWC and column-tiled convs); ``"ba"``, ``b[k, n] ^ a[k, m]`` (NCHW convs tiled over output channels x
-    pixels, whose weights are stored k-major); ``"levels"``, ``a[m, k, 0] & b[0, n]`` (A·V: the 3 level masks of
-    one token word against the same word of v)."""
+    """Register (once) and name the intrinsic for an ``mr`` x ``2 nr`` tile over ``kw`` words in operand ``form``
+    (:data:`FORMS`), summed into ``acc_dtype`` (int32 or int64)."""
     if form not in FORMS:
         raise ValueError(f"unknown operand form {form!r}, expected one of {FORMS}")
     name = f"bhvit_neon_popcount_{mr}x{nr}x{kw}_{form}_{acc_dtype}"
     return register_intrin(name, partial(_tile_func, mr, nr, kw, form, acc_dtype))
 
 
-FORMS = ("ab", "ba", "levels")
+@dataclass(frozen=True)
+class _Operands:
+    """A tile's row operand ``A`` and column operand ``V`` in one of :data:`FORMS`."""
+
+    form: str
+    A: tirx.Buffer
+    V: tirx.Buffer
+
+    def row(self, i, k):
+        """The row operand of row ``i`` at word ``k``."""
+        if self.form == "ab":
+            return self.A[i, k]
+        return self.A[k, i] if self.form == "ba" else self.A[i, k, 0]
+
+    def col(self, k, j, lanes: int = 1):
+        """The column operand at word ``k``: column ``j``, or ``lanes`` columns from ``j``."""
+        index = [0 if self.form == "levels" else k, j]
+        return self.V[tuple(index)] if lanes == 1 else self.V.vload(index, f"uint64x{lanes}")
+
+    def ordered(self, r, v) -> tuple:
+        """A row and a column operand (values or regions) in the block's order."""
+        return (v, r) if self.form == "ba" else (r, v)
+
+    def product(self, r, v):
+        x, y = self.ordered(r, v)
+        return x & y if self.form == "levels" else x ^ y
 
 
 def _tile_func(mr: int, nr: int, kw: int, form: str, acc_dtype: str, tensorized: bool) -> tirx.PrimFunc:
-    """The intrinsic's description (the block's reduction: k, then the rows where there is more than one, then the
-    columns) or its implementation (``udot`` into uint32x4 half-sums, reduced once after the reduction)."""
+    """The intrinsic's description (:func:`_describe`) or implementation (:func:`_implement`)."""
     nc = LANES * nr
-    a_shape = {"ab": (mr, kw), "ba": (kw, mr), "levels": (mr, kw, 1)}[form]
+    if form == "ab":
+        a_shape = (mr, kw)
+    else:
+        a_shape = (kw, mr) if form == "ba" else (mr, kw, 1)
     b_rows = 1 if form == "levels" else kw
     with IRBuilder() as ib, B.prim_func(s_tir=True):
         a, b, c = (B.arg(n, B.handle()) for n in "abc")
         strides = [tirx.Var(f"sa{i}", "int32") for i in range(len(a_shape))]
-        A = B.match_buffer(a, a_shape, "uint64", strides=strides, offset_factor=1)
-        V = row_view(b, b_rows, nc, "uint64")
+        ops = _Operands(
+            form,
+            B.match_buffer(a, a_shape, "uint64", strides=strides, offset_factor=1),
+            row_view(b, b_rows, nc, "uint64"),
+        )
         C = row_view(c, mr, nc, acc_dtype)
-
-        def row(i, k):  # the row operand of row i at word k
-            return {"ab": lambda: A[i, k], "ba": lambda: A[k, i], "levels": lambda: A[i, k, 0]}[form]()
-
-        def col(k, j, lanes=1):  # the column operand at word k: column j, or ``lanes`` columns from j
-            index = [0 if form == "levels" else k, j]
-            return V[tuple(index)] if lanes == 1 else V.vload(index, f"uint64x{lanes}")
-
-        def ordered(r, v):  # the two operands in the block's order
-            return (v, r) if form == "ba" else (r, v)
-
-        def product(r, v):
-            x, y = ordered(r, v)
-            return x & y if form == "levels" else x ^ y
-
         with B.sblock("root"):
-            B.reads(C[0:mr, 0:nc], *ordered(A[tuple(slice(0, e) for e in a_shape)], V[0:b_rows, 0:nc]))
+            B.reads(C[0:mr, 0:nc], *ops.ordered(ops.A[tuple(slice(0, e) for e in a_shape)], ops.V[0:b_rows, 0:nc]))
             B.writes(C[0:mr, 0:nc])
-            if not tensorized:
-                with B.grid(kw, mr, nc) if mr > 1 else B.grid(kw, nc) as loops, B.sblock("update"):
-                    k, *rows, j = loops
-                    if rows:
-                        vi, vj, vk = B.axis.remap("SSR", [rows[0], j, k])
-                    else:
-                        vi, (vj, vk) = 0, B.axis.remap("SR", [j, k])
-                    B.reads(C[vi, vj], *ordered(row(vi, vk), col(vk, vj)))
-                    B.writes(C[vi, vj])
-                    popcount = tirx.Cast(acc_dtype, tirx.popcount(product(row(vi, vk), col(vk, vj))))
-                    B.buffer_store(C, C[vi, vj] + popcount, [vi, vj])
-            else:
-                acc = B.decl_buffer((mr * nr,), "uint32x4")  # a small stack array: LLVM keeps it in registers
-                with B.unroll(mr * nr) as t:
-                    B.buffer_store(acc, B.broadcast(B.uint32(0), 4), [t])
-                with B.serial(kw) as k, B.unroll(mr) as i, B.unroll(nr) as j:
-                    word = product(B.broadcast(row(i, k), LANES), col(k, j * LANES, LANES))
-                    counts = B.call_llvm_pure_intrin("uint8x16", _CTPOP, B.reinterpret("uint8x16", word))
-                    total = B.call_llvm_pure_intrin(
-                        "uint32x4", _UDOT, acc[i * nr + j], B.broadcast(B.uint8(1), 16), counts
-                    )
-                    B.buffer_store(acc, total, [i * nr + j])
-                _reduce_half_sums(C, acc, mr, nr, acc_dtype)
+            (_implement if tensorized else _describe)(ops, C, mr, nr, kw, acc_dtype)
     return ib.get()
+
+
+def _describe(ops: _Operands, C: tirx.Buffer, mr: int, nr: int, kw: int, acc_dtype: str) -> None:
+    """The block's reduction: k, then the rows where there is more than one, then the columns."""
+    with B.grid(kw, mr, LANES * nr) if mr > 1 else B.grid(kw, LANES * nr) as loops, B.sblock("update"):
+        k, *rows, j = loops
+        if rows:
+            vi, vj, vk = B.axis.remap("SSR", [rows[0], j, k])
+        else:
+            vi, (vj, vk) = 0, B.axis.remap("SR", [j, k])
+        B.reads(C[vi, vj], *ops.ordered(ops.row(vi, vk), ops.col(vk, vj)))
+        B.writes(C[vi, vj])
+        popcount = tirx.Cast(acc_dtype, tirx.popcount(ops.product(ops.row(vi, vk), ops.col(vk, vj))))
+        B.buffer_store(C, C[vi, vj] + popcount, [vi, vj])
+
+
+def _implement(ops: _Operands, C: tirx.Buffer, mr: int, nr: int, kw: int, acc_dtype: str) -> None:
+    """``udot`` of each 128 bits' byte counts into uint32x4 half-sums, reduced once after the reduction."""
+    acc = B.decl_buffer((mr * nr,), "uint32x4")  # a small stack array: LLVM keeps it in registers
+    with B.unroll(mr * nr) as t:
+        B.buffer_store(acc, B.broadcast(B.uint32(0), 4), [t])
+    with B.serial(kw) as k, B.unroll(mr) as i, B.unroll(nr) as j:
+        word = ops.product(B.broadcast(ops.row(i, k), LANES), ops.col(k, j * LANES, LANES))
+        counts = B.call_llvm_pure_intrin("uint8x16", _CTPOP, B.reinterpret("uint8x16", word))
+        total = B.call_llvm_pure_intrin("uint32x4", _UDOT, acc[i * nr + j], B.broadcast(B.uint8(1), 16), counts)
+        B.buffer_store(acc, total, [i * nr + j])
+    _reduce_half_sums(C, acc, mr, nr, acc_dtype)
 
 
 def _reduce_half_sums(C: tirx.Buffer, acc: tirx.Buffer, mr: int, nr: int, acc_dtype: str) -> None:
@@ -154,9 +177,10 @@ def tensorize_tile(sch: Schedule, acc, tile: Tile) -> str | None:
 
 
 def _form(block) -> str:
-    """The block's operand form (:data:`FORMS`): ``"levels"`` for an ``&``, else whether its ``x ^ y`` has the row
-    operand first (``x`` indexed without the tile's column axis)."""
-    if any(True for _ in _nodes(block.body.value, tirx.BitwiseAnd)):
+    """The block's operand form (:data:`FORMS`): ``"levels"`` for an ``&`` (the trial tensorize rejects any other
+    ``&`` block), else whether its ``x ^ y`` has the row operand first (``x`` indexed without the tile's column
+    axis)."""
+    if next(_nodes(block.body.value, tirx.BitwiseAnd), None) is not None:
         return "levels"
     xors = list(_nodes(block.body.value, tirx.BitwiseXor))
     if len(xors) != 1 or not hasattr(xors[0].a, "indices"):
