@@ -157,6 +157,11 @@ class AttentionParams:
     def token_words(self) -> int:
         return words(self.tokens)
 
+    @property
+    def level_words(self) -> int:
+        """The words an A·V sum runs over: a token word per level mask."""
+        return LEVELS * self.token_words
+
 
 @dataclass(frozen=True)
 class WindowParams:

@@ -13,16 +13,7 @@ from .compute import patch_conv as patch_compute
 from .compute import pool as pool_compute
 from .compute import stencil_add as stencil_compute
 from .compute._common import ACC_DTYPE, placeholder
-from .params import (
-    LEVELS,
-    AttentionParams,
-    Conv2dParams,
-    DenseParams,
-    PatchConvParams,
-    PoolParams,
-    StencilParams,
-    words,
-)
+from .params import AttentionParams, Conv2dParams, DenseParams, PatchConvParams, PoolParams, StencilParams, words
 from .schedule import patch_conv as patch_schedule
 from .schedule import pool as pool_schedule
 from .schedule import schedule_for, select
@@ -150,7 +141,7 @@ def qk(p: AttentionParams, target: Target) -> tirx.PrimFunc:
 def av(p: AttentionParams, target: Target) -> tirx.PrimFunc:
     """Packed level masks, v -> A·V, through the target's micro-kernel where it takes the tile (A76, one token word:
     its 3 masks against one word of v)."""
-    return _scheduled_gemm(lambda acc_dtype, _: battention.bav(p, acc_dtype), LEVELS * p.token_words, target)
+    return _scheduled_gemm(lambda acc_dtype, _: battention.bav(p, acc_dtype), p.level_words, target)
 
 
 def patch_conv(p: PatchConvParams, tile: Tile, with_bias: bool) -> tirx.PrimFunc:
