@@ -57,6 +57,13 @@ class _Operands:
     A: tirx.Buffer
     V: tirx.Buffer
 
+    @staticmethod
+    def shapes(form: str, mr: int, kw: int) -> tuple[tuple[int, ...], int]:
+        """``A``'s shape and ``V``'s rows (words) for a tile of ``mr`` rows over ``kw`` words."""
+        if form == "ab":
+            return (mr, kw), kw
+        return ((kw, mr), kw) if form == "ba" else ((mr, kw, 1), 1)
+
     def row(self, i, k):
         """The row operand of row ``i`` at word ``k``."""
         if self.form == "ab":
@@ -80,11 +87,7 @@ class _Operands:
 def _tile_func(mr: int, nr: int, kw: int, form: str, acc_dtype: str, tensorized: bool) -> tirx.PrimFunc:
     """The intrinsic's description (:func:`_describe`) or implementation (:func:`_implement`)."""
     nc = LANES * nr
-    if form == "ab":
-        a_shape = (mr, kw)
-    else:
-        a_shape = (kw, mr) if form == "ba" else (mr, kw, 1)
-    b_rows = 1 if form == "levels" else kw
+    a_shape, b_rows = _Operands.shapes(form, mr, kw)
     with IRBuilder() as ib, B.prim_func(s_tir=True):
         a, b, c = (B.arg(n, B.handle()) for n in "abc")
         strides = [tirx.Var(f"sa{i}", "int32") for i in range(len(a_shape))]
